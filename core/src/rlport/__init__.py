@@ -1,0 +1,35 @@
+"""rlport: one LLM RL post-training stack on any accelerator.
+
+``import rlport`` is light: it imports neither torch nor any plugin. :func:`init` does the work,
+once per process: it discovers plugins, selects the device plugin, activates it with the fabric
+plugins, applies declared patches, and prints the startup summary on rank 0.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rlport._version import HOOK_API_VERSION, __version__
+from rlport.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from rlport.runtime import Runtime
+
+__all__ = ["HOOK_API_VERSION", "__version__", "current", "hookimpl", "init"]
+
+
+def init() -> Runtime:
+    """Select and activate plugins and print the startup summary once; return the Runtime.
+
+    Idempotent: later calls in the same process return the same Runtime.
+    """
+    from rlport.runtime import init as _init
+
+    return _init()
+
+
+def current() -> Runtime:
+    """The process's Runtime, initialising it on first use."""
+    from rlport.runtime import init as _init
+
+    return _init()

@@ -1,0 +1,3 @@
+from rlport.cli import main
+
+main()

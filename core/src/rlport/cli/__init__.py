@@ -1,0 +1,146 @@
+"""The ``rlport`` command. Starts whatever plugins are installed: a broken plugin is reported, never
+a reason for the command itself to fail to start."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rlport.errors import RlportError
+
+app = typer.Typer(
+    help="rlport: LLM RL post-training on any accelerator. Plugins, conformance, training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+if not out.is_terminal:  # piped or captured: do not fold tables into 80 columns
+    out = Console(width=160)
+err = Console(stderr=True)
+
+
+def _fail(exc: RlportError, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc.message}")
+    if exc.fix:
+        err.print(f"  [bold]fix:[/] {exc.fix}")
+    return typer.Exit(code)
+
+
+def _quiet_init():  # type: ignore[no-untyped-def]
+    """init() without the startup summary (the command prints it itself, to stdout)."""
+    import rlport
+
+    os.environ["RLPORT_SUMMARY"] = "0"
+    return rlport.init()
+
+
+@app.command()
+def info(as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:
+    """Show the startup summary: the chosen device plugin and why, who serves each hook, patches."""
+    from rlport import summary
+
+    try:
+        runtime = _quiet_init()
+    except RlportError as exc:
+        raise _fail(exc) from None
+    data = summary.collect(runtime)
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        out.print(summary.render(data))
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """List every installed plugin: distribution, version, kind, status (with reason) and hooks."""
+    from rlport import runtime as runtime_mod
+    from rlport.selection import select
+
+    try:
+        settings, records = runtime_mod.build()
+    except RlportError as exc:
+        raise _fail(exc) from None
+    problem: RlportError | None = None
+    try:
+        select(records, settings)
+    except RlportError as exc:
+        problem = exc
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "plugins": [r.to_json() for r in records],
+                    "selection_error": str(problem) if problem else None,
+                },
+                indent=2,
+            )
+        )
+    else:
+        table = Table(title="rlport plugins", title_justify="left")
+        for column in ("name", "distribution", "kind", "status", "priority", "reason / fix", "hooks"):
+            table.add_column(column, overflow="fold")
+        colour = {"active": "green", "broken": "red", "unavailable": "yellow", "disabled": "dim"}
+        for r in records:
+            reason = r.reason + (f"\nfix: {r.fix}" if r.fix and r.status in ("broken", "disabled") else "")
+            table.add_row(
+                r.name,
+                f"{r.distribution} {r.version}",
+                r.kind or "?",
+                f"[{colour.get(r.status, '')}]{r.status}[/]",
+                "" if r.priority is None else str(r.priority),
+                reason,
+                ", ".join(h.removeprefix("rlport_") for h in r.hooks),
+            )
+        out.print(table)
+    if problem is not None:
+        raise _fail(problem)
+
+
+@app.command()
+def doctor() -> None:
+    """Check plugins, selection, stack versions, environment and patches; exit 1 on any problem."""
+    from rlport.doctor import diagnose
+
+    os.environ["RLPORT_SUMMARY"] = "0"
+    findings = diagnose()
+    if not findings:
+        out.print("[green]no problems found[/]")
+        return
+    for f in findings:
+        out.print(f"[bold red]{f.check}:[/] {f.problem}\n  [bold]fix:[/] {f.fix}")
+    out.print(f"[red]{len(findings)} problem(s)[/]")
+    raise typer.Exit(1)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def conformance(ctx: typer.Context) -> None:
+    """Run the conformance suite (rlport-conformance): `rlport conformance --plugin NAME --report out.json`,
+    `rlport conformance verify out.json`. Pass --help for its options."""
+    try:
+        from rlport_conformance.cli import main as run
+    except ImportError:
+        raise _fail(
+            RlportError(
+                "the conformance suite is not installed (distribution rlport-conformance)",
+                "pip install rlport-conformance   (from a checkout: pip install ./conformance)",
+            )
+        ) from None
+    raise typer.Exit(run(list(ctx.args)))
+
+
+def main() -> None:
+    try:
+        app()
+    except RlportError as exc:  # anything a command did not catch still prints its fix
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)

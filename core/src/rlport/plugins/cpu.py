@@ -1,0 +1,91 @@
+"""The built-in CPU device plugin: always available, lowest priority.
+
+It owns the host as the "accelerator": gloo collectives, host memory (sleep spills to a file), and
+torch's scaled-dot-product attention. Its capability claims are what the conformance suite holds
+it to.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from rlport.hookspecs import hookimpl
+from rlport.types import (
+    AttentionBackend,
+    AttentionSpec,
+    Capabilities,
+    DeviceInfo,
+    Manifest,
+    MemoryBackend,
+    ProbeResult,
+    StackRequirement,
+)
+
+
+class CpuPlugin:
+    rlport_manifest = Manifest(
+        name="cpu",
+        kind="device",
+        hook_api=">=1.0,<2",
+        description="Reference device plugin for the host CPU",
+    )
+
+    @hookimpl
+    def rlport_probe(self) -> ProbeResult:
+        return ProbeResult(available=True, reason="the host CPU is always available", priority=0)
+
+    @hookimpl
+    def rlport_device_info(self) -> DeviceInfo:
+        import torch
+
+        return DeviceInfo(
+            device_type="cpu",
+            count=1,
+            names=(platform.processor() or platform.machine(),),
+            device_module=None,
+            visible_devices_env=None,
+            ray_resource=None,
+            collectives_backend="gloo",
+            runtime_version=torch.__version__,
+            extra={"threads": str(torch.get_num_threads()), "cores": str(os.cpu_count())},
+        )
+
+    @hookimpl
+    def rlport_supported_stack(self) -> list[StackRequirement]:
+        return [
+            StackRequirement("torch", ">=2.4", "scaled_dot_product_attention with enable_gqa"),
+            StackRequirement("transformers", ">=4.56", "AttentionInterface and AttentionMaskInterface"),
+        ]
+
+    @hookimpl
+    def rlport_attention_backend(self, spec: AttentionSpec) -> AttentionBackend | None:
+        if spec.device_type != "cpu":
+            return None
+        from rlport.attention.sdpa import backend_for
+
+        return backend_for(spec)
+
+    @hookimpl
+    def rlport_memory_backend(self) -> MemoryBackend:
+        from rlport.memory import HostMemory
+
+        return HostMemory()
+
+    @hookimpl
+    def rlport_capabilities(self) -> Capabilities:
+        return Capabilities(
+            dtypes=("float32", "bfloat16", "float16"),
+            head_dims=(32, 40, 64, 72, 80, 96, 128, 256),
+            causal=True,
+            varlen=True,
+            gqa=True,
+            sliding_window=False,
+            deterministic=True,
+            sleep_tags=("weights", "kv_cache"),
+            collectives=("all_reduce", "all_gather", "reduce_scatter", "broadcast"),
+            rollout_engines=("hf",),
+        )
+
+
+plugin = CpuPlugin()

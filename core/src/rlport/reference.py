@@ -1,0 +1,65 @@
+"""The core's reference implementations: registered after every plugin and marked ``trylast``, so
+they answer only when no active plugin does. Each works on any torch device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlport.hookspecs import hookimpl
+from rlport.types import (
+    AttentionBackend,
+    AttentionSpec,
+    DeviceInfo,
+    EngineOffer,
+    MemoryBackend,
+    PreflightResult,
+)
+
+NAME = "reference"
+
+ENGINES = [
+    EngineOffer(
+        name="hf",
+        factory="rlport.rollout.hf_engine:create",
+        description="Hugging Face transformers generate(), attention through the selected backend",
+        requires=("transformers",),
+        install_hint="pip install transformers",
+    ),
+    EngineOffer(
+        name="vllm",
+        factory="rlport.rollout.vllm_engine:create",
+        description="vLLM offline engine (LLM); weight sync and sleep where the platform supports them",
+        requires=("vllm",),
+        install_hint='pip install "rlport[vllm]"',
+    ),
+]
+
+
+class Reference:
+    """The reference plugin object (one instance, registered as ``reference``)."""
+
+    @hookimpl(trylast=True)
+    def rlport_attention_backend(self, spec: AttentionSpec) -> AttentionBackend | None:
+        from rlport.attention.sdpa import backend_for
+
+        return backend_for(spec)
+
+    @hookimpl(trylast=True)
+    def rlport_collectives_backend(self, device: DeviceInfo) -> str:
+        return device.collectives_backend
+
+    @hookimpl(trylast=True)
+    def rlport_collectives_preflight(self, backend: str, group: Any) -> list[PreflightResult]:
+        from rlport.collectives import exact_all_reduce_check
+
+        return [exact_all_reduce_check(group)]
+
+    @hookimpl(trylast=True)
+    def rlport_memory_backend(self, device: DeviceInfo) -> MemoryBackend:
+        from rlport.memory import DeviceModuleMemory, HostMemory
+
+        return DeviceModuleMemory(device) if device.device_module else HostMemory()
+
+    @hookimpl(trylast=True)
+    def rlport_rollout_engines(self) -> list[EngineOffer]:
+        return ENGINES

@@ -1,0 +1,73 @@
+"""The rollout engine protocol every engine adapter implements (no torch import here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. ``n`` completions per prompt; ``top_k=0`` and ``top_p=1.0`` disable those
+    filters; ``temperature=0`` is greedy. ``seed`` makes sampling reproducible per call."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 32
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    logprobs_top_k: int = 0
+
+
+@dataclass
+class Generation:
+    """One completion: the generated ids (stop token included if hit), the logprob of each
+    generated token under the sampling distribution's model (before temperature, as the trainer
+    computes it), and optionally the top-k alternatives per position as ``{token_id: logprob}``."""
+
+    prompt_index: int
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str = "length"
+    top_logprobs: list[dict[int, float]] | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What every engine is constructed with. ``model`` is a local Hugging Face folder;
+    ``device`` the torch device string from the active device plugin; ``options`` carries
+    engine-specific arguments after the device plugins' ``rlport_engine_args`` adjustments."""
+
+    model: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    max_model_len: int = 512
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """What the trainer drives. ``capabilities`` says what the engine can really do on this
+    platform (for example ``{"sleep_tags": ("weights", "kv_cache"), "update_weights": True}``);
+    an operation outside them raises :class:`rlport.errors.EngineError`, never pretends."""
+
+    name: str
+    capabilities: dict[str, Any]
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Return, per prompt, ``params.n`` generations."""
+        ...
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Load trainer weights (Hugging Face parameter names); later calls serve them."""
+        ...
+
+    def sleep(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None: ...
+
+    def wake_up(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None: ...
+
+    def shutdown(self) -> None: ...

@@ -1,0 +1,286 @@
+"""The process's runtime: discovery, selection, activation, and the resolved implementations.
+
+:func:`init` runs once per process. It discovers and validates plugins, selects the device plugin
+and fabric plugins, registers only those (plus the core's reference, last) with a pluggy manager,
+applies their declared patches, exports the choice to the environment for worker processes, and
+prints the startup summary. Everything a caller needs afterwards is resolved through the
+:class:`Runtime` once and cached, so no hot path dispatches through pluggy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from rlport import settings as settings_mod
+from rlport.discovery import PluginRecord, discover, new_plugin_manager
+from rlport.errors import ConfigError, EngineError
+from rlport.reference import NAME as REFERENCE
+from rlport.reference import Reference
+from rlport.selection import Selection, select
+from rlport.settings import Settings
+from rlport.types import AttentionBackend, AttentionSpec, Capabilities, DeviceInfo, EngineOffer, MemoryBackend
+
+if TYPE_CHECKING:
+    from rlport.memory import TaggedMemory
+    from rlport.rollout.protocol import EngineConfig, RolloutEngine
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A hook's answer with the name of the plugin that gave it."""
+
+    value: Any
+    plugin: str
+
+
+class Runtime:
+    """The active plugins of this process and what they resolved to."""
+
+    def __init__(self, settings: Settings, records: list[PluginRecord], selection: Selection) -> None:
+        self.settings = settings
+        self.records = records
+        self.selection = selection
+        self.pm = new_plugin_manager()
+        for record in selection.active:
+            self.pm.register(record.obj, name=record.name)
+        self.pm.register(Reference(), name=REFERENCE)
+        self._attention: dict[AttentionSpec, Resolved] = {}
+        self.resolutions: dict[str, str] = {}  # what -> plugin, for the summary
+        info = self.resolve("rlport_device_info")
+        if not isinstance(info.value, DeviceInfo):
+            raise ConfigError(
+                f"device plugin {self.device_plugin!r} answered rlport_device_info with {info.value!r}",
+                f"report it to the maintainers of {selection.device.distribution}",
+            )
+        self.device: DeviceInfo = info.value
+        self.worker_env = self.merged("rlport_worker_env", device=self.device)
+
+    # -- names -------------------------------------------------------------------------------------
+    @property
+    def device_plugin(self) -> str:
+        return self.selection.device.name
+
+    @property
+    def fabric_plugins(self) -> list[str]:
+        return [r.name for r in self.selection.fabrics]
+
+    @property
+    def exported_env(self) -> set[str]:
+        """Variables rlport itself set in this process (not the user's)."""
+        return set(_exported)
+
+    @property
+    def active_plugins(self) -> list[str]:
+        return [r.name for r in self.selection.active]
+
+    # -- calling hooks -----------------------------------------------------------------------------
+    def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
+        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))  # call order
+
+    def implementers(self, hook_name: str) -> list[str]:
+        """Plugin names implementing ``hook_name``, in call order (reference last)."""
+        return [impl.plugin_name for impl in self._impls(hook_name)]
+
+    def _call(self, impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
+        return impl.function(*(kwargs[name] for name in impl.argnames))
+
+    def resolve(self, hook_name: str, **kwargs: Any) -> Resolved:
+        """Call a first-answer-wins hook and say which plugin answered."""
+        for impl in self._impls(hook_name):
+            value = self._call(impl, kwargs)
+            if value is not None:
+                self.resolutions.setdefault(hook_name, impl.plugin_name)
+                return Resolved(value, impl.plugin_name)
+        return Resolved(None, "")
+
+    def each(self, hook_name: str, **kwargs: Any) -> list[Resolved]:
+        """Call a collecting hook; every non-None answer with its plugin, in call order."""
+        out = []
+        for impl in self._impls(hook_name):
+            value = self._call(impl, kwargs)
+            if value is not None:
+                out.append(Resolved(value, impl.plugin_name))
+        return out
+
+    def merged(self, hook_name: str, **kwargs: Any) -> dict[str, str]:
+        """Merge mapping answers; two plugins disagreeing on a key is an error naming both."""
+        merged: dict[str, str] = {}
+        owner: dict[str, str] = {}
+        for answer in self.each(hook_name, **kwargs):
+            for key, value in answer.value.items():
+                if key in merged and merged[key] != value:
+                    raise ConfigError(
+                        f"plugins {owner[key]!r} and {answer.plugin!r} set {key} differently "
+                        f"({merged[key]!r} vs {value!r}) in {hook_name}",
+                        f"deactivate one of them (RLPORT_FABRICS=...) or export {key} yourself to decide",
+                    )
+                merged[key], owner[key] = value, answer.plugin
+        return merged
+
+    # -- resolved implementations -------------------------------------------------------------------
+    def attention_backend(self, spec: AttentionSpec) -> AttentionBackend:
+        """The backend for ``spec``, resolved once per distinct spec and cached."""
+        hit = self._attention.get(spec)
+        if hit is None:
+            hit = self.resolve("rlport_attention_backend", spec=spec)
+            if hit.value is None:
+                from rlport.errors import UnsupportedAttention
+
+                raise UnsupportedAttention(
+                    f"no active plugin, and not the reference, supports attention {spec}",
+                    "use a supported head dim/dtype, or install a plugin that supports it "
+                    "(see `rlport plugins`)",
+                )
+            self._attention[spec] = hit
+        return hit.value
+
+    @property
+    def attention_resolutions(self) -> dict[AttentionSpec, Resolved]:
+        return dict(self._attention)
+
+    @cached_property
+    def memory(self) -> MemoryBackend:
+        return self.resolve("rlport_memory_backend", device=self.device).value
+
+    def tagged_memory(self) -> TaggedMemory:
+        """A new tag registry over this platform's memory backend."""
+        from rlport.memory import TaggedMemory
+
+        return TaggedMemory(self.memory)
+
+    @cached_property
+    def collectives_backend(self) -> str:
+        return self.resolve("rlport_collectives_backend", device=self.device).value
+
+    def collectives_env(self) -> dict[str, str]:
+        return self.merged("rlport_collectives_env", backend=self.collectives_backend)
+
+    def allocator_settings(self, phase: str) -> Any:
+        return self.resolve("rlport_allocator_settings", phase=phase).value
+
+    def capabilities(self) -> Capabilities:
+        return self.resolve("rlport_capabilities").value or Capabilities()
+
+    def torch_device(self, local_rank: int | None = None) -> str:
+        """The torch device string for this process (``cpu``, or ``<type>:<local rank>``)."""
+        if self.device.device_type == "cpu" or self.device.count == 0:
+            return self.device.device_type
+        rank = int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank
+        return f"{self.device.device_type}:{rank % self.device.count}"
+
+    # -- rollout engines ----------------------------------------------------------------------------
+    def rollout_engines(self) -> dict[str, tuple[EngineOffer, str]]:
+        offers: dict[str, tuple[EngineOffer, str]] = {}
+        for answer in self.each("rlport_rollout_engines"):
+            for offer in answer.value:
+                if offer.name in offers and offers[offer.name][1] != answer.plugin:
+                    if answer.plugin == REFERENCE:
+                        continue  # a plugin's own engine of that name overrides the reference adapter
+                    raise ConfigError(
+                        f"rollout engine {offer.name!r} is offered by both {offers[offer.name][1]!r} "
+                        f"and {answer.plugin!r}",
+                        "uninstall one of the two plugins, or ask its maintainers to rename the engine",
+                    )
+                offers[offer.name] = (offer, answer.plugin)
+        return offers
+
+    def engine_offer(self, name: str) -> EngineOffer:
+        """The offer named ``name``, checked to be installed; errors say what to install."""
+        offers = self.rollout_engines()
+        if name not in offers:
+            raise EngineError(
+                f"rollout engine {name!r} is not offered by any active plugin (offered: {', '.join(offers)})",
+                f"choose one of them: rollout.engine={next(iter(offers), 'hf')}",
+            )
+        offer = offers[name][0]
+        missing = [m for m in offer.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise EngineError(
+                f"rollout engine {name!r} needs {', '.join(missing)}, which is not installed",
+                offer.install_hint or f"pip install {' '.join(missing)}",
+            )
+        return offer
+
+    def make_engine(self, name: str, config: EngineConfig) -> RolloutEngine:
+        """Construct engine ``name``: device plugins adjust its arguments, then its factory runs."""
+        offer = self.engine_offer(name)
+        options = dict(config.options)
+        for answer in self.each("rlport_engine_args", engine=name, args=dict(options), device=self.device):
+            options.update(answer.value)
+        module, _, attr = offer.factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        return factory(replace(config, options=options))
+
+
+# -- the process's runtime ---------------------------------------------------------------------------
+
+_lock = threading.RLock()
+_runtime: Runtime | None = None
+_pid: int | None = None
+_exported: dict[str, str | None] = {}  # variable -> value before rlport set it
+
+
+def set_env(key: str, value: str) -> None:
+    """Set an environment variable, remembering its old value so :func:`reset` restores it."""
+    _exported.setdefault(key, os.environ.get(key))
+    os.environ[key] = value
+
+
+def _export(runtime: Runtime) -> None:
+    """Make worker processes resolve the same way (they inherit the environment)."""
+    set_env(settings_mod.DEVICE, runtime.device_plugin)
+    set_env(settings_mod.FABRICS, ",".join(runtime.fabric_plugins))
+    for key, value in runtime.worker_env.items():
+        if key not in os.environ:
+            set_env(key, value)
+
+
+def build(env: dict[str, str] | None = None) -> tuple[Settings, list[PluginRecord]]:
+    """Read settings and discover plugins without selecting (used by ``rlport plugins``)."""
+    settings = settings_mod.read(env)
+    return settings, discover(settings)
+
+
+def init() -> Runtime:
+    """Create the process's Runtime once (per pid) and print the startup summary."""
+    global _runtime, _pid
+    with _lock:
+        if _runtime is not None and _pid == os.getpid():
+            return _runtime
+        settings, records = build()
+        selection = select(records, settings)
+        runtime = Runtime(settings, records, selection)
+        from rlport.patches import get_manager
+
+        get_manager().apply_from_plugins(runtime.pm, runtime.active_plugins, strict=settings.strict)
+        _runtime, _pid = runtime, os.getpid()
+        _export(runtime)
+        from rlport.summary import print_once
+
+        print_once(runtime)
+        return runtime
+
+
+def reset() -> None:
+    """Forget the process's Runtime and revert its patches (for tests)."""
+    global _runtime, _pid
+    with _lock:
+        if _runtime is not None:
+            from rlport.patches import revert_all
+
+            revert_all()
+        for key, old in _exported.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        _exported.clear()
+        _runtime, _pid = None, None

@@ -1,0 +1,137 @@
+"""Choosing the active plugins: probe device and fabric plugins, pick one device, keep every fabric.
+
+Rules (architecture.md, "Plugins and selection"): the highest available priority wins; a tie is an
+error naming both; ``RLPORT_DEVICE`` chooses explicitly and fails loudly; a plugin whose probe raises is
+broken, the next best is used with a warning, and ``RLPORT_STRICT=1`` makes any broken plugin fatal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlport.discovery import PluginRecord
+from rlport.errors import PluginError, SelectionError
+from rlport.settings import DEVICE, FABRICS, PLUGINS, STRICT, Settings
+from rlport.types import ProbeResult
+
+
+@dataclass
+class Selection:
+    device: PluginRecord
+    fabrics: list[PluginRecord]
+    reason: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> list[PluginRecord]:
+        return [self.device, *self.fabrics]
+
+
+def probe(record: PluginRecord) -> None:
+    """Call the plugin's own probe (never broadcast) and record the answer in ``record``."""
+    fn = getattr(record.obj, "rlport_probe", None)
+    if fn is None:
+        if record.kind == "device":
+            record.mark_broken(
+                f"device plugin {record.label} implements no rlport_probe",
+                "a device plugin must say whether it can run: add an @rlport.hookimpl rlport_probe()",
+            )
+        else:  # a fabric plugin without a probe is always available
+            record.reason = record.reason or "no probe: always available"
+        return
+    try:
+        result = fn()
+    except Exception as exc:
+        record.mark_broken(
+            f"probe of plugin {record.label} raised {type(exc).__name__}: {exc}",
+            f"report it to the maintainers of {record.distribution or record.name}; to run without it: "
+            f"export {PLUGINS}= (built-ins only) or pip uninstall {record.distribution or record.name}",
+            exc,
+        )
+        return
+    if not isinstance(result, ProbeResult):
+        record.mark_broken(
+            f"probe of plugin {record.label} returned {type(result).__name__}; expected ProbeResult",
+            f"report it to the maintainers of {record.distribution or record.name}",
+        )
+        return
+    record.priority = result.priority
+    record.reason = result.reason
+    record.status = "available" if result.available else "unavailable"
+
+
+def _named(records: list[PluginRecord], kind: str) -> dict[str, PluginRecord]:
+    return {
+        r.name: r for r in records if r.kind == kind or (r.status in ("broken", "disabled") and not r.kind)
+    }
+
+
+def _explicit(name: str, records: list[PluginRecord], kind: str, var: str) -> PluginRecord:
+    candidates = _named(records, kind)
+    record = candidates.get(name)
+    installed = ", ".join(sorted(r.name for r in records if r.kind == kind)) or "none"
+    if record is None:
+        raise SelectionError(
+            f"{var}={name!r} names no installed {kind} plugin (installed: {installed})",
+            f"pip install rlport-{name}   or   export {var}=<one of: {installed}>",
+        )
+    if record.status == "disabled":
+        raise SelectionError(f"{var}={name!r} names a plugin that is {record.reason}", record.fix)
+    if record.status == "broken":
+        raise SelectionError(f"{var}={name!r} names a broken plugin: {record.reason}", record.fix)
+    if record.status == "unavailable":
+        raise SelectionError(
+            f"{var}={name!r} names a plugin that is unavailable here: {record.reason}",
+            f"unset {var} to select automatically, or fix the cause above",
+        )
+    return record
+
+
+def select(records: list[PluginRecord], settings: Settings) -> Selection:
+    """Probe and choose. Marks the chosen records ``active``; raises on tie, explicit-choice
+    failure, or (strict mode) any broken plugin."""
+    for record in records:
+        if record.status == "available" and record.obj is not None:
+            probe(record)
+    warnings = [f"{r.reason}\n  fix: {r.fix}" for r in records if r.status == "broken"]
+    if settings.strict and warnings:
+        broken = [r for r in records if r.status == "broken"]
+        raise PluginError(
+            f"{STRICT}=1 and {len(broken)} plugin(s) are broken: " + "; ".join(r.reason for r in broken),
+            broken[0].fix + f"   (or unset {STRICT} to continue without it)",
+        )
+
+    if settings.device:
+        device = _explicit(settings.device, records, "device", DEVICE)
+        reason = f"{DEVICE}={settings.device}"
+    else:
+        available = sorted(
+            (r for r in records if r.kind == "device" and r.status == "available"),
+            key=lambda r: -(r.priority or 0),
+        )
+        if not available:
+            raise SelectionError(
+                "no device plugin is available (the built-in cpu plugin is missing or broken)",
+                "pip install --force-reinstall rlport",
+            )
+        device = available[0]
+        ties = [r for r in available[1:] if r.priority == device.priority]
+        if ties:
+            names = [device.name, *(t.name for t in ties)]
+            raise SelectionError(
+                f"device plugins {' and '.join(repr(n) for n in names)} are both available at priority "
+                f"{device.priority}; rlport will not guess",
+                f"export {DEVICE}={names[0]}   (or {DEVICE}={names[1]}, or uninstall one)",
+            )
+        passed = [r for r in available[1:]]
+        reason = f"highest available priority ({device.priority}): {device.reason}"
+        if passed:
+            reason += "; also available: " + ", ".join(f"{r.name} ({r.priority})" for r in passed)
+
+    if settings.fabrics is not None:
+        fabrics = [_explicit(n, records, "fabric", FABRICS) for n in settings.fabrics]
+    else:
+        fabrics = [r for r in records if r.kind == "fabric" and r.status == "available"]
+    for record in (device, *fabrics):
+        record.status = "active"
+    return Selection(device=device, fabrics=fabrics, reason=reason, warnings=warnings)

