@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from rlport import runtime as runtime_mod
 from rlport import settings as settings_mod
 

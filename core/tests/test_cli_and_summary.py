@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from plugin_sources import device
+
 from rlport.testing import make_plugin
 
 
@@ -143,3 +144,41 @@ def test_resolved_choice_travels_to_workers(tmp_path: Path) -> None:
     )
     result = run([sys.executable, "-c", code])
     assert result.stdout.strip() == "cpu"
+
+
+def test_new_plugin_installs_is_listed_and_runs_on_the_host(tmp_path: Path) -> None:
+    made = rlport_cli("new-plugin", "mychip", "--dest", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    target = tmp_path / "site"
+    pip = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(tmp_path / "rlport-mychip"),
+        ]
+    )
+    assert pip.returncode == 0, pip.stderr
+    listing = rlport_cli("plugins", "--json", extra_path=target)
+    mychip = {p["name"]: p for p in json.loads(listing.stdout)["plugins"]}["mychip"]
+    assert (mychip["distribution"], mychip["status"]) == ("rlport-mychip", "unavailable")
+    assert "RLPORT_MYCHIP_ON_HOST=1" in mychip["reason"]
+    info = rlport_cli("info", "--json", extra_path=target, RLPORT_MYCHIP_ON_HOST="1")
+    assert json.loads(info.stdout)["platform"]["plugin"] == "mychip"
+    again = rlport_cli("new-plugin", "mychip", "--dest", str(tmp_path))
+    assert again.returncode == 2 and "already exists; nothing was written" in again.stderr
+
+
+def test_new_plugin_rejects_a_bad_name(tmp_path: Path) -> None:
+    result = rlport_cli("new-plugin", "My-Chip", "--dest", str(tmp_path))
+    assert result.returncode == 2
+    assert (
+        "plugin name 'My-Chip' is not usable" in result.stderr
+        and "rlport new-plugin my_chip" in result.stderr
+    )

@@ -8,6 +8,7 @@ import types
 
 import pytest
 import torch
+
 from rlport import runtime as runtime_mod
 from rlport.errors import RlportError
 from rlport.memory import DeviceModuleMemory, HostMemory, TaggedMemory

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from plugin_sources import device
+
 from rlport import runtime as runtime_mod
 from rlport.errors import ConfigError, PluginError, SelectionError
 from rlport.testing import make_plugin
@@ -198,6 +199,7 @@ plugin = Fabric()
 
 def test_fabric_plugin_composes_with_cpu(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.distributed as dist
+
     from rlport.collectives import init_process_group
 
     monkeypatch.delenv("RLPORT_TEST_WIRE_PROTOCOL", raising=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -117,6 +118,21 @@ def doctor() -> None:
         out.print(f"[bold red]{f.check}:[/] {f.problem}\n  [bold]fix:[/] {f.fix}")
     out.print(f"[red]{len(findings)} problem(s)[/]")
     raise typer.Exit(1)
+
+
+@app.command("new-plugin")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="Plugin name, e.g. mychip (package rlport-mychip).")],
+    dest: Annotated[Path, typer.Option(help="Folder to create the package in.")] = Path("."),
+) -> None:
+    """Create a device-plugin package that installs and runs on the host before you write a hook."""
+    from rlport.scaffold import new_plugin as make
+
+    try:
+        root = make(name, dest)
+    except RlportError as exc:
+        raise _fail(exc) from None
+    out.print(f"created {root}\n  next: pip install -e {root} && rlport plugins")
 
 
 @app.command(
