@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -283,4 +284,7 @@ def reset() -> None:
             else:
                 os.environ[key] = old
         _exported.clear()
+        integration = sys.modules.get("rlport.attention.transformers_integration")
+        if integration is not None:  # backends it cached came from the runtime being forgotten
+            integration.reset()
         _runtime, _pid = None, None

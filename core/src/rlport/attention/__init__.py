@@ -1,0 +1,29 @@
+"""Attention: the reference backend and the transformers integration.
+
+``import rlport.attention`` stays light; the torch-backed names load on first use:
+
+- :class:`rlport.attention.sdpa.SdpaBackend` and :func:`rlport.attention.sdpa.backend_for`: the
+  reference backend the core answers ``rlport_attention_backend`` with.
+- :func:`rlport.attention.transformers_integration.register`: makes ``attn_implementation="rlport"``
+  route every transformers attention call through the backend the active plugins resolve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SdpaBackend", "backend_for", "register"]
+
+_LAZY = {
+    "SdpaBackend": "rlport.attention.sdpa",
+    "backend_for": "rlport.attention.sdpa",
+    "register": "rlport.attention.transformers_integration",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rlport.attention' has no attribute {name!r}")
