@@ -117,3 +117,13 @@ def test_device_module_backend_against_a_fake_device_module(monkeypatch: pytest.
     assert fake.cleared == 1 and weights.untyped_storage().nbytes() == 0
     memory.wake_up()
     assert torch.equal(weights, expected)
+
+
+def test_storage_that_cannot_be_released_is_refused_with_the_fix(tmp_path) -> None:
+    path = tmp_path / "w.bin"
+    torch.arange(16, dtype=torch.float32).numpy().tofile(path)
+    mapped = torch.from_file(str(path), shared=False, size=16, dtype=torch.float32)
+    memory = TaggedMemory(HostMemory())
+    with pytest.raises(RlportError, match="cannot be released") as info:
+        memory.register("weights", mapped)
+    assert "clone()" in info.value.fix

@@ -202,7 +202,7 @@ class Runtime:
                 f"choose one of them: rollout.engine={next(iter(offers), 'hf')}",
             )
         offer = offers[name][0]
-        missing = [m for m in offer.requires if importlib.util.find_spec(m) is None]
+        missing = [m for m in offer.requires if not _importable(m)]
         if missing:
             raise EngineError(
                 f"rollout engine {name!r} needs {', '.join(missing)}, which is not installed",
@@ -219,6 +219,12 @@ class Runtime:
         module, _, attr = offer.factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
         return factory(replace(config, options=options))
+
+
+def _importable(module: str) -> bool:
+    """True when ``module`` is installed (a bare namespace folder of that name does not count)."""
+    spec = importlib.util.find_spec(module)
+    return spec is not None and spec.origin is not None
 
 
 # -- the process's runtime ---------------------------------------------------------------------------

