@@ -51,7 +51,12 @@ def tests_vllm(session: nox.Session) -> None:
     session.install("-e", "./core[vllm,test]")
     session.run("pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
     session.run(
-        "pytest", "-m", "vllm", "core/tests/vllm_engine", *session.posargs, env={"VLLM_CPU_KVCACHE_SPACE": "1"}
+        "pytest",
+        "-m",
+        "vllm",
+        "core/tests/vllm_engine",
+        *session.posargs,
+        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
     )
 
 
