@@ -24,6 +24,7 @@ import torch
 
 from rlport.errors import EngineError
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
+from rlport.rollout.weights import check_named_tensors
 
 SLEEP_TAGS = ("weights", "kv_cache")
 
@@ -112,7 +113,6 @@ class HFEngine:
             for tensor in [*self.model.parameters(), *self.model.buffers()]:
                 if not tensor.untyped_storage().resizable():
                     tensor.data = tensor.data.clone()
-        self._param_names = set(self.model.state_dict())
         self._memory = rlport.current().tagged_memory()
         self._memory.register("weights", self.model)
         self._asleep: set[str] = set()
@@ -248,22 +248,8 @@ class HFEngine:
         :class:`EngineError` naming it, raised before any tensor is written."""
         self._check_usable("update_weights()")
         items = list(named_tensors)
-        unknown = [name for name, _ in items if name not in self._param_names]
-        if unknown:
-            raise EngineError(
-                f"hf engine: update_weights got name(s) not in the model {self.config.model!r}: {unknown[:8]}",
-                "send the trainer model's state_dict() names (Hugging Face names, e.g. "
-                "'model.layers.0.self_attn.q_proj.weight')",
-            )
         state = self.model.state_dict()
-        wrong = [
-            f"{n}: {tuple(t.shape)} != {tuple(state[n].shape)}" for n, t in items if t.shape != state[n].shape
-        ]
-        if wrong:
-            raise EngineError(
-                f"hf engine: update_weights got tensor(s) of the wrong shape: {wrong[:8]}",
-                "send tensors from a model with the same architecture as the engine's",
-            )
+        check_named_tensors("hf", self.config.model, items, {n: tuple(t.shape) for n, t in state.items()})
         with torch.no_grad():
             for name, tensor in items:
                 state[name].copy_(tensor)

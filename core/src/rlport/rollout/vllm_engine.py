@@ -37,6 +37,7 @@ from typing import Any
 from rlport.errors import EngineError
 from rlport.rollout.hf_engine import check_params
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
+from rlport.rollout.weights import check_named_tensors
 
 EXTENSION = "rlport.rollout.vllm_engine.WeightLoaderExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
@@ -226,23 +227,7 @@ class VLLMEngine:
 
         self._check_usable("update_weights()")
         items = list(named_tensors)
-        unknown = [n for n, _ in items if n not in self._shapes]
-        if unknown:
-            raise EngineError(
-                f"vllm engine: update_weights got name(s) not in the model {self.config.model!r}: {unknown[:8]}",
-                "send the trainer model's state_dict() names (Hugging Face names, e.g. "
-                "'model.layers.0.self_attn.q_proj.weight')",
-            )
-        wrong = [
-            f"{n}: {tuple(t.shape)} != {self._shapes[n]}"
-            for n, t in items
-            if tuple(t.shape) != self._shapes[n]
-        ]
-        if wrong:
-            raise EngineError(
-                f"vllm engine: update_weights got tensor(s) of the wrong shape: {wrong[:8]}",
-                "send tensors from a model with the same architecture as the engine's",
-            )
+        check_named_tensors("vllm", self.config.model, items, self._shapes)
         given = {n for n, _ in items}
         partial = {
             key: sorted(self._groups[key] - given)
