@@ -88,7 +88,7 @@ class CpuPlugin:
             causal=True,
             varlen=True,
             gqa=True,
-            sliding_window=False,
+            sliding_window=True,
             deterministic=True,
             sleep_tags=("weights", "kv_cache"),
             collectives=("all_reduce", "all_gather", "reduce_scatter", "broadcast"),

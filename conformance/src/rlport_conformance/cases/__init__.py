@@ -1,0 +1,2 @@
+"""The conformance cases (pytest modules), parametrised by :mod:`rlport_conformance.plugin` over the
+plan of the plugin under test."""

@@ -1,0 +1,133 @@
+"""Collectives cases: all_reduce, all_gather (rank order), reduce_scatter and broadcast from every
+root, over several dtypes and unaligned counts, on ``WORLD_SIZE`` spawned ranks whose process group
+is started by ``rlport.collectives`` with the backend the plugin names. Zero tolerance; ``#wrong``
+per case. All ranks run once per session (one spawn), each case reads its share of the results."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rlport_conformance import collective_worker as cw
+from rlport_conformance.plan import WORLD_SIZE
+from rlport_conformance.recorder import CaseContext
+from rlport_conformance.status import Status
+
+SPAWN_TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="session")
+def collective_run(conformance: Any, perf: Any) -> dict[str, Any]:
+    info = conformance.rt.device
+    if info.device_type != "cpu" and info.count < WORLD_SIZE:
+        return {
+            "ranks": [None] * WORLD_SIZE,
+            "crashed": None,
+            "timed_out": False,
+            "resource": f"the collectives cases need {WORLD_SIZE} devices, this machine shows {info.count}",
+        }
+    cases = [
+        {"id": c.id, **{k: c.facet[k] for k in ("op", "dtype", "count", "root")}}
+        for c in conformance.cases
+        if c.group == "collectives" and "op" in c.facet
+    ]
+    workdir = Path(tempfile.mkdtemp(prefix="rlport-conformance-collectives-"))
+    outcome = cw.spawn(cases, workdir, WORLD_SIZE, SPAWN_TIMEOUT_S, conformance.run_perf)
+    ranks = [r for r in outcome["ranks"] if r]
+    if conformance.run_perf and len(ranks) == WORLD_SIZE:
+        for op, factor in cw.BUSBW_FACTOR.items():
+            figures = [r.get("perf", {}).get(op, {}) for r in ranks]
+            if all("seconds" in f for f in figures):
+                seconds = max(f["seconds"] for f in figures)
+                algbw = figures[0]["bytes"] / seconds / 1e9
+                label = f"collectives.{op}[float32-{cw.PERF_BYTES // 2**20}MiB-{WORLD_SIZE}ranks]"
+                perf.record(label, algbw, "GB/s", "algbw", cw.PERF_REPEATS, seconds=seconds)
+                perf.record(label, algbw * factor(WORLD_SIZE), "GB/s", "busbw", cw.PERF_REPEATS)
+    return outcome
+
+
+def _absent(case: CaseContext, outcome: dict[str, Any], what: str) -> None:
+    """Record why a rank produced no result for this case."""
+    errors = [f"rank {i}: {r['error']}" for i, r in enumerate(outcome["ranks"]) if r and r.get("error")]
+    if outcome.get("resource"):
+        case.record(Status.RESOURCE_ERROR, outcome["resource"])
+    elif outcome["timed_out"]:
+        case.record(Status.TIMEOUT, f"the ranks did not finish within {SPAWN_TIMEOUT_S:g} s ({what})")
+    elif outcome["crashed"]:
+        case.record(Status.CRASH, f"a rank died: {outcome['crashed']}")
+    elif errors:
+        case.fail("; ".join(errors))
+    else:
+        case.record(Status.INTERNAL_ERROR, f"no result from the ranks for {what}")
+
+
+@pytest.mark.rlport_case("collectives.backend")
+def test_backend(case: CaseContext, collective_run: dict[str, Any]) -> None:
+    ranks = collective_run["ranks"]
+    if not all(r and "backend" in r for r in ranks):
+        _absent(case, collective_run, "process-group start")
+        return
+    for i, r in enumerate(ranks):
+        b = r["backend"]
+        case.check(
+            b["actual"] == b["expected"],
+            f"rank {i}: process group runs {b['actual']!r}, the plugin names {b['expected']!r}",
+        )
+    case.metric(backend=ranks[0]["backend"]["actual"])
+
+
+@pytest.mark.rlport_case("collectives.preflight")
+def test_preflight(case: CaseContext, collective_run: dict[str, Any]) -> None:
+    ranks = collective_run["ranks"]
+    if not all(r and ("preflight" in r or "preflight_error" in r) for r in ranks):
+        _absent(case, collective_run, "the preflight")
+        return
+    for i, r in enumerate(ranks):
+        if "preflight_error" in r:
+            case.fail(f"rank {i}: preflight raised {r['preflight_error']}")
+            continue
+        failed = [f"{p['name']}: {p['detail']}" for p in r["preflight"] if not p["ok"]]
+        case.check(not failed, f"rank {i}: preflight failed: {'; '.join(failed)}")
+    case.metric(checks=[p["name"] for p in ranks[0].get("preflight", [])])
+
+
+def _collective(case: CaseContext, outcome: dict[str, Any]) -> None:
+    per_rank = [r.get("cases", {}).get(case.id) if r else None for r in outcome["ranks"]]
+    if any(p is None for p in per_rank):
+        _absent(case, outcome, case.id)
+        return
+    errors = [f"rank {i}: {p['error']}" for i, p in enumerate(per_rank) if "error" in p]
+    if errors:
+        case.fail("; ".join(errors))
+        return
+    wrong = sum(p["wrong"] for p in per_rank)
+    numel = sum(p["numel"] for p in per_rank)
+    detail = ", ".join(
+        f"rank {i}: {p['wrong']} (first at {p['first_wrong_index']})"
+        for i, p in enumerate(per_rank)
+        if p["wrong"]
+    )
+    case.check(wrong == 0, f"#wrong {wrong} of {numel} elements ({detail})", wrong=wrong, numel=numel)
+
+
+@pytest.mark.rlport_case("collectives.all_reduce")
+def test_all_reduce(case: CaseContext, collective_run: dict[str, Any]) -> None:
+    _collective(case, collective_run)
+
+
+@pytest.mark.rlport_case("collectives.all_gather")
+def test_all_gather(case: CaseContext, collective_run: dict[str, Any]) -> None:
+    _collective(case, collective_run)
+
+
+@pytest.mark.rlport_case("collectives.reduce_scatter")
+def test_reduce_scatter(case: CaseContext, collective_run: dict[str, Any]) -> None:
+    _collective(case, collective_run)
+
+
+@pytest.mark.rlport_case("collectives.broadcast")
+def test_broadcast(case: CaseContext, collective_run: dict[str, Any]) -> None:
+    _collective(case, collective_run)

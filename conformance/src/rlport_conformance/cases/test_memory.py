@@ -1,0 +1,191 @@
+"""Memory cases: sleep releases the tagged bytes as the platform's own free-memory query sees them,
+wake restores every tagged tensor bit for bit (views and shared storage included), untagged tensors
+are untouched, and emptying the cache changes no allocated tensor."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import pytest
+
+from rlport_conformance.recorder import CaseContext
+
+#: Bytes put under a tag for the "sleep frees" measurement: large against the noise of a shared
+#: machine (the host's free memory moves by tens of MiB in a tenth of a second when other processes
+#: run), small against any accelerator.
+SLEEP_BYTES = 512 * 1024 * 1024
+#: Sleep must release at least this share of the tagged bytes.
+FREED_SHARE = 0.9
+#: Sleep/wake cycles; each gives two estimates (freed by sleep, taken back by wake); the median decides.
+CYCLES = 5
+
+
+def _bits(t: Any) -> Any:
+    """A snapshot of ``t``'s bytes (a copy: on the host ``.cpu()`` would alias the storage)."""
+    import torch
+
+    return t.detach().contiguous().cpu().view(torch.uint8).clone()
+
+
+def _random(numel: int, dtype: Any, device: str, seed: int) -> Any:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    if dtype.is_floating_point:
+        return torch.randn(numel, generator=gen).to(dtype).to(device)
+    return torch.randint(-(2**30), 2**30, (numel,), generator=gen, dtype=torch.int64).to(dtype).to(device)
+
+
+@pytest.mark.rlport_case("memory.mem_info")
+def test_mem_info(case: CaseContext, rt: Any) -> None:
+    from rlport.types import MemoryInfo
+
+    info = rt.memory.mem_info()
+    if not isinstance(info, MemoryInfo):
+        case.fail(f"mem_info() returned {type(info).__name__}, expected rlport.types.MemoryInfo")
+        return
+    case.metric(
+        free_bytes=info.free_bytes, total_bytes=info.total_bytes, backend=getattr(rt.memory, "name", None)
+    )
+    case.check(info.total_bytes > 0, f"total memory {info.total_bytes} <= 0")
+    case.check(
+        0 <= info.free_bytes <= info.total_bytes,
+        f"free {info.free_bytes} not within [0, total {info.total_bytes}]",
+    )
+
+
+@pytest.mark.rlport_case("memory.empty_cache")
+def test_empty_cache(case: CaseContext, rt: Any, device: str) -> None:
+    import torch
+
+    tensors = [_random(1 << 20, torch.float32, device, 1), _random(1 << 18, torch.bfloat16, device, 2)]
+    before = [_bits(t) for t in tensors]
+    sizes = [t.untyped_storage().nbytes() for t in tensors]
+    garbage = _random(1 << 22, torch.float32, device, 3)
+    del garbage  # something for the cache to release
+    rt.memory.empty_cache()
+    changed = [
+        i for i, (t, b) in enumerate(zip(tensors, before, strict=True)) if not torch.equal(_bits(t), b)
+    ]
+    resized = [
+        i for i, (t, n) in enumerate(zip(tensors, sizes, strict=True)) if t.untyped_storage().nbytes() != n
+    ]
+    case.check(
+        not changed and not resized, f"empty_cache changed allocated tensors {changed} / resized {resized}"
+    )
+
+
+def _weights(device: str, seed: int) -> tuple[Any, list[Any]]:
+    """A small module with a tied weight and a view, plus extra tensors of several dtypes."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = torch.nn.Sequential(torch.nn.Embedding(512, 256), torch.nn.Linear(256, 512)).to(device)
+    module[1].weight = module[0].weight  # tied (512, 256): shared storage
+    extra = [_random(100_003, torch.bfloat16, device, seed + 1), _random(4097, torch.int32, device, seed + 2)]
+    return module, extra
+
+
+@pytest.mark.rlport_case("memory.sleep_frees")
+def test_sleep_frees(case: CaseContext, rt: Any, device: str, perf: Any) -> None:
+    """Median over cycles of the freed share >= FREED_SHARE. Each cycle gives two estimates: free
+    memory gained by sleep, and free memory taken back by wake (a transient change elsewhere on the
+    machine moves one estimate, rarely the median)."""
+    import torch
+
+    tag = case.facet["tag"]
+    memory = rt.tagged_memory()
+    chunks = [
+        torch.full((SLEEP_BYTES // 4 // 4,), float(i), device=device) for i in range(4)
+    ]  # touched pages
+    memory.register(tag, chunks)
+    tagged = memory.tagged_bytes(tag)
+    shares, sleeps, wakes = [], [], []
+    for _ in range(CYCLES):
+        rt.memory.empty_cache()
+        before = rt.memory.mem_info().free_bytes
+        t0 = time.perf_counter()
+        memory.sleep(tag)
+        sleeps.append(time.perf_counter() - t0)
+        after = rt.memory.mem_info().free_bytes
+        t0 = time.perf_counter()
+        memory.wake_up(tag)
+        wakes.append(time.perf_counter() - t0)
+        awake = rt.memory.mem_info().free_bytes
+        shares += [(after - before) / tagged, (after - awake) / tagged]
+    share = statistics.median(shares)
+    shares = [round(x, 4) for x in shares]
+    case.check(
+        share >= FREED_SHARE,
+        f"sleep({tag!r}) freed a median {share:.1%} of {tagged} tagged bytes (need {FREED_SHARE:.0%}) "
+        "as rt.memory.mem_info() sees it",
+        freed_share=share,
+        freed_shares=shares,
+        tagged_bytes=tagged,
+    )
+    mib = tagged / 2**20
+    perf.record(f"memory.sleep[{tag}-{mib:.0f}MiB]", statistics.median(sleeps), "s", "sleep_seconds", CYCLES)
+    perf.record(f"memory.wake[{tag}-{mib:.0f}MiB]", statistics.median(wakes), "s", "wake_seconds", CYCLES)
+
+
+@pytest.mark.rlport_case("memory.wake_restores")
+def test_wake_restores(case: CaseContext, rt: Any, device: str) -> None:
+    """Two round trips with a weight update in between: each wake restores the bytes as they were at
+    that sleep (not zeros, not the bytes of an earlier sleep), and views and tied weights still share."""
+    import torch
+
+    tag = case.facet["tag"]
+    module, extra = _weights(device, 7)
+    view = module[0].weight[3:7, 10:20]  # a view into tagged storage
+    tensors = [*module.parameters(), *extra]
+    memory = rt.tagged_memory()
+    memory.register(tag, module)
+    memory.register(tag, extra)
+    for round_trip in (1, 2):
+        before = [_bits(t) for t in tensors]
+        memory.sleep(tag)
+        asleep = [t.untyped_storage().nbytes() for t in tensors]
+        case.check(
+            all(n == 0 for n in asleep),
+            f"round trip {round_trip}: tagged storage still holds bytes while asleep: {asleep}",
+        )
+        memory.wake_up(tag)
+        wrong = sum(int((_bits(t) != b).sum()) for t, b in zip(tensors, before, strict=True))
+        total = sum(b.numel() for b in before)
+        case.check(
+            wrong == 0,
+            f"round trip {round_trip}: after wake_up({tag!r}) {wrong} of {total} bytes differ "
+            "from before sleep",
+            **{f"wrong_bytes_{round_trip}": wrong, "bytes": total},
+        )
+        with torch.no_grad():  # an update between the round trips (as update_weights does)
+            for t in tensors:
+                t.add_(1)
+    with torch.no_grad():
+        view.fill_(3.0)
+    case.check(
+        bool((module[1].weight[3:7, 10:20] == 3.0).all()),
+        "after wake a view and a tied weight no longer share storage with their base",
+    )
+
+
+@pytest.mark.rlport_case("memory.untagged_untouched")
+def test_untagged_untouched(case: CaseContext, rt: Any, device: str) -> None:
+    import torch
+
+    tag = case.facet["tag"]
+    tagged = _random(1 << 20, torch.float32, device, 11)
+    untagged = [_random(1 << 20, torch.float32, device, 12), _random(1 << 16, torch.int32, device, 13)]
+    before = [_bits(t) for t in untagged]
+    memory = rt.tagged_memory()
+    memory.register(tag, tagged)
+    memory.sleep(tag)
+    during = [torch.equal(_bits(t), b) for t, b in zip(untagged, before, strict=True)]
+    sizes = [t.untyped_storage().nbytes() for t in untagged]
+    memory.wake_up(tag)
+    after = [torch.equal(_bits(t), b) for t, b in zip(untagged, before, strict=True)]
+    case.check(all(during) and all(sizes), "untagged tensors changed or were released while the tag slept")
+    case.check(all(after), "untagged tensors changed across sleep and wake")

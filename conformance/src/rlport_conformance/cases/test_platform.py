@@ -1,0 +1,146 @@
+"""Platform cases: the probe, device info, worker environment and capability declaration of the
+plugin under test are consistent with each other and with the machine."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+
+from rlport_conformance.plan import COLLECTIVES, DTYPES
+from rlport_conformance.recorder import CaseContext
+
+
+@pytest.mark.rlport_case("platform.probe")
+def test_probe(case: CaseContext, rt) -> None:
+    from rlport.types import ProbeResult
+
+    record = rt.selection.device
+    result = record.obj.rlport_probe()
+    if not isinstance(result, ProbeResult):
+        case.fail(f"rlport_probe returned {type(result).__name__}, expected ProbeResult")
+        return
+    case.metric(priority=result.priority, available=result.available)
+    case.check(result.available, f"the selected plugin's probe says unavailable: {result.reason!r}")
+    case.check(bool(result.reason.strip()), "the probe gives no reason")
+    case.check(
+        record.builtin or result.priority > 0,
+        f"a non-built-in device plugin answers priority {result.priority}; it must be above the built-in "
+        "CPU plugin's 0 so that it is chosen on its hardware",
+    )
+    case.check(
+        record.priority == result.priority,
+        f"the probe answered priority {result.priority} now but {record.priority} at selection",
+    )
+
+
+@pytest.mark.rlport_case("platform.device_info")
+def test_device_info(case: CaseContext, rt) -> None:
+    import torch
+    import torch.distributed as dist
+
+    info = rt.device
+    case.metric(device_type=info.device_type, count=info.count, backend=info.collectives_backend)
+    try:
+        torch.device(info.device_type)
+    except (RuntimeError, TypeError) as exc:
+        case.fail(f"device_type {info.device_type!r} is not a torch device type: {exc}")
+    case.check(info.count >= 1, f"device count {info.count} < 1 on the selected (available) plugin")
+    case.check(
+        not info.names or len(info.names) == info.count,
+        f"{len(info.names)} device names for {info.count} devices",
+    )
+    if info.device_module:
+        try:
+            module = importlib.import_module(info.device_module)
+        except ImportError as exc:
+            case.fail(f"device_module {info.device_module!r} does not import: {exc}")
+        else:
+            counter = getattr(module, "device_count", None)
+            if callable(counter):
+                seen = int(counter())
+                case.check(
+                    seen == info.count,
+                    f"{info.device_module}.device_count() = {seen}, info says {info.count}",
+                )
+    if info.visible_devices_env and os.environ.get(info.visible_devices_env):
+        listed = [x for x in os.environ[info.visible_devices_env].split(",") if x.strip()]
+        case.check(
+            info.count <= len(listed),
+            f"{info.visible_devices_env} lists {len(listed)} devices but the plugin reports {info.count}",
+        )
+    backend = rt.collectives_backend
+    known = backend.lower() in dist.Backend.backend_list or backend.upper() in getattr(
+        dist.Backend, "_plugins", {}
+    )
+    case.check(known, f"collectives backend {backend!r} is not known to torch.distributed")
+
+
+@pytest.mark.rlport_case("platform.environment")
+def test_environment(case: CaseContext, rt) -> None:
+    from rlport.errors import RlportError
+
+    conflicts = [
+        f"{key}={os.environ[key]!r} but the plugins need {value!r}"
+        for key, value in rt.worker_env.items()
+        if key in os.environ and os.environ[key] != value and key not in rt.exported_env
+    ]
+    case.check(not conflicts, "environment conflicts with the plugins' worker env: " + "; ".join(conflicts))
+    try:
+        env = rt.collectives_env()
+    except RlportError as exc:
+        case.fail(f"collectives environment conflict: {exc.message}")
+        env = {}
+    clashes = [
+        f"{k}={os.environ[k]!r} vs {v!r}" for k, v in env.items() if k in os.environ and os.environ[k] != v
+    ]
+    case.check(not clashes, "collectives environment conflicts with the process: " + "; ".join(clashes))
+    exported = os.environ.get("RLPORT_DEVICE")
+    case.check(
+        exported == rt.device_plugin,
+        f"RLPORT_DEVICE={exported!r} after init, expected {rt.device_plugin!r} so workers select alike",
+    )
+    case.metric(worker_env=sorted(rt.worker_env), collectives_env=sorted(env))
+
+
+@pytest.mark.rlport_case("platform.capabilities")
+def test_capabilities(case: CaseContext, rt) -> None:
+    from rlport.types import Capabilities
+
+    answer = rt.resolve("rlport_capabilities")
+    caps = answer.value
+    if not isinstance(caps, Capabilities):
+        case.fail(f"rlport_capabilities answered {caps!r}; a device plugin must declare Capabilities")
+        return
+    case.metric(answered_by=answer.plugin)
+    case.check(bool(caps.dtypes), "no attention dtype declared (Capabilities.dtypes is empty)")
+    unknown = [d for d in caps.dtypes if d not in (*DTYPES, "float64")]
+    case.check(not unknown, f"unknown dtypes {unknown}; expected names among {DTYPES}")
+    case.check(bool(caps.head_dims), "no head dim declared (Capabilities.head_dims is empty)")
+    bad = [d for d in caps.head_dims if not isinstance(d, int) or d < 1]
+    case.check(not bad, f"head dims must be positive ints, got {bad}")
+    odd_ops = [op for op in caps.collectives if op not in COLLECTIVES]
+    case.check(not odd_ops, f"unknown collectives {odd_ops}; expected among {COLLECTIVES}")
+    offered = rt.rollout_engines()
+    absent = [e for e in caps.rollout_engines if e not in offered]
+    case.check(not absent, f"claimed rollout engines {absent} are not offered (offered: {sorted(offered)})")
+
+
+@pytest.mark.rlport_case("platform.tensor")
+def test_tensor(case: CaseContext, rt) -> None:
+    import torch
+
+    device = rt.torch_device()
+    host = torch.arange(4096, dtype=torch.float32).reshape(64, 64) % 13
+    on_device = host.to(device)
+    back = on_device.cpu()
+    case.check(torch.equal(back, host), "a tensor copied to the device and back changed")
+    product = (on_device @ on_device).cpu()
+    expected = host.double() @ host.double()
+    wrong = int((product.double() != expected).sum())
+    case.check(
+        wrong == 0,
+        f"small-integer matmul on the device: {wrong} of {expected.numel()} elements wrong",
+        wrong=wrong,
+    )

@@ -1,0 +1,144 @@
+"""Command line: ``rlport conformance [...]`` (the core CLI delegates here) and ``rlport-conformance``.
+
+::
+
+    rlport-conformance [--plugin NAME] [--report PATH] [--junit PATH] [-k EXPR] [--waivers PATH]
+    rlport-conformance verify REPORT
+
+Exit status of a run: 0 CONFORMANT, 1 NOT_CONFORMANT, 2 INCOMPLETE, 3 the run could not be made.
+Exit status of ``verify``: 0 a valid CONFORMANT report, 1 any problem (each one is named), 3 unreadable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+EXIT = {"CONFORMANT": 0, "NOT_CONFORMANT": 1, "INCOMPLETE": 2}
+EXIT_ERROR = 3
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rlport conformance",
+        description="Run the rlport conformance suite against a plugin and print a verdict "
+        "(also: `rlport conformance verify REPORT`).",
+    )
+    p.add_argument("--plugin", metavar="NAME", help="the plugin under test (default: the one rlport selects)")
+    p.add_argument(
+        "--report",
+        metavar="PATH",
+        type=Path,
+        help="write the JSON report here (default: rlport-conformance-<plugin>.json)",
+    )
+    p.add_argument("--junit", metavar="PATH", type=Path, help="also write JUnit XML here")
+    p.add_argument(
+        "-k",
+        dest="keyword",
+        metavar="EXPR",
+        help="run only cases matching EXPR (pytest -k); the verdict is then at best INCOMPLETE",
+    )
+    p.add_argument("--waivers", metavar="PATH", type=Path, help="waiver file (YAML or JSON)")
+    p.add_argument(
+        "--case-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="time limit per case (default 300)",
+    )
+    p.add_argument("--no-perf", action="store_true", help="skip the performance figures")
+    p.add_argument("--quiet", action="store_true", help="no progress output; the tables only")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    return p
+
+
+def _verify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rlport conformance verify",
+        description="Re-check a conformance report: digest, plan, statuses, verdict.",
+    )
+    p.add_argument("report", type=Path, help="the JSON report to check")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point the core CLI calls with the arguments after ``rlport conformance``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "verify":
+        return verify_main(argv[1:])
+    return run_main(argv)
+
+
+def run_main(argv: list[str]) -> int:
+    from rlport.errors import RlportError
+    from rlport_conformance import junit, render, runner
+
+    args = _run_parser().parse_args(argv)
+    err = Console(stderr=True)
+    options = runner.RunOptions(
+        plugin=args.plugin,
+        keyword=args.keyword,
+        waivers=args.waivers,
+        case_timeout=args.case_timeout,
+        perf=not args.no_perf,
+        quiet=args.quiet,
+    )
+    try:
+        report = runner.run(options)
+    except RlportError as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
+        if exc.fix:
+            err.print(f"  [bold]fix:[/] {escape(exc.fix)}")
+        return EXIT_ERROR
+    path = args.report or Path(f"rlport-conformance-{report['plugin']['name']}.json")
+    path.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if args.junit:
+        junit.write(report, args.junit)
+    if args.json:
+        print(json.dumps(report, indent=1, sort_keys=True))
+    else:
+        render.show(report)
+        Console().print(
+            f"report: {path}"
+            + (f"   junit: {args.junit}" if args.junit else "")
+            + f"   ({report['run']['seconds']} s)"
+        )
+    return EXIT[report["summary"]["verdict"]]
+
+
+def verify_main(argv: list[str]) -> int:
+    from rlport_conformance.verify import verify_file
+
+    args = _verify_parser().parse_args(argv)
+    console = Console()
+    report, found = verify_file(args.report)
+    if report is None:
+        for problem in found:
+            console.print(f"[bold red]error:[/] {escape(problem)}")
+        return EXIT_ERROR
+    if found:
+        console.print(f"[bold red]{escape(str(args.report))}: {len(found)} problem(s)[/]")
+        for problem in found:
+            console.print(f"  - {problem}", markup=False, highlight=False)
+        return 1
+    s = report["summary"]
+    console.print(
+        f"[bold green]{args.report}: valid[/] - {s['verdict']}, {s['must_pass']} must-pass cases, "
+        f"digest {report['digest'][:16]}..., plugin {report['plugin']['name']} "
+        f"{report['plugin'].get('version')}, suite {report['suite']['revision']}"
+    )
+    return 0
+
+
+def console_main() -> None:
+    """The ``rlport-conformance`` console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,95 @@
+"""Run in a fresh subprocess by the ``patches.roundtrip`` case: every patch the active plugins declare
+applies, verifies, and reverts to the original object, identity for identity.
+
+Before ``rlport.init()`` it asks each active plugin for its declared patches and records the original
+object at every target (importing the target modules first, so patches apply at init rather than
+waiting for an import). Then it initialises, imports anything still pending, checks each record,
+reverts everything and compares every target with its original. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+_ABSENT = object()
+
+
+def _lookup(target: str) -> Any:
+    module_name, _, qualname = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split(".") if qualname else []:
+        obj = obj.__dict__.get(part, _ABSENT) if hasattr(obj, "__dict__") else getattr(obj, part, _ABSENT)
+        if obj is _ABSENT:
+            return _ABSENT
+    return obj
+
+
+def main() -> int:
+    os.environ["RLPORT_SUMMARY"] = "0"
+    from rlport import runtime as runtime_mod
+    from rlport.selection import select
+
+    out: dict[str, Any] = {"patches": [], "problems": []}
+    settings, records = runtime_mod.build()
+    selection = select(records, settings)
+    originals: dict[str, Any] = {}
+    for record in selection.active:
+        hook = getattr(record.obj, "rlport_patches", None)
+        specs = (hook() or []) if callable(hook) else []
+        for spec in specs:
+            try:
+                originals[spec.target] = _lookup(spec.target)
+            except ImportError:
+                originals[spec.target] = _ABSENT  # its distribution is not installed
+    import rlport
+    from rlport.patches import get_manager, revert_all
+
+    rlport.init()
+    manager = get_manager()
+    for rec in manager.records:
+        if rec.status == "pending":
+            with contextlib.suppress(ImportError):
+                importlib.import_module(rec.module)
+    manager.refresh()
+    overwritten = manager.verify()
+    for rec in manager.records:
+        entry = {
+            "plugin": rec.plugin,
+            "target": rec.target,
+            "action": rec.action,
+            "status": rec.status,
+            "detail": rec.detail,
+            "distribution": rec.distribution,
+            "installed": rec.installed,
+        }
+        out["patches"].append(entry)
+    out["overwritten"] = [r.target for r in overwritten]
+    stuck = revert_all()
+    out["stuck"] = [r.target for r in stuck]
+    for entry in out["patches"]:
+        if entry["status"] != "applied":
+            continue
+        original = originals.get(entry["target"], _ABSENT)
+        try:
+            now = _lookup(entry["target"])
+        except ImportError as exc:
+            out["problems"].append(f"{entry['target']}: cannot look up after revert: {exc}")
+            continue
+        if now is not original:
+            out["problems"].append(
+                f"{entry['target']}: after revert the object is {now!r}, not the original {original!r}"
+                if original is not _ABSENT
+                else f"{entry['target']}: added, but still present after revert"
+            )
+    out["reverted"] = [r.target for r in manager.records if r.status == "reverted"]
+    print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

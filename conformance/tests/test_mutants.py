@@ -1,0 +1,66 @@
+"""The suite can fail: every deliberately broken plugin is rejected, naming the case its defect
+breaks (and not the cases it leaves intact)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_suite
+from mutants import MUTANTS, Mutant, build
+
+
+def _status(report: dict, case_id: str) -> str:
+    matches = [r["status"] for r in report["results"] if r["id"] == case_id]
+    assert len(matches) == 1, f"{case_id} appears {len(matches)} times in the report"
+    return matches[0]
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.defect for m in MUTANTS])
+def test_mutant_is_rejected(mutant: Mutant, tmp_path: Path) -> None:
+    report = run_suite(mutant.plugin, mutant.keyword, pythonpath=build(tmp_path / "dist", mutant.defect))
+    summary = report["summary"]
+    assert report["plugin"]["name"] == mutant.plugin
+    assert report["plugin"]["distribution"] == f"rlport-mutant-{mutant.defect.replace('_', '-')}"
+    assert summary["verdict"] == mutant.verdict, summary["reason"]
+    for case_id in mutant.must_fail:
+        assert case_id in summary["not_allowed"], (
+            f"{case_id} is {_status(report, case_id)}, expected a failure"
+        )
+    for case_id in mutant.must_pass:
+        assert _status(report, case_id) == "PASS"
+
+
+def test_crash_is_one_case_not_the_run(tmp_path: Path) -> None:
+    """A kernel that aborts the process gives CRASH for the cases it ran in; the run restarts and the
+    remaining cases still get their results."""
+    mutant = next(m for m in MUTANTS if m.defect == "crash_bf16")
+    report = run_suite(mutant.plugin, mutant.keyword, pythonpath=build(tmp_path / "dist", mutant.defect))
+    assert {_status(report, c) for c in mutant.must_fail} == {"CRASH"}
+    assert report["run"]["restarts_after_crash"] == 2
+    assert report["run"]["pytest_exit_codes"][0] < 0
+
+
+def test_skipped_must_pass_case_is_missing_never_passed(tmp_path: Path) -> None:
+    mutant = next(m for m in MUTANTS if m.defect == "skip_case")
+    report = run_suite(mutant.plugin, mutant.keyword, pythonpath=build(tmp_path / "dist", mutant.defect))
+    skipped = "attention.forward[bfloat16-d64-causal-mha]"
+    entry = next(r for r in report["results"] if r["id"] == skipped)
+    assert entry["status"] == "MISSING"
+    assert entry["message"] == "skipped: mutant: bfloat16 is not today"
+    assert skipped in report["summary"]["missing"]
+    assert report["summary"]["counts"]["PASS"] >= 2  # the float32 cases of the same selection ran
+
+
+def test_hang_is_a_timeout(tmp_path: Path) -> None:
+    """A kernel that never returns is stopped at the per-case limit and reported TIMEOUT."""
+    report = run_suite(
+        "mutant_hang_bf16",
+        "attention.forward and bfloat16 and d64 and causal and mha",
+        pythonpath=build(tmp_path / "dist", "hang_bf16"),
+        case_timeout=3.0,
+    )
+    entry = next(r for r in report["results"] if r["id"] == "attention.forward[bfloat16-d64-causal-mha]")
+    assert entry["status"] == "TIMEOUT"
+    assert entry["message"] == "call: CaseTimeout: the case ran longer than 3 s"
+    assert report["summary"]["verdict"] == "NOT_CONFORMANT"
