@@ -182,3 +182,22 @@ def test_new_plugin_rejects_a_bad_name(tmp_path: Path) -> None:
         "plugin name 'My-Chip' is not usable" in result.stderr
         and "rlport new-plugin my_chip" in result.stderr
     )
+
+
+STACK_BODY = """
+    @rlport.hookimpl
+    def rlport_supported_stack(self):
+        from rlport.types import StackRequirement
+        return [StackRequirement("torch", "<1.0", "built against an ancient torch"),
+                StackRequirement("rlport-no-such-runtime", ">=3", "the vendor runtime")]
+"""
+
+
+def test_doctor_reports_stack_mismatches_with_the_install_command(tmp_path: Path) -> None:
+    make_plugin(tmp_path, "stale", device("stale", priority=300, body=STACK_BODY))
+    result = rlport_cli("doctor", extra_path=tmp_path)
+    assert result.returncode == 1
+    out = " ".join(result.stdout.split())
+    assert "torch 2.13.0" in out and "stale supports torch<1.0 (built against an ancient torch)" in out
+    assert "fix: pip install 'torch<1.0'" in out
+    assert "stale needs rlport-no-such-runtime>=3 (the vendor runtime), not installed" in out
