@@ -10,12 +10,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from rlport import settings as settings_mod
 from rlport._version import HOOK_API_VERSION, __version__
+from rlport.console import make_console
 from rlport.reference import NAME as REFERENCE
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def print_once(runtime: Runtime, file: Any = None) -> bool:
     if mode == "json":
         file.write(json.dumps(data, default=str) + "\n")
     else:
-        Console(file=file, width=max(100, Console(file=file).width)).print(render(data))
+        make_console(file=file).print(render(data))
     set_env(settings_mod.SUMMARY_SHOWN, str(os.getpid()))
     return True
 

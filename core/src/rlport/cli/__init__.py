@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from rlport.console import make_console
 from rlport.errors import RlportError
 
 app = typer.Typer(
@@ -21,10 +21,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-if not out.is_terminal:  # piped or captured: do not fold tables into 80 columns
-    out = Console(width=160)
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def _fail(exc: RlportError, code: int = 2) -> typer.Exit:
@@ -118,6 +116,26 @@ def doctor() -> None:
         out.print(f"[bold red]{f.check}:[/] {f.problem}\n  [bold]fix:[/] {f.fix}")
     out.print(f"[red]{len(findings)} problem(s)[/]")
     raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Tiny local model and synthetic task; no download.")
+    ] = False,
+    config: Annotated[
+        str | None, typer.Option("--config", help="YAML file in the default config's layout.")
+    ] = None,
+    show_config: Annotated[
+        bool, typer.Option("--show-config", help="Print the resolved configuration.")
+    ] = False,
+) -> None:
+    """GRPO post-training: rlport train [--demo] [--config FILE] \\[key=value ...] (dotted overrides,
+    e.g. data.train_files=train.parquet rollout.engine=vllm trainer.steps=50)."""
+    from rlport.train.cli import run_train
+
+    raise typer.Exit(run_train(list(ctx.args), demo, config_file=config, show_config=show_config))
 
 
 @app.command("new-plugin")

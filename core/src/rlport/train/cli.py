@@ -1,0 +1,128 @@
+"""The ``rlport train`` command: ``run_train`` does the work, ``train_command`` is its typer face.
+
+Wiring (in the lead's typer app)::
+
+    app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+        train_command
+    )
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rlport.errors import RlportError
+
+
+def build_config(
+    overrides: list[str], *, demo: bool, config_file: str | None = None, prepare: bool = True
+) -> Any:
+    """The configuration of a run: default, then the demo's settings (with ``--demo``), then the
+    config file, then the overrides. With ``--demo`` (and ``prepare``) the tiny model and the data
+    are built and the configuration points at them."""
+    from rlport.train.config import TrainConfig, load_config, parse_override, set_key
+
+    base = TrainConfig()
+    if not demo:
+        return load_config(overrides, config_file=config_file, base=base)
+    from rlport.train.demo import DEMO_OVERRIDES, prepare_demo
+
+    for key, value in DEMO_OVERRIDES.items():
+        set_key(base, key, value)
+    # Parse the user's settings first, so a typo fails before the demo model is built.
+    cfg = load_config(overrides, config_file=config_file, base=base)
+    if not prepare:
+        return cfg
+    user_keys = {parse_override(o)[0] for o in overrides}
+    paths = prepare_demo(cfg.trainer.output_dir, length=cfg.rollout.max_new_tokens, seed=cfg.trainer.seed)
+    for key, value in paths.items():
+        if key not in user_keys:
+            set_key(cfg, key, value)
+    return cfg
+
+
+def run_train(
+    overrides: list[str],
+    demo: bool = False,
+    *,
+    config_file: str | None = None,
+    show_config: bool = False,
+    console: Any = None,
+) -> int:
+    """Run ``rlport train``; return the exit code (0 done, 2 bad input, 1 failed during the run).
+
+    Errors on the user's input are printed with their fix, no traceback."""
+    from rich.markup import escape
+
+    from rlport.console import make_console
+
+    console = console or make_console(stderr=True)
+    try:
+        if show_config:
+            from rlport.train.config import default_yaml
+
+            cfg = build_config(overrides, demo=demo, config_file=config_file, prepare=False)
+            print(default_yaml(cfg), end="")
+            return 0
+        cfg = build_config(overrides, demo=demo, config_file=config_file)
+        from rlport.train.trainer import Trainer
+
+        trainer = Trainer(cfg, console=console)
+    except RlportError as exc:
+        console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+        if exc.fix:
+            console.print(f"  [bold]fix:[/] {escape(exc.fix)}", highlight=False)
+        return 2
+    try:
+        trainer.fit()
+    except RlportError as exc:
+        console.print(f"[bold red]error during training:[/] {escape(exc.message)}", highlight=False)
+        if exc.fix:
+            console.print(f"  [bold]fix:[/] {escape(exc.fix)}", highlight=False)
+        return 1
+    return 0
+
+
+def train_command(
+    ctx: Any,
+    demo: bool = False,
+    config: str | None = None,
+    show_config: bool = False,
+) -> None:
+    """Run GRPO post-training: rlport train [--demo] [--config FILE] [--show-config] [key=value ...].
+
+    typer signature proposal (annotations kept out of this module so importing it needs no typer)::
+
+        def train(ctx: typer.Context,
+                  demo: bool = typer.Option(False, "--demo", help="tiny model + synthetic task, no download"),
+                  config: Optional[str] = typer.Option(None, "--config", help="YAML file, same layout"),
+                  show_config: bool = typer.Option(False, "--show-config", help="print the resolved config")):
+            raise typer.Exit(run_train(list(ctx.args), demo, config_file=config, show_config=show_config))
+    """
+    code = run_train(list(ctx.args), demo, config_file=config, show_config=show_config)
+    if code:
+        raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rlport.train [--demo] [--config FILE] [--show-config] [key=value ...]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    demo = "--demo" in args
+    show = "--show-config" in args
+    config_file = None
+    rest: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a in ("--demo", "--show-config"):
+            continue
+        if a == "--config":
+            config_file = next(it, None)
+        elif a.startswith("--config="):
+            config_file = a.split("=", 1)[1]
+        elif a in ("-h", "--help"):
+            print(main.__doc__)
+            return 0
+        else:
+            rest.append(a)
+    return run_train(rest, demo, config_file=config_file, show_config=show)

@@ -1,0 +1,78 @@
+"""Per-step metrics: a JSONL log, a one-line summary per step, and the reward curve as a PNG."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends one JSON object per step to ``path``. On resume, lines after the resumed step are
+    dropped, so the log tells one consistent history."""
+
+    def __init__(self, path: str | Path, *, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            kept = [r for r in read_jsonl(self.path) if int(r.get("step", 0)) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def step_line(m: dict[str, Any], steps: int) -> str:
+    """The line printed after each step."""
+    phases = " ".join(
+        f"{k.split('/', 1)[1]} {m[k]:.2f}"
+        for k in ("time/rollout", "time/reward", "time/sleep", "time/logprob", "time/update", "time/sync")
+        if k in m
+    )
+    return (
+        f"step {m['step']}/{steps} reward {m['reward/mean']:.3f}±{m['reward/std']:.3f} "
+        f"loss {m['actor/pg_loss']:+.4f} kl {m['actor/kl']:.4f} ent {m['actor/entropy']:.2f} "
+        f"mismatch {m['rollout/logprob_mismatch']:.1e} {m['perf/rollout_tokens_per_s']:.0f} tok/s "
+        f"{m['time/step']:.2f}s [{phases}]"
+    )
+
+
+def plot_rewards(records: Iterable[dict[str, Any]], path: str | Path, title: str = "rlport train") -> Path:
+    """Reward mean (with a band of one std) per step, written as a PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(records, key=lambda r: r["step"])
+    steps = [r["step"] for r in rows]
+    mean = [r["reward/mean"] for r in rows]
+    std = [r.get("reward/std", 0.0) for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    ax.plot(steps, mean, marker="o", markersize=3, label="reward mean")
+    ax.fill_between(
+        steps,
+        [m - s for m, s in zip(mean, std, strict=True)],
+        [m + s for m, s in zip(mean, std, strict=True)],
+        alpha=0.2,
+        label="± std",
+    )
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,72 @@
+"""Loading the actor, reference and tokenizer from a local Hugging Face folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rlport.errors import ConfigError
+
+#: tokenizer classes saved by a plain ``PreTrainedTokenizerFast`` (transformers 4 and 5 names);
+#: ``AutoTokenizer`` would map such a folder to the model type's own class and change tokenisation.
+_GENERIC_TOKENIZERS = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+
+
+def quiet_transformers() -> None:
+    """Turn off transformers' per-file progress bars (loading/saving shards): the run has its own."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The folder's tokenizer, keeping a generic fast tokenizer generic."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    cfg_file = Path(path) / "tokenizer_config.json"
+    cls = None
+    if cfg_file.is_file():
+        cls = json.loads(cfg_file.read_text()).get("tokenizer_class")
+    try:
+        if cls in _GENERIC_TOKENIZERS:
+            tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+        else:
+            tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot load a tokenizer from model.path '{path}': {exc}",
+            "give a model folder with tokenizer.json / tokenizer_config.json (save_pretrained writes them)",
+        ) from exc
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def stop_token_ids(tokenizer: Any, model_path: str | Path) -> tuple[int, ...]:
+    """The tokenizer's EOS plus any EOS ids in generation_config.json."""
+    ids: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    gen = Path(model_path) / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        for i in eos if isinstance(eos, list) else [eos]:
+            if isinstance(i, int) and i not in ids:
+                ids.append(i)
+    return tuple(ids)
+
+
+def load_causal_lm(path: str | Path, *, dtype: str, attn_implementation: str, device: str) -> Any:
+    """``AutoModelForCausalLM`` from ``path`` with the configured attention, on ``device``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if attn_implementation == "rlport":
+        from rlport.attention.transformers_integration import register
+
+        register()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+    )
+    return model.to(device)

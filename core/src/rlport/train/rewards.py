@@ -1,0 +1,151 @@
+"""Rule-based rewards, chosen by a sample's ``data_source``.
+
+A reward function takes ``(data_source, solution_str, ground_truth, extra_info)`` and returns a
+float, the same signature as verl's ``custom_reward_function``. Register one for a data source with
+the decorator::
+
+    from rlport.train import rewards
+
+    @rewards.register("my_task")
+    def score(data_source, solution_str, ground_truth, extra_info):
+        return float(solution_str.strip() == ground_truth)
+
+or point the config at a function that handles every source: ``reward.custom=my_module:score``
+(``my_module`` importable, or a path ``path/to/file.py:score``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlport.errors import ConfigError
+
+RewardFn = Callable[[str, str, Any, Any], float]
+
+_REGISTRY: dict[str, RewardFn] = {}
+
+
+def register(*data_sources: str) -> Callable[[RewardFn], RewardFn]:
+    """Decorator: use the function for samples whose ``data_source`` is one of ``data_sources``."""
+    if not data_sources:
+        raise TypeError("register() needs at least one data source name, e.g. @register('gsm8k')")
+
+    def deco(fn: RewardFn) -> RewardFn:
+        for name in data_sources:
+            _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def unregister(data_source: str) -> None:
+    _REGISTRY.pop(data_source, None)
+
+
+def registered() -> dict[str, RewardFn]:
+    return dict(_REGISTRY)
+
+
+def load_custom(spec: str) -> RewardFn:
+    """Import ``module:function`` or ``path/to/file.py:function``; errors name the fix."""
+    if ":" not in spec:
+        raise ConfigError(
+            f"reward.custom={spec!r} is not of the form module:function", "reward.custom=my_rewards:score"
+        )
+    module_name, attr = spec.rsplit(":", 1)
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ConfigError(f"reward.custom file '{path}' does not exist", "give an existing .py file")
+            mod_spec = importlib.util.spec_from_file_location(f"rlport_custom_reward_{path.stem}", path)
+            assert mod_spec is not None and mod_spec.loader is not None
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[mod_spec.name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"reward.custom module '{module_name}' cannot be imported: {exc}",
+            f"put {module_name}.py on PYTHONPATH (e.g. PYTHONPATH=. rlport train ...) or give a file path",
+        ) from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(
+            f"reward.custom: '{module_name}' has no function '{attr}'",
+            f"define def {attr}(data_source, solution_str, ground_truth, extra_info) -> float in {module_name}",
+        )
+    return fn
+
+
+class RewardManager:
+    """Scores decoded responses: the custom function if configured, else the registry by source."""
+
+    def __init__(self, custom: str = "") -> None:
+        self.custom: RewardFn | None = load_custom(custom) if custom else None
+
+    def check_sources(self, sources: set[str]) -> None:
+        """Fail before training when a data source has no reward."""
+        if self.custom is not None:
+            return
+        missing = sorted(s for s in sources if s not in _REGISTRY)
+        if missing:
+            raise ConfigError(
+                f"no reward function for data_source {missing} (registered: {sorted(_REGISTRY)})",
+                "register one with @rlport.train.rewards.register('<source>') or set reward.custom=module:function",
+            )
+
+    def score(self, data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> float:
+        fn = self.custom if self.custom is not None else _REGISTRY.get(data_source)
+        if fn is None:
+            self.check_sources({data_source})
+        assert fn is not None
+        return float(fn(data_source, solution_str, ground_truth, extra_info))
+
+
+# -------------------------------------------------------------------------------------------------
+# Built-in rules
+# -------------------------------------------------------------------------------------------------
+
+_GSM8K_ANSWER = re.compile(r"#### *(-?[0-9.,]+)")
+
+
+def extract_gsm8k_answer(text: str) -> str | None:
+    """The number after the last ``####`` (commas removed), or None."""
+    found = _GSM8K_ANSWER.findall(text)
+    if not found:
+        return None
+    return found[-1].replace(",", "").rstrip(".")
+
+
+@register("openai/gsm8k", "gsm8k")
+def gsm8k_reward(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> float:
+    """1.0 when the number after ``####`` equals the ground truth, else 0.0 (verl's strict rule,
+    without the format bonus)."""
+    answer = extract_gsm8k_answer(solution_str)
+    if answer is None:
+        return 0.0
+    truth = str(ground_truth).replace(",", "").strip()
+    try:
+        return float(float(answer) == float(truth))
+    except ValueError:
+        return float(answer == truth)
+
+
+DEMO_SOURCE = "rlport/repeat_letter"
+
+
+@register(DEMO_SOURCE)
+def repeat_letter_reward(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> float:
+    """The demo task: the share of the first ``length`` letters of the response that equal the
+    target letter (spaces ignored). ``extra_info["length"]`` is the response length asked for."""
+    length = int((extra_info or {}).get("length", 8))
+    letters = [c for c in solution_str if not c.isspace()][:length]
+    return sum(c == str(ground_truth) for c in letters) / max(1, length)

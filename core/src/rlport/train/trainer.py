@@ -1,0 +1,374 @@
+"""The single controller of a GRPO run.
+
+The driver reads the data, starts the workers (in this process, or as Ray actors for
+``trainer.workers > 1``), and for each step: hands every worker its share of the prompts (rollout),
+decodes and scores the responses and computes group-relative advantages (reward), has every worker
+train on its share (sleep, logprobs, update with gradients all-reduced, weight sync, wake), then
+logs the step, draws the progress bar and saves checkpoints. Every phase is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rlport
+from rlport._version import __version__
+from rlport.errors import ConfigError
+from rlport.rollout.protocol import SamplingParams
+from rlport.train.checkpoint import OPTIMIZER_FILE, TrainerState, checkpoint_dir, read_state, write_state
+from rlport.train.config import TrainConfig
+from rlport.train.data import Example, Sampler, read_parquet, tokenize
+from rlport.train.metrics import MetricsLog, plot_rewards, read_jsonl, step_line
+from rlport.train.rewards import RewardManager
+from rlport.train.validate import validate
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics_path: Path
+    plot_path: Path
+    checkpoint: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Pool:
+    """The workers, behind one interface whether they are local objects or Ray actors."""
+
+    def __init__(self, cfg: TrainConfig, actor_path: str, optimizer_state: str | None, rt: Any) -> None:
+        self.world = cfg.trainer.workers
+        self.ray = self.world > 1
+        cfg_dict = cfg.to_dict()
+        if not self.ray:
+            from rlport.train.workers import Worker
+
+            self.workers: list[Any] = [
+                Worker(cfg_dict, actor_path=actor_path, optimizer_state=optimizer_state)
+            ]
+            return
+        import ray
+
+        from rlport.train.workers import ray_worker_class
+
+        t = cfg.trainer
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            if t.ray_address:
+                kwargs["address"] = t.ray_address
+            else:
+                kwargs["num_cpus"] = t.ray_num_cpus or os.cpu_count() or 1
+            ray.init(**kwargs)
+            self._started_ray = True
+        else:
+            self._started_ray = False
+        env = {k: v for k, v in os.environ.items() if k.startswith("RLPORT_")}
+        env.update({k: v for k, v in rt.worker_env.items() if k not in env})
+        if os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        options: dict[str, Any] = {"num_cpus": t.cpus_per_worker, "runtime_env": {"env_vars": env}}
+        resource = rt.device.ray_resource
+        if resource == "GPU":
+            options["num_gpus"] = 1
+        elif resource:
+            options["resources"] = {resource: 1}
+        cls = ray_worker_class().options(**options)
+        self.workers = [
+            cls.remote(
+                cfg_dict, rank=r, world=self.world, actor_path=actor_path, optimizer_state=optimizer_state
+            )
+            for r in range(self.world)
+        ]
+        # Rank 0's node hosts the rendezvous (it may be another machine of the cluster).
+        init_method = ray.get(self.workers[0].rendezvous_address.remote())
+        ray.get([w.join_group.remote(init_method) for w in self.workers])
+
+    def call(self, method: str, args_per_worker: list[tuple[Any, ...]] | None = None) -> list[Any]:
+        args_per_worker = args_per_worker or [() for _ in self.workers]
+        if not self.ray:
+            return [getattr(w, method)(*a) for w, a in zip(self.workers, args_per_worker, strict=True)]
+        import ray
+
+        return ray.get(
+            [getattr(w, method).remote(*a) for w, a in zip(self.workers, args_per_worker, strict=True)]
+        )
+
+    def close(self) -> None:
+        try:
+            self.call("shutdown")
+        finally:
+            if self.ray:
+                import ray
+
+                for w in self.workers:
+                    ray.kill(w)
+                if self._started_ray:
+                    ray.shutdown()
+
+
+def _split(items: list[Any], parts: int) -> list[list[Any]]:
+    size = len(items) // parts
+    return [items[i * size : (i + 1) * size] for i in range(parts)]
+
+
+class Trainer:
+    """Runs ``cfg`` to the end: ``Trainer(cfg).fit()``."""
+
+    def __init__(self, cfg: TrainConfig, *, console: Any = None) -> None:
+        from rlport.console import make_console
+
+        self.cfg = cfg
+        self.console = console or make_console(stderr=True)
+        self.rt = rlport.init()
+        # Everything that can fail on a user's input fails here, before any model is loaded.
+        validate(cfg, self.rt)
+        from rlport.train.modeling import load_tokenizer, stop_token_ids
+
+        self.tokenizer = load_tokenizer(cfg.model.path)
+        self.stop_ids = stop_token_ids(self.tokenizer, cfg.model.path)
+        self.rewards = RewardManager(cfg.reward.custom)
+        examples = read_parquet(cfg.data.train_files, cfg.data.prompt_key)
+        self.rewards.check_sources({e.data_source for e in examples})
+        self.examples, self.dropped = tokenize(examples, self.tokenizer, cfg.data.max_prompt_length)
+        longest = max(len(e.prompt_ids) for e in self.examples)
+        if longest + cfg.rollout.max_new_tokens > cfg.rollout.max_model_len:
+            raise ConfigError(
+                f"rollout.max_model_len={cfg.rollout.max_model_len} is below the longest prompt ({longest} tokens) "
+                f"plus rollout.max_new_tokens={cfg.rollout.max_new_tokens}",
+                f"rlport train rollout.max_model_len={longest + cfg.rollout.max_new_tokens}",
+            )
+        self.sampler = Sampler(
+            len(self.examples), cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
+        )
+        self.start_step = 0
+        self.actor_path = cfg.model.path
+        self.optimizer_state: str | None = None
+        if cfg.trainer.resume_from:
+            state = read_state(cfg.trainer.resume_from)
+            self.start_step = state.step
+            self.sampler.restore(state.sampler)
+            self.actor_path = cfg.trainer.resume_from
+            opt = Path(cfg.trainer.resume_from) / OPTIMIZER_FILE
+            self.optimizer_state = str(opt) if opt.is_file() else None
+        if self.start_step >= cfg.trainer.steps:
+            raise ConfigError(
+                f"trainer.resume_from is at step {self.start_step}, and trainer.steps={cfg.trainer.steps} leaves nothing to do",
+                f"rlport train trainer.steps={self.start_step + 10} trainer.resume_from={cfg.trainer.resume_from}",
+            )
+        self.out = Path(cfg.trainer.output_dir).expanduser()
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.plot_path = self.out / "reward_curve.png"
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _sampling(self, step: int) -> SamplingParams:
+        r = self.cfg.rollout
+        return SamplingParams(
+            n=r.n,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            top_k=r.top_k,
+            max_new_tokens=r.max_new_tokens,
+            stop_token_ids=self.stop_ids,
+            seed=self.cfg.trainer.seed * 1_000_003 + step,
+        )
+
+    def step(self, pool: _Pool, step: int) -> dict[str, Any]:
+        from rlport.train.grpo import group_advantages
+        from rlport.train.workers import Sample
+
+        cfg = self.cfg
+        t_step = time.perf_counter()
+        batch: list[Example] = [self.examples[i] for i in self.sampler.next_batch()]
+        shards = _split(batch, pool.world)
+        params = self._sampling(step)
+
+        t = time.perf_counter()
+        outs = pool.call("generate", [([e.prompt_ids for e in shard], params) for shard in shards])
+        t_rollout = time.perf_counter() - t
+
+        t = time.perf_counter()
+        per_worker: list[list[Sample]] = []
+        rewards: list[float] = []
+        group_ids: list[int] = []
+        lengths: list[int] = []
+        for w, (shard, (groups, _)) in enumerate(zip(shards, outs, strict=True)):
+            samples = []
+            for j, (ex, group) in enumerate(zip(shard, groups, strict=True)):
+                for token_ids, logprobs, _finish in group:
+                    text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+                    rewards.append(self.rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info))
+                    group_ids.append(w * 1_000_000 + j)
+                    lengths.append(len(token_ids))
+                    samples.append(Sample(ex.prompt_ids, token_ids, logprobs))
+            per_worker.append(samples)
+        al = cfg.algorithm
+        adv = group_advantages(
+            rewards, group_ids, epsilon=al.adv_epsilon, norm_by_std=al.norm_adv_by_std
+        ).tolist()
+        k = 0
+        for samples in per_worker:
+            for s in samples:
+                s.advantage = adv[k]
+                k += 1
+        t_reward = time.perf_counter() - t
+
+        t = time.perf_counter()
+        stats = pool.call("train", [(samples,) for samples in per_worker])
+        t_train = time.perf_counter() - t
+        t_total = time.perf_counter() - t_step
+
+        import statistics
+
+        gen_tokens = sum(lengths)
+        prompt_tokens = sum(len(e.prompt_ids) for e in batch) * cfg.rollout.n
+        m: dict[str, Any] = {"step": step + 1}
+        m["reward/mean"] = statistics.fmean(rewards)
+        m["reward/std"] = statistics.pstdev(rewards)
+        m["reward/max"] = max(rewards)
+        m["reward/min"] = min(rewards)
+        n_groups = len(set(group_ids))
+        flat = sum(
+            1
+            for g in set(group_ids)
+            if len({r for r, i in zip(rewards, group_ids, strict=True) if i == g}) == 1
+        )
+        m["reward/groups_without_signal"] = flat / n_groups
+        for key in stats[0]:
+            m[key] = statistics.fmean(s[key] for s in stats)
+        for key in ("time/sleep", "time/logprob", "time/update", "time/sync"):
+            m[key] = max(s[key] for s in stats)  # ranks run in parallel: the slowest decides
+        m["time/generate"] = max(o[1]["time/generate"] for o in outs)
+        m["time/rollout"] = t_rollout
+        m["time/reward"] = t_reward
+        m["time/train"] = t_train
+        m["time/step"] = t_total
+        compute = m["time/generate"] + m["time/logprob"] + m["time/update"]
+        m["perf/overhead_share"] = max(0.0, t_total - compute) / t_total
+        m["response/length_mean"] = gen_tokens / len(lengths)
+        m["perf/rollout_tokens_per_s"] = gen_tokens / max(t_rollout, 1e-9)
+        m["perf/tokens_per_s"] = (gen_tokens + prompt_tokens) / max(t_total, 1e-9)
+        m["data/epoch"] = self.sampler.epoch
+        return m
+
+    # -- the run -----------------------------------------------------------------------------------
+    def save(self, pool: _Pool, step: int) -> Path:
+        folder = checkpoint_dir(self.out, step)
+        if pool.ray:
+            import ray
+
+            ray.get(pool.workers[0].save.remote(str(folder)))
+        else:
+            pool.workers[0].save(str(folder))
+        state = TrainerState(
+            step=step, sampler=self.sampler.state(), config=self.cfg.to_dict(), version=__version__
+        )
+        write_state(folder, state, self.tokenizer, self.cfg.model.path)
+        return folder
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        steps = cfg.trainer.steps
+        resume = self.start_step if cfg.trainer.resume_from else None
+        log = MetricsLog(self.metrics_path, resume_step=resume)
+        self.console.print(
+            f"rlport train: {len(self.examples)} prompts ({self.dropped} dropped as too long), "
+            f"model {cfg.model.path}, engine {cfg.rollout.engine}, {cfg.trainer.workers} worker(s), "
+            f"steps {self.start_step + 1}..{steps}, output {self.out}",
+            markup=False,
+            highlight=False,
+        )
+        t0 = time.perf_counter()
+        pool = _Pool(cfg, self.actor_path, self.optimizer_state, self.rt)
+        worker_info = pool.call("info")
+        self.console.print(
+            f"workers ready in {time.perf_counter() - t0:.2f}s: "
+            + "; ".join(
+                f"rank {i['rank']} pid {i['pid']} {i['device']} attention={i['attn_implementation']} "
+                f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'}"
+                + (f" {i['collectives_backend']} preflight ok" if i["collectives_backend"] else "")
+                for i in worker_info
+            ),
+            markup=False,
+            highlight=False,
+        )
+        history: list[dict[str, Any]] = []
+        last_ckpt: Path | None = None
+        try:
+            with self._progress(steps) as (progress, task):
+                for step in range(self.start_step, steps):
+                    m = self.step(pool, step)
+                    if pool.world > 1:
+                        sums = pool.call("state_checksum")
+                        m["workers/weights_in_sync"] = float(
+                            max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0]))
+                        )
+                    log.write(m)
+                    history.append(m)
+                    line = step_line(m, steps)
+                    if progress is not None:
+                        progress.console.print(line, markup=False, highlight=False)
+                        progress.update(task, advance=1, reward=m["reward/mean"])
+                    else:
+                        self.console.print(line, markup=False, highlight=False)
+                    if (
+                        cfg.trainer.save_every
+                        and (step + 1) % cfg.trainer.save_every == 0
+                        and step + 1 < steps
+                    ):
+                        last_ckpt = self.save(pool, step + 1)
+                last_ckpt = self.save(pool, steps)
+        finally:
+            pool.close()
+        plot_rewards(read_jsonl(self.metrics_path), self.plot_path, title=f"rlport train: {cfg.model.path}")
+        self._report(history, last_ckpt)
+        return TrainResult(self.out, self.metrics_path, self.plot_path, last_ckpt, history, worker_info)
+
+    def _progress(self, steps: int) -> Any:
+        from contextlib import contextmanager
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        @contextmanager
+        def cm() -> Any:
+            if not self.cfg.trainer.progress:
+                yield None, None
+                return
+            progress = Progress(
+                TextColumn("[bold]GRPO"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("reward [cyan]{task.fields[reward]:.3f}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            with progress:
+                task = progress.add_task("train", total=steps, completed=self.start_step, reward=float("nan"))
+                yield progress, task
+
+        return cm()
+
+    def _report(self, history: list[dict[str, Any]], ckpt: Path | None) -> None:
+        if not history:
+            return
+        k = min(5, len(history))
+        first = sum(h["reward/mean"] for h in history[:k]) / k
+        last = sum(h["reward/mean"] for h in history[-k:]) / k
+        self.console.print(
+            f"done: reward {first:.3f} (mean of first {k} steps) -> {last:.3f} (last {k}); "
+            f"metrics {self.metrics_path}; curve {self.plot_path}; checkpoint {ckpt}",
+            markup=False,
+            highlight=False,
+        )

@@ -1,0 +1,110 @@
+"""Checks against the machine, run before any work starts: files, model folder, engine, Ray.
+
+Each failure is a :class:`~rlport.errors.ConfigError` (or the runtime's ``EngineError``) naming the
+bad value, what was expected and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from rlport.errors import ConfigError
+from rlport.train.config import TrainConfig
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def has_weights(folder: Path) -> bool:
+    return any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS)
+
+
+def check_model_folder(path: str, key: str = "model.path") -> Path:
+    if not path:
+        raise ConfigError(
+            f"{key} is empty; expected a local Hugging Face model folder",
+            f"rlport train {key}=/path/to/model (or rlport train --demo to build a tiny one)",
+        )
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{key}='{path}' is not a folder",
+            f"rlport train {key}=/path/to/model (a folder written by save_pretrained)",
+        )
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"{key}='{path}' has no config.json, so it is not a Hugging Face model folder",
+            f"save the model with model.save_pretrained('{path}') or point {key} at such a folder",
+        )
+    if not has_weights(folder):
+        raise ConfigError(
+            f"{key}='{path}' has config.json but no weights (*.safetensors or *.bin)",
+            f"save the weights with model.save_pretrained('{path}'), or point {key} at a complete folder",
+        )
+    return folder
+
+
+def check_data_files(cfg: TrainConfig) -> None:
+    if not cfg.data.train_files:
+        raise ConfigError(
+            "data.train_files is empty; expected parquet files in verl's layout",
+            "rlport train data.train_files=[train.parquet] (or rlport train --demo)",
+        )
+    for f in cfg.data.train_files:
+        if not Path(f).expanduser().is_file():
+            raise ConfigError(
+                f"data file '{f}' does not exist (data.train_files)",
+                f"check the path (looked at {Path(f).expanduser().resolve()}), e.g. "
+                "rlport train data.train_files=[$HOME/data/gsm8k/train.parquet]",
+            )
+
+
+def check_engine(cfg: TrainConfig, rt: Any) -> None:
+    """The engine is offered by an active plugin and its packages are installed."""
+    rt.engine_offer(cfg.rollout.engine)
+
+
+def check_attention(cfg: TrainConfig) -> None:
+    if (
+        cfg.model.attn_implementation == "rlport"
+        and importlib.util.find_spec("rlport.attention.transformers_integration") is None
+    ):
+        raise ConfigError(
+            "model.attn_implementation='rlport' but rlport.attention.transformers_integration is missing",
+            "reinstall rlport (pip install -e core) or set model.attn_implementation=sdpa",
+        )
+
+
+def check_ray(cfg: TrainConfig) -> None:
+    if cfg.trainer.workers > 1 and importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            f"trainer.workers={cfg.trainer.workers} needs Ray, which is not installed",
+            'pip install "rlport[train]"  (or run with trainer.workers=1)',
+        )
+
+
+def check_output_dir(cfg: TrainConfig) -> None:
+    out = Path(cfg.trainer.output_dir).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"trainer.output_dir='{out}' cannot be created: {exc}",
+            "rlport train trainer.output_dir=/a/writable/folder",
+        ) from exc
+
+
+def validate(cfg: TrainConfig, rt: Any) -> None:
+    """Everything that can be checked without loading a model."""
+    check_data_files(cfg)
+    check_model_folder(cfg.model.path)
+    if cfg.trainer.resume_from:
+        folder = check_model_folder(cfg.trainer.resume_from, "trainer.resume_from")
+        from rlport.train.checkpoint import read_state
+
+        read_state(folder)
+    check_engine(cfg, rt)
+    check_attention(cfg)
+    check_ray(cfg)
+    check_output_dir(cfg)

@@ -1,0 +1,108 @@
+"""`rlport train` configuration: dotted overrides, a YAML file, and errors that name the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlport.errors import ConfigError
+from rlport.train.config import TrainConfig, all_keys, default_yaml, load_config
+
+
+def test_defaults_are_documented_and_round_trip_through_yaml(tmp_path: Path) -> None:
+    text = default_yaml()
+    for key in all_keys():
+        section, leaf = key.split(".", 1)
+        assert f"\n{section}:" in "\n" + text
+        assert f"  {leaf}:" in text
+    assert "# samples per prompt: the GRPO group size" in text
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    assert load_config(config_file=f) == TrainConfig()
+
+
+def test_dotted_overrides_set_typed_values() -> None:
+    cfg = load_config(
+        [
+            "data.train_files=[a.parquet, b.parquet]",
+            "rollout.engine=vllm",
+            "trainer.steps=7",
+            "actor.lr=3e-4",
+            "algorithm.use_kl_loss=true",
+            "actor.offload=null",
+            "actor.betas=[0.8,0.95]",
+            "rollout.options.gpu_memory_utilization=0.5",
+            "rollout.options.enforce_eager=true",
+            "+reward.custom=my_mod:fn",
+        ]
+    )
+    assert cfg.data.train_files == ["a.parquet", "b.parquet"]
+    assert cfg.rollout.engine == "vllm"
+    assert cfg.trainer.steps == 7 and isinstance(cfg.trainer.steps, int)
+    assert cfg.actor.lr == pytest.approx(3e-4)
+    assert cfg.algorithm.use_kl_loss is True
+    assert cfg.actor.offload is None
+    assert cfg.actor.betas == [0.8, 0.95]
+    assert cfg.rollout.options == {"gpu_memory_utilization": 0.5, "enforce_eager": True}
+    assert cfg.reward.custom == "my_mod:fn"
+    assert load_config(["data.train_files=single.parquet"]).data.train_files == ["single.parquet"]
+
+
+def test_unknown_key_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(["trainer.step=5"])
+    assert "unknown config key 'trainer.step'" in err.value.message
+    assert "trainer.steps" in err.value.fix
+    with pytest.raises(ConfigError) as err:
+        load_config(["rolout.n=4"])
+    assert "'rollout.n'" in err.value.fix
+    with pytest.raises(ConfigError) as err:
+        load_config(["nothing_like_it.zzz=1"])
+    assert "--show-config" in err.value.fix
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.steps=abc", "expects an integer, got 'abc'"),
+        ("trainer.steps=2.5", "expects an integer, got '2.5'"),
+        ("actor.lr=fast", "expects a number, got 'fast'"),
+        ("algorithm.use_kl_loss=maybe", "expects a boolean (true/false), got 'maybe'"),
+        ("actor.betas=[0.9,x]", "expects a list of a number"),
+    ],
+)
+def test_wrong_type_names_key_value_type_and_fix(override: str, expected: str) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        load_config([override])
+    assert f"config key '{key}'" in err.value.message
+    assert expected in err.value.message
+    assert err.value.fix.startswith(f"rlport train {key}=")
+
+
+def test_out_of_range_and_malformed_overrides() -> None:
+    with pytest.raises(ConfigError, match=r"'rollout.n' is 1; expected at least 2"):
+        load_config(["rollout.n=1"])
+    with pytest.raises(ConfigError, match=r"a multiple of trainer\.workers"):
+        load_config(["trainer.workers=3", "data.train_batch_size=8"])
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(["trainer.steps"])
+    with pytest.raises(ConfigError, match="is a section"):
+        load_config(["trainer=5"])
+
+
+def test_yaml_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  steps: many\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(config_file=bad)
+    assert "'trainer.steps' expects an integer, got 'many'" in err.value.message
+    assert str(bad) in err.value.message
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(config_file=tmp_path / "missing.yaml")
+    # the command line wins over the file
+    good = tmp_path / "good.yaml"
+    good.write_text("trainer:\n  steps: 3\nrollout:\n  n: 4\n")
+    cfg = load_config(["trainer.steps=9"], config_file=good)
+    assert (cfg.trainer.steps, cfg.rollout.n) == (9, 4)

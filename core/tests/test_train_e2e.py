@@ -1,0 +1,193 @@
+"""`rlport train` end to end on the demo: metrics, reward curve, checkpoints, resume, bad input,
+weight sync, and two data-parallel workers through Ray."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from rlport.errors import ConfigError, EngineError, RlportError
+from rlport.train.cli import build_config, run_train
+from rlport.train.trainer import Trainer
+
+TINY = [
+    "trainer.progress=false",
+    "data.train_batch_size=4",
+    "rollout.n=4",
+    "rollout.max_new_tokens=4",
+    "actor.mini_batches=2",
+]
+
+
+def _console() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+def _run(out: Path, *extra: str) -> Any:
+    cfg = build_config([*TINY, f"trainer.output_dir={out}", *extra], demo=True)
+    return Trainer(cfg, console=_console()).fit()
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_demo_trains_saves_and_resumes(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    res = _run(out, "trainer.steps=2")
+    rows = _lines(res.metrics_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in (
+        "reward/mean",
+        "reward/std",
+        "actor/pg_loss",
+        "actor/kl",
+        "actor/entropy",
+        "rollout/logprob_mismatch",
+        "perf/rollout_tokens_per_s",
+        "time/rollout",
+        "time/logprob",
+        "time/update",
+        "time/sync",
+        "time/sleep",
+        "time/step",
+    ):
+        assert key in rows[0], key
+    assert rows[0]["actor/updates"] == 2.0  # actor.mini_batches=2
+    # the engine serves what the actor computes, also after the first update (weights were synced)
+    assert rows[1]["rollout/logprob_mismatch"] < 1e-4
+    assert res.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    ckpt = out / "checkpoints" / "step_2"
+    assert res.checkpoint == ckpt
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "optimizer.pt", "trainer_state.json"):
+        assert (ckpt / name).is_file(), name
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["sampler"] == {"epoch": 0, "cursor": 8}
+    before = load_file(out / "model" / "model.safetensors")
+    after = load_file(ckpt / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not before[k].equal(after[k]) for k in before)  # GRPO changed the weights
+
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(str(ckpt)).num_parameters() > 0
+
+    # resume: continues at step 3 from the checkpoint, with offloading and a KL to the original model
+    res2 = _run(
+        out,
+        "trainer.steps=3",
+        f"trainer.resume_from={ckpt}",
+        "actor.offload=true",
+        "algorithm.use_kl_loss=true",
+    )
+    assert [h["step"] for h in res2.history] == [3]
+    assert res2.history[0]["actor/kl"] > 0  # the reference is the untrained model, the actor is not
+    assert res2.workers[0]["offload"] is True
+    assert [r["step"] for r in _lines(res2.metrics_path)] == [1, 2, 3]
+    state3 = json.loads((out / "checkpoints" / "step_3" / "trainer_state.json").read_text())
+    assert state3["step"] == 3 and state3["sampler"]["cursor"] == 12
+
+
+def test_without_weight_sync_the_engine_drifts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mismatch metric really detects an engine serving stale weights."""
+    from rlport.train import workers
+
+    monkeypatch.setattr(workers.Worker, "push_weights", lambda self: None)
+    res = _run(tmp_path / "run", "trainer.steps=2", "actor.lr=1e-2")
+    assert res.history[1]["rollout/logprob_mismatch"] > 1e-3
+
+
+@pytest.fixture
+def no_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any worker (model load) starts."""
+    from rlport.train import workers
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a worker started before the input was validated")
+
+    monkeypatch.setattr(workers.Worker, "__init__", refuse)
+
+
+def _demo_paths(tmp_path: Path) -> list[str]:
+    cfg = build_config([*TINY, f"trainer.output_dir={tmp_path / 'demo'}"], demo=True)
+    return [
+        f"model.path={cfg.model.path}",
+        f"data.train_files=[{cfg.data.train_files[0]}]",
+        *TINY,
+        f"trainer.output_dir={tmp_path / 'out'}",
+    ]
+
+
+@pytest.mark.usefixtures("no_workers")
+def test_bad_input_fails_before_work(tmp_path: Path) -> None:
+    good = _demo_paths(tmp_path)
+    bad_model = tmp_path / "no_weights"
+    bad_model.mkdir()
+    (bad_model / "config.json").write_text("{}")
+    cases: list[tuple[list[str], type[RlportError], str, str]] = [
+        (
+            [f"data.train_files=[{tmp_path / 'missing.parquet'}]"],
+            ConfigError,
+            "missing.parquet' does not exist",
+            "data.train_files=",
+        ),
+        ([f"model.path={bad_model}"], ConfigError, "has config.json but no weights", "save_pretrained"),
+        ([f"model.path={tmp_path / 'nowhere'}"], ConfigError, "is not a folder", "model.path="),
+        (["rollout.engine=nope"], EngineError, "'nope' is not offered", "rollout.engine=hf"),
+        (
+            [f"trainer.resume_from={tmp_path / 'demo' / 'model'}"],
+            ConfigError,
+            "trainer_state.json is missing",
+            "trainer.resume_from=",
+        ),
+    ]
+    for extra, kind, message, fix in cases:
+        cfg = build_config([*good, *extra], demo=False)
+        with pytest.raises(kind) as err:
+            Trainer(cfg, console=_console())
+        assert message in err.value.message, (extra, err.value.message)
+        assert fix in err.value.fix, (extra, err.value.fix)
+    # through the command: exit code 2, the error and its fix printed, no traceback
+    console = _console()
+    assert run_train([*good, "trainer.steps=lots"], console=console) == 2
+    text = console.file.getvalue()
+    assert "config key 'trainer.steps' expects an integer, got 'lots'" in text
+    assert "fix: rlport train trainer.steps=50" in text
+
+
+@pytest.mark.usefixtures("no_workers")
+def test_uninstalled_engine_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    # pytest puts this tests folder on sys.path, where a folder named vllm/ would pass for the package
+    here = Path(__file__).parent.resolve()
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != here])
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here; this checks the message when it is not")
+    cfg = build_config([*_demo_paths(tmp_path), "rollout.engine=vllm"], demo=False)
+    with pytest.raises(EngineError) as err:
+        Trainer(cfg, console=_console())
+    assert "'vllm' needs vllm, which is not installed" in err.value.message
+    assert err.value.fix == 'pip install "rlport[vllm]"'
+
+
+def test_two_workers_through_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    res = _run(tmp_path / "run", "trainer.steps=2", "trainer.workers=2", "trainer.ray_num_cpus=2")
+    ranks = sorted(w["rank"] for w in res.workers)
+    assert ranks == [0, 1]
+    assert len({w["pid"] for w in res.workers}) == 2
+    assert all(w["collectives_backend"] == "gloo" and w["device_plugin"] == "cpu" for w in res.workers)
+    assert all(any("all_reduce exact" in p for p in w["preflight"]) for w in res.workers)
+    assert [h["workers/weights_in_sync"] for h in res.history] == [1.0, 1.0]
+    assert [r["step"] for r in _lines(res.metrics_path)] == [1, 2]
+    assert (tmp_path / "run" / "checkpoints" / "step_2" / "model.safetensors").is_file()
