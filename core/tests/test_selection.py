@@ -275,3 +275,35 @@ def test_bad_summary_setting_names_value_and_fix(monkeypatch: pytest.MonkeyPatch
 
 def test_init_is_idempotent() -> None:
     assert runtime_mod.init() is runtime_mod.init()
+
+
+ALLOCATOR_BODY = """
+    @rlport.hookimpl
+    def rlport_allocator_settings(self, phase):
+        from rlport.types import AllocatorSettings
+        if phase == "training":
+            return AllocatorSettings(env={"RLPORT_TEST_ALLOC": "expandable", "RLPORT_TEST_ALLOC2": "on"})
+        return None
+"""
+
+
+def test_allocator_settings_applied_per_phase_and_user_value_wins(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("RLPORT_TEST_ALLOC", raising=False)
+    monkeypatch.setenv("RLPORT_TEST_ALLOC2", "off")  # the user's own choice
+    make_plugin(site, "alloc", device("alloc", priority=150, body=ALLOCATOR_BODY))
+    rt = runtime_mod.init()
+    assert rt.apply_allocator_settings("rollout") == {}
+    assert rt.apply_allocator_settings("training") == {"RLPORT_TEST_ALLOC": "expandable"}
+    assert os.environ["RLPORT_TEST_ALLOC"] == "expandable" and os.environ["RLPORT_TEST_ALLOC2"] == "off"
+    assert rt.allocator_overridden == {"RLPORT_TEST_ALLOC2": "off"}
+    from rlport.summary import collect
+
+    data = collect(rt)["resolved"]
+    assert data["allocator"]["training"] == {"RLPORT_TEST_ALLOC": "expandable", "RLPORT_TEST_ALLOC2": "on"}
+    assert data["allocator_overridden_by_user"] == {"RLPORT_TEST_ALLOC2": "off"}
+    runtime_mod.reset()
+    assert "RLPORT_TEST_ALLOC" not in os.environ  # reset restores what rlport exported

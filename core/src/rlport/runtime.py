@@ -27,7 +27,15 @@ from rlport.reference import NAME as REFERENCE
 from rlport.reference import Reference
 from rlport.selection import Selection, select
 from rlport.settings import Settings
-from rlport.types import AttentionBackend, AttentionSpec, Capabilities, DeviceInfo, EngineOffer, MemoryBackend
+from rlport.types import (
+    AllocatorSettings,
+    AttentionBackend,
+    AttentionSpec,
+    Capabilities,
+    DeviceInfo,
+    EngineOffer,
+    MemoryBackend,
+)
 
 if TYPE_CHECKING:
     from rlport.memory import TaggedMemory
@@ -55,6 +63,8 @@ class Runtime:
         self.pm.register(Reference(), name=REFERENCE)
         self._attention: dict[AttentionSpec, Resolved] = {}
         self.resolutions: dict[str, str] = {}  # what -> plugin, for the summary
+        self.allocator_applied: dict[str, dict[str, str]] = {}  # phase -> variables exported
+        self.allocator_overridden: dict[str, str] = {}  # variable -> the user's value kept
         info = self.resolve("rlport_device_info")
         if not isinstance(info.value, DeviceInfo):
             raise ConfigError(
@@ -164,8 +174,25 @@ class Runtime:
     def collectives_env(self) -> dict[str, str]:
         return self.merged("rlport_collectives_env", backend=self.collectives_backend)
 
-    def allocator_settings(self, phase: str) -> Any:
+    def allocator_settings(self, phase: str) -> AllocatorSettings | None:
         return self.resolve("rlport_allocator_settings", phase=phase).value
+
+    def apply_allocator_settings(self, phase: str) -> dict[str, str]:
+        """Export ``phase``'s allocator environment (call before the phase's first allocation).
+
+        A variable the user exported is left as it is (their choice wins) and recorded in
+        :attr:`allocator_overridden`. Returns what was applied."""
+        settings = self.allocator_settings(phase)
+        applied: dict[str, str] = {}
+        for key, value in (settings.env if settings else {}).items():
+            current = os.environ.get(key)
+            if current is not None and current != value and key not in _exported:
+                self.allocator_overridden[key] = current
+                continue
+            set_env(key, value)
+            applied[key] = value
+        self.allocator_applied[phase] = applied
+        return applied
 
     def capabilities(self) -> Capabilities:
         return self.resolve("rlport_capabilities").value or Capabilities()

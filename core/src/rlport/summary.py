@@ -62,6 +62,11 @@ def collect(runtime: Runtime) -> dict[str, Any]:
             "collectives_backend": runtime.collectives_backend,
             "memory_backend": f"{runtime.memory.name} ({runtime.resolutions.get('rlport_memory_backend')})",
             "rollout_engines": {name: plugin for name, (_, plugin) in runtime.rollout_engines().items()},
+            "allocator": {
+                phase: (s.env if (s := runtime.allocator_settings(phase)) else {})
+                for phase in ("rollout", "training")
+            },
+            "allocator_overridden_by_user": dict(runtime.allocator_overridden),
         },
         "hooks": hooks,
         "inactive_plugins": [r.to_json() for r in runtime.records if r.status != "active"],
@@ -87,6 +92,17 @@ def render(data: dict[str, Any]) -> Group:
             f"  device: {dev['device_type']} x{dev['count']} {', '.join(dev['names'])}; "
             f"collectives {data['resolved']['collectives_backend']}; "
             f"memory {data['resolved']['memory_backend']}; runtime {dev['runtime_version']}"
+        ),
+        Text(
+            "  allocator: "
+            + (
+                "; ".join(
+                    f"{phase} {' '.join(f'{k}={v}' for k, v in env.items())}"
+                    for phase, env in data["resolved"]["allocator"].items()
+                    if env
+                )
+                or "device defaults"
+            )
         ),
         Text(
             "  fabric plugins: "

@@ -33,7 +33,7 @@ class Manifest:
 class ProbeResult:
     """A device plugin's answer to "can you run on this machine?".
 
-    ``reason`` says why in words a user can act on ("no NVIDIA driver: nvidia-smi not found").
+    ``reason`` says why in words a user can act on ("no driver: mychip-smi not found on PATH").
     Among available device plugins the highest ``priority`` wins; the built-in CPU plugin
     answers ``priority=0``. Vendor plugins use 100 and up.
     """

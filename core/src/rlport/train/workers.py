@@ -62,6 +62,7 @@ class Worker:
         self.rank, self.world = rank, world
         quiet_transformers()
         rt = rlport.init()
+        rt.apply_allocator_settings("training")  # before the first model allocation of this process
         self.device = rt.torch_device()
         self.preflight: list[str] = []
         if world > 1 and init_method:
