@@ -23,11 +23,11 @@ os.environ.setdefault("RLPORT_SUMMARY", "0")
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from rich.table import Table
 from torch.utils.benchmark import Timer
 
 import rlport
+from rlport.console import make_console
 from rlport.types import AttentionSpec
 
 
@@ -196,7 +196,7 @@ def main() -> None:
     decode = SHAPES[0]
     direct, ours = bench_transformers(decode, rounds, min_run_time)
     row(decode.label(), "transformers fn rlport vs sdpa", direct, ours)
-    Console(width=160).print(table)
+    make_console().print(table)
     print("H=heads/kv_heads, L=q_len/k_len; overhead = rlport - direct (negative: within noise)")
 
 

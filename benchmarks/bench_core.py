@@ -12,14 +12,32 @@ import subprocess
 import sys
 import time
 
-from rich.console import Console
 from rich.table import Table
+
+from rlport.console import make_console
 
 PROBE = (
     "import sys, time, json; t = time.perf_counter(); import rlport; dt = time.perf_counter() - t; "
     "print(json.dumps({'seconds': dt, 'modules': len(sys.modules), 'torch': 'torch' in sys.modules}))"
 )
 BASELINE = "import sys, json; print(json.dumps({'modules': len(sys.modules)}))"
+
+
+_FIXTURE = """
+import rlport
+from rlport.types import DeviceInfo, Manifest, ProbeResult
+
+
+class Plugin:
+    rlport_manifest = Manifest(name="bench{i}", kind="device", hook_api=">=1.0,<2")
+
+    @rlport.hookimpl
+    def rlport_probe(self):
+        return ProbeResult(available=False, reason="benchmark fixture")
+
+
+plugin = Plugin()
+"""
 
 
 def _python(code: str) -> dict:
@@ -31,7 +49,21 @@ def _python(code: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--fixtures", type=int, default=0, help="also install N fixture device plugins (real dist-info) first"
+    )
     args = parser.parse_args()
+    if args.fixtures:
+        import os
+        import tempfile
+
+        from rlport.testing import make_plugin
+
+        site = tempfile.mkdtemp(prefix="rlport-bench-")
+        for i in range(args.fixtures):
+            make_plugin(site, f"bench{i}", _FIXTURE.format(i=i))
+        sys.path.insert(0, site)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
 
     runs = [_python(PROBE) for _ in range(args.repeats)]
     base_modules = _python(BASELINE)["modules"]
@@ -79,7 +111,7 @@ def main() -> None:
     )
     table.add_row("probe + selection", f"{statistics.median(select_s) * 1e3:.3f} ms")
     table.add_row("first rlport.init() (imports torch, resolves, patches)", f"{init_s * 1e3:.0f} ms")
-    Console().print(table)
+    make_console().print(table)
 
 
 if __name__ == "__main__":

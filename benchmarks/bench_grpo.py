@@ -43,10 +43,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from rlport.console import make_console
     from rlport.train.cli import build_config
     from rlport.train.trainer import Trainer
 
-    console = Console()
+    console = make_console()
     out = args.output_dir or tempfile.mkdtemp(prefix="rlport-bench-")
     overrides = [
         "trainer.progress=false",

@@ -99,9 +99,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from rich.console import Console
     from rich.table import Table
 
+    from rlport.console import make_console
     from rlport.rollout.tiny import build_tiny_model
 
     engines = ["hf", "vllm"] if args.engine == "both" else [args.engine]
@@ -151,9 +151,9 @@ def main() -> None:
             f"{r.tokens_per_s:,.0f}",
             same,
         )
-    Console().print(table)
+    make_console().print(table)
     load = os.getloadavg()
-    Console().print(
+    make_console().print(
         f"host: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)"
     )
 
