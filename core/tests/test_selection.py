@@ -307,3 +307,21 @@ def test_allocator_settings_applied_per_phase_and_user_value_wins(
     assert data["allocator_overridden_by_user"] == {"RLPORT_TEST_ALLOC2": "off"}
     runtime_mod.reset()
     assert "RLPORT_TEST_ALLOC" not in os.environ  # reset restores what rlport exported
+
+
+WRAPPER_BODY = '''
+    @rlport.hookimpl(wrapper=True)
+    def rlport_attention_backend(self, spec):
+        backend = yield
+        return backend
+'''
+
+
+def test_hook_wrappers_are_refused_with_the_fix(site: Path) -> None:
+    make_plugin(site, "wrapping", device("wrapping", priority=150, body=WRAPPER_BODY))
+    rt = runtime_mod.init()
+    wrapping = next(r for r in rt.records if r.name == "wrapping")
+    assert wrapping.status == "broken"
+    assert "declares hook wrappers (rlport_attention_backend)" in wrapping.reason
+    assert "instead of wrapper=True" in wrapping.fix
+    assert rt.device_plugin == "cpu"

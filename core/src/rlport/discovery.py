@@ -140,9 +140,21 @@ def _check_hooks(record: PluginRecord) -> None:
             exc,
         )
         return
-    record.hooks = sorted(
-        caller.name for caller in pm.get_hookcallers(record.obj) or [] if caller.name.startswith("rlport_")
+    callers = [c for c in pm.get_hookcallers(record.obj) or [] if c.name.startswith("rlport_")]
+    wrappers = sorted(
+        impl.function.__name__
+        for caller in callers
+        for impl in caller.get_hookimpls()
+        if impl.plugin is record.obj and (impl.wrapper or impl.hookwrapper)
     )
+    if wrappers:
+        record.mark_broken(
+            f"plugin {record.label} declares hook wrappers ({', '.join(wrappers)}); rlport resolves each hook "
+            "once and keeps the answer, so a wrapper would never see the calls it means to wrap",
+            "implement the hook itself (return None to defer to the next plugin) instead of wrapper=True",
+        )
+        return
+    record.hooks = sorted(caller.name for caller in callers)
 
 
 def _load(ep: metadata.EntryPoint, settings: Settings) -> PluginRecord:
