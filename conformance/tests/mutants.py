@@ -330,9 +330,8 @@ MUTANTS = [
     Mutant(
         "skip_case",
         "attention.forward and d64 and mha",
-        (),
+        ("attention.forward[bfloat16-d64-causal-mha]", "attention.forward[bfloat16-d64-full-mha]"),
         ("attention.forward[float32-d64-causal-mha]",),
-        verdict="INCOMPLETE",
     ),
 ]
 

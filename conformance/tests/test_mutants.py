@@ -41,14 +41,17 @@ def test_crash_is_one_case_not_the_run(tmp_path: Path) -> None:
     assert report["run"]["pytest_exit_codes"][0] < 0
 
 
-def test_skipped_must_pass_case_is_missing_never_passed(tmp_path: Path) -> None:
+def test_skipped_must_pass_case_fails_never_passes(tmp_path: Path) -> None:
     mutant = next(m for m in MUTANTS if m.defect == "skip_case")
     report = run_suite(mutant.plugin, mutant.keyword, pythonpath=build(tmp_path / "dist", mutant.defect))
     skipped = "attention.forward[bfloat16-d64-causal-mha]"
     entry = next(r for r in report["results"] if r["id"] == skipped)
-    assert entry["status"] == "MISSING"
-    assert entry["message"] == "skipped: mutant: bfloat16 is not today"
-    assert skipped in report["summary"]["missing"]
+    assert entry["status"] == "FAIL"
+    assert (
+        entry["message"]
+        == "a must-pass case may not be skipped; it skipped itself: mutant: bfloat16 is not today"
+    )
+    assert report["summary"]["verdict"] == "NOT_CONFORMANT"
     assert report["summary"]["counts"]["PASS"] >= 2  # the float32 cases of the same selection ran
 
 

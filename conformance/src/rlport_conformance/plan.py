@@ -2,7 +2,7 @@
 
 The plan is a pure function of the declared capabilities (as the JSON dict a report carries), so it
 is computed before anything runs, and ``verify`` recomputes it from a report: a must-pass case that
-was skipped, deselected or never reached shows up as MISSING, never as a pass.
+was deselected or never reached shows up as MISSING, and one that skipped itself as FAIL: never a pass.
 
 Every case is must-pass. ``claimed`` says whether the plugin claims the capability the case tests:
 for a claimed capability NOT_SUPPORTED is a failure; for an unclaimed one the case is a probe whose

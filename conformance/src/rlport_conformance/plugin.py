@@ -8,7 +8,8 @@ what each case does into one result event:
 - the worst status the case recorded (``case.record``/``case.judge``/...);
 - an exception from the plugin's code: FAIL; from the suite's own code: INTERNAL_ERROR;
   ``MemoryError``/out-of-memory: RESOURCE_ERROR; the per-case time limit: TIMEOUT;
-- ``pytest.skip`` or deselection: no result at all, so the case is MISSING in the report.
+- ``pytest.skip``: no result; a must-pass case that skipped itself is a FAIL in the report, any other
+  skipped case, and a deselected one, is MISSING.
 
 A case that ends with a status not allowed in a conformant run is also reported failed to pytest,
 so pytest's own output and exit code agree with the verdict.

@@ -154,7 +154,8 @@ def build(
     """The sealed report from a run's events (see :mod:`rlport_conformance.recorder`).
 
     The plan is recomputed from the declared capabilities in the session event. A case that started
-    but has no result is a CRASH (the process died in it); a planned case with neither is MISSING.
+    but has no result is a CRASH (the process died in it); a must-pass case that skipped itself is a
+    FAIL (skipping is never allowed there); a planned case that never ran is MISSING.
     """
     from rlport_conformance import waivers as waivers_mod
 
@@ -198,13 +199,18 @@ def build(
             results.append(result_entry(case, Status.CRASH, message="the test process died during this case"))
     present = {r["id"] for r in results}
     for case in planned:
-        if case.id not in present:
-            why = (
-                f"skipped: {skipped[case.id]}"
-                if case.id in skipped
-                else "not run (deselected or never reached)"
+        if case.id in present:
+            continue
+        if case.id in skipped and case.must_pass:
+            # it ran and skipped itself: a must-pass case may not be skipped (Kubernetes conformance rule)
+            message = f"a must-pass case may not be skipped; it skipped itself: {skipped[case.id]}"
+            results.append(result_entry(case, Status.FAIL, message=message))
+        elif case.id in skipped:
+            results.append(result_entry(case, Status.MISSING, message=f"skipped: {skipped[case.id]}"))
+        else:
+            results.append(
+                result_entry(case, Status.MISSING, message="not run (deselected or never reached)")
             )
-            results.append(result_entry(case, Status.MISSING, message=why))
     order = {c.id: i for i, c in enumerate(planned)}
     results.sort(key=lambda r: order.get(r["id"], len(order)))
     if waivers:
