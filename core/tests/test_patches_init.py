@@ -14,13 +14,6 @@ from pathlib import Path
 import patch_fixtures as fx
 import pytest
 
-RUNTIME = Path(__file__).resolve().parents[1] / "src" / "rlport" / "runtime.py"
-
-pytestmark = pytest.mark.skipif(
-    "get_manager().apply_from_plugins" not in RUNTIME.read_text(),
-    reason="rlport.runtime.init() does not call get_manager().apply_from_plugins yet",
-)
-
 PROGRAM = """
 import json
 import multiprocessing as mp

@@ -191,3 +191,14 @@ def test_two_workers_through_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [h["workers/weights_in_sync"] for h in res.history] == [1.0, 1.0]
     assert [r["step"] for r in _lines(res.metrics_path)] == [1, 2]
     assert (tmp_path / "run" / "checkpoints" / "step_2" / "model.safetensors").is_file()
+
+
+def test_default_demo_reward_rises_clearly(tmp_path: Path) -> None:
+    """The README's main job, with its default settings: GRPO alone must lift the reward clearly."""
+    cfg = build_config(["trainer.progress=false", f"trainer.output_dir={tmp_path / 'demo'}"], demo=True)
+    result = Trainer(cfg, console=_console()).fit()
+    rewards = [row["reward/mean"] for row in _lines(result.metrics_path)]
+    assert len(rewards) == cfg.trainer.steps
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert first < 0.2, f"the untrained model should score near chance, got {first:.3f}"
+    assert last - first >= 0.5, f"reward rose only from {first:.3f} to {last:.3f}"
