@@ -160,7 +160,9 @@ def rlport_allocator_settings(phase: str) -> AllocatorSettings | None:
     """Allocator configuration for a phase (``"rollout"`` or ``"training"``).
 
     Called once per phase at start-up; the settings' environment is applied before the first
-    allocation of that phase's process.
+    allocation of that phase's process (``Runtime.apply_allocator_settings``). A process that runs
+    both phases (``rlport train``'s workers co-locate actor and engine) applies ``"training"``, whose
+    allocation comes first; a process that only rolls out applies ``"rollout"``.
 
     :return: :class:`~rlport.types.AllocatorSettings`, or ``None`` for the device's defaults.
         First answer wins.

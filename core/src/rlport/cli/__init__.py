@@ -162,11 +162,13 @@ def conformance(ctx: typer.Context) -> None:
     `rlport conformance verify out.json`. Pass --help for its options."""
     try:
         from rlport_conformance.cli import main as run
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "rlport_conformance":
+            raise  # the suite is installed but broken: show the real error
         raise _fail(
             RlportError(
                 "the conformance suite is not installed (distribution rlport-conformance)",
-                "pip install rlport-conformance   (from a checkout: pip install ./conformance)",
+                "pip install ./conformance   (from a checkout of the rlport repository)",
             )
         ) from None
     raise typer.Exit(run(list(ctx.args)))
