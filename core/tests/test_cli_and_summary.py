@@ -201,3 +201,37 @@ def test_doctor_reports_stack_mismatches_with_the_install_command(tmp_path: Path
     assert "torch 2.13.0" in out and "stale supports torch<1.0 (built against an ancient torch)" in out
     assert "fix: pip install 'torch<1.0'" in out
     assert "stale needs rlport-no-such-runtime>=3 (the vendor runtime), not installed" in out
+
+
+TORCHRUN_SCRIPT = """
+import torch.distributed as dist
+import rlport
+from rlport.collectives import init_process_group
+
+init_process_group(int(__import__("os").environ["RANK"]), 2)   # calls rlport.init() on each rank
+rlport.init()
+dist.barrier()
+open(__import__("sys").argv[1] + f"/rank{dist.get_rank()}.ok", "w").close()
+dist.destroy_process_group()
+"""
+
+
+def test_summary_printed_once_under_torchrun_with_two_ranks(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            str(script),
+            str(tmp_path),
+        ],
+        RLPORT_SUMMARY="1",
+        OMP_NUM_THREADS="1",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.glob("rank*.ok")) == ["rank0.ok", "rank1.ok"]
+    assert result.stderr.count("device plugin: cpu") == 1
