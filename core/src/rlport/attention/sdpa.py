@@ -79,15 +79,7 @@ class SdpaBackend:
             bad = True
         if bad:
             check_dense(q, k, v, mask)
-            qs, ks = q.shape, k.shape
-        gqa = ks[1] != qs[1]
-        if self.window is None:
-            if not causal or qs[2] == 1:
-                # A single query at the last position sees every key: causal is a no-op.
-                return _sdpa(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
-            if mask is None and qs[2] == ks[2]:
-                return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-        return self._masked(q, k, v, causal, scale, mask, gqa)
+        return self._attend(q, k, v, causal, scale, mask)
 
     def forward_varlen(
         self,
@@ -137,11 +129,12 @@ class SdpaBackend:
         scale: float | None,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """The attention of checked inputs (used per sequence by ``forward_varlen``)."""
+        """The attention of checked dense inputs (``forward``, and each sequence of ``forward_varlen``)."""
         gqa = k.shape[1] != q.shape[1]
         lq, lk = q.shape[2], k.shape[2]
         if self.window is None:
             if not causal or lq == 1:
+                # A single query at the last position sees every key: causal is a no-op.
                 return _sdpa(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
             if mask is None and lq == lk:
                 return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
