@@ -22,14 +22,18 @@ def _shape(x: Any) -> str:
     return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
 
 
-def check_dense(q: Any, k: Any, v: Any, mask: Any) -> None:
-    """Check ``q (B,H,Lq,D)``, ``k``/``v`` ``(B,Hkv,Lk,D)`` and an optional mask; raise on anything else."""
+def _check_tensors(q: Any, k: Any, v: Any) -> None:
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
         raise UnsupportedAttention(
             f"attention inputs must be torch tensors, got q={type(q).__name__}, k={type(k).__name__}, "
             f"v={type(v).__name__}",
             fix="pass torch.Tensor q, k, v",
         )
+
+
+def check_dense(q: Any, k: Any, v: Any, mask: Any) -> None:
+    """Check ``q (B,H,Lq,D)``, ``k``/``v`` ``(B,Hkv,Lk,D)`` and an optional mask; raise on anything else."""
+    _check_tensors(q, k, v)
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise UnsupportedAttention(
             f"forward expects 4-D q (batch, heads, q_len, head_dim) and k/v (batch, kv_heads, k_len, head_dim), "
@@ -54,12 +58,7 @@ def check_dense(q: Any, k: Any, v: Any, mask: Any) -> None:
 
 def check_packed(q: Any, k: Any, v: Any) -> None:
     """Check packed ``q (total_q,H,D)`` and ``k``/``v`` ``(total_k,Hkv,D)``."""
-    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
-        raise UnsupportedAttention(
-            f"attention inputs must be torch tensors, got q={type(q).__name__}, k={type(k).__name__}, "
-            f"v={type(v).__name__}",
-            fix="pass torch.Tensor q, k, v",
-        )
+    _check_tensors(q, k, v)
     if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
         raise UnsupportedAttention(
             f"forward_varlen expects packed 3-D q (total_q, heads, head_dim) and k/v (total_k, kv_heads, head_dim), "
