@@ -229,25 +229,14 @@ def coerce(key: str, value: Any, tp: Any, where: str = "") -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
         raise _bad(key, value, tp, where)
-    if tp is int:
-        if isinstance(value, bool):
+    if tp is int or tp is float:
+        if isinstance(value, bool):  # bool is an int subclass, never a number setting
             raise _bad(key, value, tp, where)
-        if isinstance(value, int):
-            return value
+        if isinstance(value, int) or (tp is float and isinstance(value, float)):
+            return tp(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise _bad(key, value, tp, where)
-    if tp is float:
-        if isinstance(value, bool):
-            raise _bad(key, value, tp, where)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
+                return tp(value.strip())
             except ValueError:
                 pass
         raise _bad(key, value, tp, where)
