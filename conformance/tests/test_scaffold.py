@@ -3,36 +3,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import run_suite
 
 from rlport.scaffold import new_plugin
+from rlport.testing import pip_install
 
 
 def test_new_plugin_scaffold_is_conformant_on_the_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     package = new_plugin("scaffolded", tmp_path)
-    site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(package),
-        ],
-        check=True,
-    )
+    site = pip_install(package, tmp_path / "site")
     monkeypatch.setenv("RLPORT_SCAFFOLDED_ON_HOST", "1")
     report = run_suite("scaffolded", pythonpath=site)
     assert report["plugin"]["distribution"] == "rlport-scaffolded"

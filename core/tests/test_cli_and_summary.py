@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from plugin_sources import device
 
-from rlport.testing import make_plugin
+from rlport.testing import make_plugin, pip_install
 
 
 def run(args: list[str], *, extra_path: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -149,22 +149,7 @@ def test_resolved_choice_travels_to_workers(tmp_path: Path) -> None:
 def test_new_plugin_installs_is_listed_and_runs_on_the_host(tmp_path: Path) -> None:
     made = rlport_cli("new-plugin", "mychip", "--dest", str(tmp_path))
     assert made.returncode == 0, made.stderr
-    target = tmp_path / "site"
-    pip = run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(tmp_path / "rlport-mychip"),
-        ]
-    )
-    assert pip.returncode == 0, pip.stderr
+    target = pip_install(tmp_path / "rlport-mychip", tmp_path / "site")
     listing = rlport_cli("plugins", "--json", extra_path=target)
     mychip = {p["name"]: p for p in json.loads(listing.stdout)["plugins"]}["mychip"]
     assert (mychip["distribution"], mychip["status"]) == ("rlport-mychip", "unavailable")

@@ -10,6 +10,8 @@ conformance suite's deliberately broken plugins, and available to plugin authors
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,3 +78,27 @@ def make_plugin(
         modules={f"{module}.py": source},
         entry_points={"rlport.plugins": {entry_name or name: f"{module}:{attr}" if attr else module}},
     )
+
+
+def pip_install(package: Path | str, target: Path | str) -> Path:
+    """Install the project folder ``package`` (no dependencies) into ``target`` with pip, as a user
+    would install a plugin, and return ``target``; put it on ``sys.path`` / ``PYTHONPATH`` to use it.
+    Raises ``subprocess.CalledProcessError`` carrying pip's output when the install fails."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(package),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(target)
