@@ -17,7 +17,6 @@ from rich.text import Text
 from rlport import settings as settings_mod
 from rlport._version import HOOK_API_VERSION, __version__
 from rlport.console import make_console
-from rlport.reference import NAME as REFERENCE
 
 if TYPE_CHECKING:
     from rlport.runtime import Runtime
@@ -163,4 +162,4 @@ def print_once(runtime: Runtime, file: Any = None) -> bool:
     return True
 
 
-__all__ = ["AREAS", "REFERENCE", "collect", "print_once", "render"]
+__all__ = ["AREAS", "collect", "print_once", "render"]
