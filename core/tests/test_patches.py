@@ -374,6 +374,7 @@ def test_json_and_rendered_summary(mgr: PatchManager) -> None:
 
 def test_real_transformers_class_wrapped_and_reverted(mgr: PatchManager) -> None:
     import torch
+
     was_loaded = "transformers.models.qwen2.modeling_qwen2" in sys.modules
     (rec,) = mgr.apply_from_plugins(fx.plugin_manager("pqwen"), ["pqwen"])
     assert rec.status == ("applied" if was_loaded else "pending")

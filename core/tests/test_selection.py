@@ -102,7 +102,7 @@ def test_hook_api_newer_than_core_says_upgrade_core(site: Path) -> None:
     make_plugin(site, "future", device("future", hook_api=">=2.0"))
     rec = records_by_name()["future"]
     assert rec.status == "broken"
-    assert "supports hook API >=2.0" in rec.reason and "provides hook API 1.0" in rec.reason
+    assert "supports hook API >=2.0" in rec.reason and "provides hook API 1.1" in rec.reason
     assert rec.fix == "pip install --upgrade rlport"
 
 
@@ -309,12 +309,12 @@ def test_allocator_settings_applied_per_phase_and_user_value_wins(
     assert "RLPORT_TEST_ALLOC" not in os.environ  # reset restores what rlport exported
 
 
-WRAPPER_BODY = '''
+WRAPPER_BODY = """
     @rlport.hookimpl(wrapper=True)
     def rlport_attention_backend(self, spec):
         backend = yield
         return backend
-'''
+"""
 
 
 def test_hook_wrappers_are_refused_with_the_fix(site: Path) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from rlport.console import print_error
+
 EXIT = {"CONFORMANT": 0, "NOT_CONFORMANT": 1, "INCOMPLETE": 2}
 EXIT_ERROR = 3
 
@@ -91,9 +93,7 @@ def run_main(argv: list[str]) -> int:
     try:
         report = runner.run(options)
     except RlportError as exc:
-        err.print(f"[bold red]error:[/] {escape(exc.message)}")
-        if exc.fix:
-            err.print(f"  [bold]fix:[/] {escape(exc.fix)}")
+        print_error(err, exc.message, exc.fix)
         return EXIT_ERROR
     path = args.report or Path(f"rlport-conformance-{report['plugin']['name']}.json")
     path.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -106,7 +106,9 @@ def run_main(argv: list[str]) -> int:
         Console().print(
             f"report: {path}"
             + (f"   junit: {args.junit}" if args.junit else "")
-            + f"   ({report['run']['seconds']} s)"
+            + f"   ({report['run']['seconds']} s)",
+            markup=False,
+            highlight=False,
         )
     return EXIT[report["summary"]["verdict"]]
 
@@ -119,7 +121,7 @@ def verify_main(argv: list[str]) -> int:
     report, found = verify_file(args.report)
     if report is None:
         for problem in found:
-            console.print(f"[bold red]error:[/] {escape(problem)}")
+            print_error(console, problem)
         return EXIT_ERROR
     if found:
         console.print(f"[bold red]{escape(str(args.report))}: {len(found)} problem(s)[/]")
@@ -128,9 +130,9 @@ def verify_main(argv: list[str]) -> int:
         return 1
     s = report["summary"]
     console.print(
-        f"[bold green]{args.report}: valid[/] - {s['verdict']}, {s['must_pass']} must-pass cases, "
+        f"[bold green]{escape(str(args.report))}: valid[/] - {s['verdict']}, {s['must_pass']} must-pass cases, "
         f"digest {report['digest'][:16]}..., plugin {report['plugin']['name']} "
-        f"{report['plugin'].get('version')}, suite {report['suite']['revision']}"
+        f"{escape(str(report['plugin'].get('version')))}, suite {report['suite']['revision']}"
     )
     return 0
 

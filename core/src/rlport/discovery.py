@@ -18,7 +18,7 @@ from packaging.version import Version
 from rlport import hookspecs
 from rlport._version import HOOK_API_VERSION, __version__
 from rlport.settings import PLUGINS, Settings
-from rlport.types import Manifest
+from rlport.types import Finding, Manifest
 
 GROUP = "rlport.plugins"
 CORE_DISTRIBUTION = "rlport"
@@ -45,6 +45,8 @@ class PluginRecord:
     obj: Any = None
     manifest: Manifest | None = None
     error: str | None = None  # traceback of the failure, for `rlport plugins --json` and doctor
+    env: dict[str, str] = field(default_factory=dict)  # what its probe asked to export before torch
+    findings: list[Finding] = field(default_factory=list)  # machine problems its probe reported
 
     @property
     def label(self) -> str:
@@ -69,6 +71,8 @@ class PluginRecord:
             "priority": self.priority,
             "hooks": self.hooks,
             "error": self.error,
+            "env": dict(self.env),
+            "findings": [{"check": f.check, "problem": f.problem, "fix": f.fix} for f in self.findings],
         }
 
 

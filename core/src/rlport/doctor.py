@@ -8,20 +8,13 @@ environment plugins need versus what is set, and patches that were skipped or fa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from importlib import metadata
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from rlport.errors import RlportError
-
-
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    problem: str
-    fix: str
+from rlport.types import Finding
 
 
 def _stack(runtime) -> list[Finding]:  # type: ignore[no-untyped-def]
@@ -122,6 +115,35 @@ def _process_env(runtime) -> list[Finding]:  # type: ignore[no-untyped-def]
     return out
 
 
+def _plugin_findings(runtime) -> list[Finding]:  # type: ignore[no-untyped-def]
+    """What each active plugin's own ``rlport_doctor`` sees; a plugin that raises is itself a finding."""
+    out: list[Finding] = []
+    for impl in runtime._impls("rlport_doctor"):
+        try:
+            answer = runtime._call(impl, {"device": runtime.device})
+        except Exception as exc:
+            out.append(
+                Finding(
+                    "plugins",
+                    f"rlport_doctor of plugin {impl.plugin_name!r} raised {type(exc).__name__}: {exc}",
+                    f"report it to the maintainers of {impl.plugin_name}",
+                )
+            )
+            continue
+        for finding in answer or ():
+            if isinstance(finding, Finding):
+                out.append(finding)
+            else:
+                out.append(
+                    Finding(
+                        "plugins",
+                        f"rlport_doctor of plugin {impl.plugin_name!r} returned {finding!r}; expected a Finding",
+                        f"report it to the maintainers of {impl.plugin_name}",
+                    )
+                )
+    return out
+
+
 def diagnose() -> list[Finding]:
     """Run every check. Never raises for a plugin's fault: that is a finding."""
     from rlport import runtime as runtime_mod
@@ -137,6 +159,7 @@ def diagnose() -> list[Finding]:
             probe(record)
         if record.status == "broken":
             findings.append(Finding("plugins", record.reason, record.fix))
+        findings += record.findings
     try:
         runtime = runtime_mod.init()
     except RlportError as exc:
@@ -144,6 +167,7 @@ def diagnose() -> list[Finding]:
         return findings
     findings += _stack(runtime)
     findings += _process_env(runtime)
+    findings += _plugin_findings(runtime)
     try:
         runtime.merged("rlport_collectives_env", backend=runtime.collectives_backend)
     except RlportError as exc:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         Capabilities,
         DeviceInfo,
         EngineOffer,
+        Finding,
         MemoryBackend,
         PatchSpec,
         PreflightResult,
@@ -49,15 +50,17 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def rlport_probe() -> ProbeResult:
-    """Say whether this device plugin can run on this machine.
+    """Say whether this plugin can run on this machine.
 
-    Called once per process on every allowed *device* plugin, before selection and before the plugin
-    is active, directly on that plugin (never broadcast). Must be cheap and must not import the
-    vendor's torch extension if a lighter check exists (a driver file, a shared library, an
-    environment variable).
+    Called once per process on every allowed plugin (device and fabric), before selection and before
+    the plugin is active, directly on that plugin (never broadcast). Must be cheap and must not
+    import torch or the vendor's torch extension: a driver file, a shared library, an environment
+    variable or a package's metadata tells. A fabric plugin without a probe is always available.
 
     :return: a :class:`~rlport.types.ProbeResult`. "Not available" is a normal answer and says why;
-        raising marks the plugin *broken* and is reported with the error.
+        its ``env`` is exported before torch is imported, and its ``findings`` are reported by
+        ``rlport doctor`` whether or not the plugin is available. Raising marks the plugin *broken*
+        and is reported with the error.
     """
 
 
@@ -91,6 +94,20 @@ def rlport_supported_stack() -> list[StackRequirement] | None:
     each requirement is checked against the installed distributions.
 
     :return: a list of :class:`~rlport.types.StackRequirement`, or ``None``.
+    """
+
+
+@hookspec
+def rlport_doctor(device: DeviceInfo) -> list[Finding] | None:
+    """Problems of this machine's set-up that only this plugin knows how to see.
+
+    Called by ``rlport doctor`` on every active plugin, after the core's own checks (stack versions,
+    visible-device variables, plugin environment, patches). Use it for a vendor rule: variables that
+    contradict each other, a library that shadows the one the stack was built for, a setting that
+    breaks a later phase. Never raise for a problem: return it.
+
+    :return: a list of :class:`~rlport.types.Finding` (empty or ``None`` when all is well). All
+        answers are collected; any finding makes ``rlport doctor`` exit 1.
     """
 
 

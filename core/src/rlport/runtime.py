@@ -86,7 +86,7 @@ class Runtime:
     @property
     def exported_env(self) -> set[str]:
         """Variables rlport itself set in this process (not the user's)."""
-        return set(_exported)
+        return settings_mod.exported()
 
     @property
     def active_plugins(self) -> list[str]:
@@ -186,7 +186,7 @@ class Runtime:
         applied: dict[str, str] = {}
         for key, value in (settings.env if settings else {}).items():
             current = os.environ.get(key)
-            if current is not None and current != value and key not in _exported:
+            if current is not None and current != value and key not in settings_mod.exported():
                 self.allocator_overridden[key] = current
                 continue
             set_env(key, value)
@@ -259,13 +259,7 @@ def _importable(module: str) -> bool:
 _lock = threading.RLock()
 _runtime: Runtime | None = None
 _pid: int | None = None
-_exported: dict[str, str | None] = {}  # variable -> value before rlport set it
-
-
-def set_env(key: str, value: str) -> None:
-    """Set an environment variable, remembering its old value so :func:`reset` restores it."""
-    _exported.setdefault(key, os.environ.get(key))
-    os.environ[key] = value
+set_env = settings_mod.set_env  # kept importable from here for plugins and older callers
 
 
 def _export(runtime: Runtime) -> None:
@@ -311,12 +305,7 @@ def reset() -> None:
             from rlport.patches import revert_all
 
             revert_all()
-        for key, old in _exported.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-        _exported.clear()
+        settings_mod.restore_env()
         integration = sys.modules.get("rlport.attention.transformers_integration")
         if integration is not None:  # backends it cached came from the runtime being forgotten
             integration.reset()

@@ -7,12 +7,13 @@ broken, the next best is used with a warning, and ``RLPORT_STRICT=1`` makes any 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from rlport.discovery import PluginRecord
 from rlport.errors import PluginError, SelectionError
-from rlport.settings import DEVICE, FABRICS, PLUGINS, STRICT, Settings
-from rlport.types import ProbeResult
+from rlport.settings import DEVICE, FABRICS, PLUGINS, STRICT, Settings, set_env
+from rlport.types import Finding, ProbeResult
 
 
 @dataclass
@@ -55,9 +56,22 @@ def probe(record: PluginRecord) -> None:
             f"report it to the maintainers of {record.distribution or record.name}",
         )
         return
+    bad = [f for f in result.findings if not isinstance(f, Finding)]
+    if bad or not all(isinstance(k, str) and isinstance(v, str) for k, v in result.env.items()):
+        record.mark_broken(
+            f"probe of plugin {record.label} returned env {result.env!r} / findings {list(result.findings)!r}; "
+            "expected str -> str variables and rlport.types.Finding values",
+            f"report it to the maintainers of {record.distribution or record.name}",
+        )
+        return
     record.priority = result.priority
     record.reason = result.reason
     record.status = "available" if result.available else "unavailable"
+    record.env = dict(result.env)
+    record.findings = list(result.findings)
+    for key, value in result.env.items():  # before anything imports torch; the user's value wins
+        if key not in os.environ:
+            set_env(key, value)
 
 
 def _named(records: list[PluginRecord], kind: str) -> dict[str, PluginRecord]:

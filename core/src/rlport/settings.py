@@ -64,3 +64,30 @@ def read(env: Mapping[str, str] | None = None) -> Settings:
         strict=_flag(env, STRICT),
         summary=summary,
     )
+
+
+# -- variables rlport itself exports ------------------------------------------------------------------
+
+_exported: dict[str, str | None] = {}  # variable -> its value before rlport set it
+
+
+def set_env(key: str, value: str) -> None:
+    """Set an environment variable for this process and its workers, remembering the old value so
+    :func:`restore_env` can put it back."""
+    _exported.setdefault(key, os.environ.get(key))
+    os.environ[key] = value
+
+
+def exported() -> set[str]:
+    """Variables rlport set in this process (not the user's own)."""
+    return set(_exported)
+
+
+def restore_env() -> None:
+    """Put back every variable :func:`set_env` changed (for tests and ``rlport.runtime.reset``)."""
+    for key, old in _exported.items():
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+    _exported.clear()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rlport.runtime import Runtime
 
 AREAS: dict[str, tuple[str, ...]] = {
-    "platform": ("rlport_device_info", "rlport_worker_env", "rlport_supported_stack"),
+    "platform": ("rlport_device_info", "rlport_worker_env", "rlport_supported_stack", "rlport_doctor"),
     "attention": ("rlport_attention_backend",),
     "collectives": ("rlport_collectives_backend", "rlport_collectives_env", "rlport_collectives_preflight"),
     "memory": ("rlport_memory_backend", "rlport_allocator_settings"),
@@ -116,7 +116,7 @@ def render(data: dict[str, Any]) -> Group:
         hooks.add_column(column)
     for row in data["hooks"]:
         rest = [p for p in row["chain"] if p != row["served_by"]]
-        hooks.add_row(row["area"], row["hook"], row["served_by"], " -> ".join(rest))
+        hooks.add_row(*(Text(c) for c in (row["area"], row["hook"], row["served_by"], " -> ".join(rest))))
     parts: list[Any] = [*lines, hooks]
     if data["inactive_plugins"]:
         other = Table(title="other installed plugins", title_justify="left", box=None, pad_edge=False)
@@ -124,11 +124,11 @@ def render(data: dict[str, Any]) -> Group:
             other.add_column(column, overflow="fold")
         for r in data["inactive_plugins"]:
             style = "red" if r["status"] == "broken" else None
-            other.add_row(
-                f"{r['name']} ({r['distribution']} {r['version']})",
-                r["status"],
-                r["reason"],
-                r["fix"],
+            other.add_row(  # plugin text is shown verbatim, never read as markup
+                Text(f"{r['name']} ({r['distribution']} {r['version']})"),
+                Text(r["status"]),
+                Text(r["reason"]),
+                Text(r["fix"]),
                 style=style,
             )
         parts.append(other)
@@ -147,8 +147,6 @@ def _rank() -> int:
 
 def print_once(runtime: Runtime, file: Any = None) -> bool:
     """Print the summary unless disabled, already printed by this run, or not rank 0."""
-    from rlport.runtime import set_env
-
     mode = runtime.settings.summary
     if mode == "0" or os.environ.get(settings_mod.SUMMARY_SHOWN) or _rank() != 0:
         return False
@@ -158,7 +156,7 @@ def print_once(runtime: Runtime, file: Any = None) -> bool:
         file.write(json.dumps(data, default=str) + "\n")
     else:
         make_console(file=file).print(render(data))
-    set_env(settings_mod.SUMMARY_SHOWN, str(os.getpid()))
+    settings_mod.set_env(settings_mod.SUMMARY_SHOWN, str(os.getpid()))
     return True
 
 

@@ -30,17 +30,37 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One problem ``rlport doctor`` reports: which ``check`` found it, the ``problem`` in words that
+    name the value, and the ``fix`` (a command where one exists)."""
+
+    check: str
+    problem: str
+    fix: str
+
+
+@dataclass(frozen=True)
 class ProbeResult:
-    """A device plugin's answer to "can you run on this machine?".
+    """A plugin's answer to "can you run on this machine?".
 
     ``reason`` says why in words a user can act on ("no driver: mychip-smi not found on PATH").
     Among available device plugins the highest ``priority`` wins; the built-in CPU plugin
     answers ``priority=0``. Vendor plugins use 100 and up.
+
+    ``env`` holds variables this process and its workers need *before torch is imported*, whether
+    or not the plugin is available (for example a switch that keeps a vendor torch extension which
+    cannot load here from breaking ``import torch``). The core exports them right after probing,
+    unless the user exported the variable already (the user's value wins).
+
+    ``findings`` are problems of this machine the plugin sees even when it is unavailable (a vendor
+    package installed without its driver). ``rlport doctor`` reports each, with its fix.
     """
 
     available: bool
     reason: str
     priority: int = 100
+    env: dict[str, str] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)

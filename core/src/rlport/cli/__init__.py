@@ -11,8 +11,9 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from rlport.console import make_console
+from rlport.console import make_console, print_error
 from rlport.errors import RlportError
 
 app = typer.Typer(
@@ -26,9 +27,7 @@ err = make_console(stderr=True)
 
 
 def _fail(exc: RlportError, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc.message}")
-    if exc.fix:
-        err.print(f"  [bold]fix:[/] {exc.fix}")
+    print_error(err, exc.message, exc.fix)
     return typer.Exit(code)
 
 
@@ -88,14 +87,14 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
         colour = {"active": "green", "broken": "red", "unavailable": "yellow", "disabled": "dim"}
         for r in records:
             reason = r.reason + (f"\nfix: {r.fix}" if r.fix and r.status in ("broken", "disabled") else "")
-            table.add_row(
-                r.name,
-                f"{r.distribution} {r.version}",
-                r.kind or "?",
-                f"[{colour.get(r.status, '')}]{r.status}[/]",
-                "" if r.priority is None else str(r.priority),
-                reason,
-                ", ".join(h.removeprefix("rlport_") for h in r.hooks),
+            table.add_row(  # every cell is Text: names and reasons come from plugins, never markup
+                Text(r.name),
+                Text(f"{r.distribution} {r.version}"),
+                Text(r.kind or "?"),
+                Text(r.status, style=colour.get(r.status, "")),
+                Text("" if r.priority is None else str(r.priority)),
+                Text(reason),
+                Text(", ".join(h.removeprefix("rlport_") for h in r.hooks)),
             )
         out.print(table)
     if problem is not None:
@@ -113,8 +112,8 @@ def doctor() -> None:
         out.print("[green]no problems found[/]")
         return
     for f in findings:
-        out.print(f"[bold red]{f.check}:[/] {f.problem}\n  [bold]fix:[/] {f.fix}")
-    out.print(f"[red]{len(findings)} problem(s)[/]")
+        print_error(out, f.problem, f.fix, label=f.check)
+    out.print(Text(f"{len(findings)} problem(s)", style="red"))
     raise typer.Exit(1)
 
 
@@ -150,7 +149,7 @@ def new_plugin(
         root = make(name, dest)
     except RlportError as exc:
         raise _fail(exc) from None
-    out.print(f"created {root}\n  next: pip install -e {root} && rlport plugins")
+    out.print(Text(f"created {root}\n  next: pip install -e {root} && rlport plugins"))
 
 
 @app.command(
@@ -178,5 +177,5 @@ def main() -> None:
     try:
         app()
     except RlportError as exc:  # anything a command did not catch still prints its fix
-        err.print(f"[bold red]error:[/] {exc}")
+        print_error(err, exc.message, exc.fix)
         sys.exit(2)

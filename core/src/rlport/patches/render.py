@@ -85,7 +85,13 @@ def _patch_line(name: str, rec: PatchRecord, name_w: int) -> Table:
     grid.add_column(width=_KIND_W, no_wrap=True)
     grid.add_column(width=_STATUS_W, no_wrap=True)
     grid.add_column(ratio=1)
-    grid.add_row(name, rec.action, rec.kind, Text(rec.status, style=_STYLE.get(rec.status, "")), _state(rec))
+    grid.add_row(
+        Text(name),
+        Text(rec.action),
+        Text(rec.kind),
+        Text(rec.status, style=_STYLE.get(rec.status, "")),
+        _state(rec),
+    )
     return grid
 
 

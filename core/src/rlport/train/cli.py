@@ -53,9 +53,7 @@ def run_train(
     """Run ``rlport train``; return the exit code (0 done, 2 bad input, 1 failed during the run).
 
     Errors on the user's input are printed with their fix, no traceback."""
-    from rich.markup import escape
-
-    from rlport.console import make_console
+    from rlport.console import make_console, print_error
 
     console = console or make_console(stderr=True)
     try:
@@ -70,16 +68,12 @@ def run_train(
 
         trainer = Trainer(cfg, console=console)
     except RlportError as exc:
-        console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
-        if exc.fix:
-            console.print(f"  [bold]fix:[/] {escape(exc.fix)}", highlight=False)
+        print_error(console, exc.message, exc.fix)
         return 2
     try:
         trainer.fit()
     except RlportError as exc:
-        console.print(f"[bold red]error during training:[/] {escape(exc.message)}", highlight=False)
-        if exc.fix:
-            console.print(f"  [bold]fix:[/] {escape(exc.fix)}", highlight=False)
+        print_error(console, exc.message, exc.fix, label="error during training")
         return 1
     return 0
 
