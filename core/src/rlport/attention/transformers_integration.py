@@ -26,6 +26,7 @@ spec: the mask builder already encodes it.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 import torch
@@ -59,6 +60,30 @@ def register(runtime: _Resolver | None = None) -> str:
     AttentionInterface.register(NAME, rlport_attention_forward)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     return NAME
+
+
+def is_registered() -> bool:
+    """True when transformers' ``"rlport"`` attention is this module's function (imports nothing
+    when transformers' modeling code is not loaded: then nothing is registered)."""
+    if "transformers.modeling_utils" not in sys.modules:
+        return False
+    from transformers import AttentionInterface
+
+    return AttentionInterface._global_mapping.get(NAME) is rlport_attention_forward
+
+
+def unregister() -> None:
+    """Remove ``"rlport"`` from transformers' interfaces and forget the backends (for tests).
+
+    transformers has no public unregister; its class-level ``_global_mapping`` holds what
+    ``register`` added."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    if is_registered():
+        AttentionInterface._global_mapping.pop(NAME, None)
+        AttentionMaskInterface._global_mapping.pop(NAME, None)
+    _state["runtime"] = None
+    reset()
 
 
 def reset() -> None:
