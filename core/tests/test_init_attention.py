@@ -98,8 +98,9 @@ def test_reset_unregisters_and_removes_the_hook() -> None:
 
     from rlport.attention import transformers_integration as ti
 
+    ti.unregister()  # earlier tests in this process may have registered explicitly
     runtime_mod.init()
-    assert ti.is_registered() and AttentionInterface()["rlport"] is ti.rlport_attention_forward
+    assert ti.registered_by_init() and AttentionInterface()["rlport"] is ti.rlport_attention_forward
     runtime_mod.reset()
     assert not ti.is_registered()
     assert "rlport" not in AttentionInterface()
@@ -114,9 +115,14 @@ def test_init_keeps_an_explicit_registration() -> None:
             raise AssertionError("not called here")
 
     fake = Fake()
-    ti.register(runtime=fake)
-    runtime_mod.init()
-    assert ti._state["runtime"] is fake, "init() must not replace a runtime registered explicitly"
+    try:
+        ti.register(runtime=fake)
+        runtime_mod.init()
+        assert ti._state["runtime"] is fake, "init() must not replace a runtime registered explicitly"
+        runtime_mod.reset()
+        assert ti.is_registered(), "an explicit registration outlives reset() (its models keep working)"
+    finally:
+        ti.unregister()
 
 
 def test_hook_waits_for_transformers_when_it_is_not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:

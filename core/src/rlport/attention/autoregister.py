@@ -6,7 +6,8 @@ import with the patch manager's import hook (:class:`rlport.patches.hook.Pending
 name is registered before any model class is defined. Nothing here imports transformers or torch:
 a program that never imports transformers never loads it. A registration made explicitly before
 (``transformers_integration.register(runtime)``) is kept. :func:`remove` (called by
-``rlport.runtime.reset()``) takes the hook away and unregisters the name.
+``rlport.runtime.reset()``) takes the hook away and unregisters the name if :func:`install` did the
+registering (an explicit registration outlives a reset; its resolved backends are forgotten).
 """
 
 from __future__ import annotations
@@ -38,15 +39,20 @@ def install() -> None:
 
 
 def remove() -> None:
-    """Remove the import hook and unregister ``"rlport"`` from transformers (for tests)."""
+    """Remove the import hook, unregister the name if :func:`install` registered it, and forget the
+    backends resolved so far (they came from the runtime being reset)."""
     global _finder
     with _lock:
         if _finder is not None:
             _finder.remove()
             _finder = None
     integration = sys.modules.get(INTEGRATION)
-    if integration is not None:
+    if integration is None:
+        return
+    if integration.registered_by_init():
         integration.unregister()
+    else:
+        integration.reset()
 
 
 def _on_import(module: types.ModuleType) -> None:
@@ -63,7 +69,7 @@ def _register() -> None:
         from rlport.attention.transformers_integration import is_registered, register
 
         if not is_registered():
-            register()
+            register(by_init=True)
     except ImportError as exc:  # transformers installed but without the attention interface
         warnings.warn(
             f"rlport: attn_implementation='rlport' is not available: {exc}; "

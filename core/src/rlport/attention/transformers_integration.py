@@ -41,15 +41,17 @@ class _Resolver(Protocol):
     def attention_backend(self, spec: AttentionSpec) -> AttentionBackend: ...
 
 
-_state: dict[str, Any] = {"runtime": None}
+_state: dict[str, Any] = {"runtime": None, "by_init": False}
 _backends: dict[tuple[Any, ...], AttentionBackend] = {}
 
 
-def register(runtime: _Resolver | None = None) -> str:
+def register(runtime: _Resolver | None = None, *, by_init: bool = False) -> str:
     """Register ``"rlport"`` with transformers (idempotent) and return the name.
 
     ``runtime`` answers ``attention_backend(spec)``; ``None`` means :func:`rlport.current` at the first
     attention call. Registering again with a different runtime forgets the backends resolved so far.
+    ``by_init`` marks the registration ``rlport.init()`` makes, which ``rlport.runtime.reset()``
+    undoes; an explicit call outlives a reset (models loaded with it keep working).
     """
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
@@ -57,6 +59,7 @@ def register(runtime: _Resolver | None = None) -> str:
     if runtime is not _state["runtime"]:
         _backends.clear()
     _state["runtime"] = runtime
+    _state["by_init"] = by_init
     AttentionInterface.register(NAME, rlport_attention_forward)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     return NAME
@@ -72,6 +75,11 @@ def is_registered() -> bool:
     return AttentionInterface._global_mapping.get(NAME) is rlport_attention_forward
 
 
+def registered_by_init() -> bool:
+    """True when the current registration is the one ``rlport.init()`` made."""
+    return bool(_state["by_init"]) and is_registered()
+
+
 def unregister() -> None:
     """Remove ``"rlport"`` from transformers' interfaces and forget the backends (for tests).
 
@@ -83,6 +91,7 @@ def unregister() -> None:
         AttentionInterface._global_mapping.pop(NAME, None)
         AttentionMaskInterface._global_mapping.pop(NAME, None)
     _state["runtime"] = None
+    _state["by_init"] = False
     reset()
 
 
