@@ -2,7 +2,9 @@
 
 ``import rlport`` is light: it imports neither torch nor any plugin. :func:`init` does the work,
 once per process: it discovers plugins, selects the device plugin, activates it with the fabric
-plugins, applies declared patches, and prints the startup summary on rank 0.
+plugins, applies declared patches, makes ``attn_implementation="rlport"`` available to transformers
+(when, and only when, transformers' models are imported), and prints the startup summary on rank 0.
+Using it from your own code: docs/library.md.
 """
 
 from __future__ import annotations

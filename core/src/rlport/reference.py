@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlport.extras import install_command
 from rlport.hookspecs import hookimpl
 from rlport.types import (
     AttentionBackend,
@@ -30,7 +31,7 @@ ENGINES = [
         factory="rlport.rollout.vllm_engine:create",
         description="vLLM offline engine (LLM); weight sync and sleep where the platform supports them",
         requires=("vllm",),
-        install_hint='pip install "rlport[vllm]"',
+        install_hint=install_command("vllm"),
     ),
 ]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import sys
 import threading
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -229,7 +228,9 @@ class Runtime:
                 f"choose one of them: rollout.engine={next(iter(offers), 'hf')}",
             )
         offer = offers[name][0]
-        missing = [m for m in offer.requires if not _importable(m)]
+        from rlport.extras import missing as not_installed
+
+        missing = not_installed(offer.requires)
         if missing:
             raise EngineError(
                 f"rollout engine {name!r} needs {', '.join(missing)}, which is not installed",
@@ -246,12 +247,6 @@ class Runtime:
         module, _, attr = offer.factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
         return factory(replace(config, options=options))
-
-
-def _importable(module: str) -> bool:
-    """True when ``module`` is installed (a bare namespace folder of that name does not count)."""
-    spec = importlib.util.find_spec(module)
-    return spec is not None and spec.origin is not None
 
 
 # -- the process's runtime ---------------------------------------------------------------------------
@@ -291,6 +286,9 @@ def init() -> Runtime:
         get_manager().apply_from_plugins(runtime.pm, runtime.active_plugins, strict=settings.strict)
         _runtime, _pid = runtime, os.getpid()
         _export(runtime)
+        from rlport.attention import autoregister
+
+        autoregister.install()  # attn_implementation="rlport", once transformers' models are imported
         from rlport.summary import print_once
 
         print_once(runtime)
@@ -306,7 +304,7 @@ def reset() -> None:
 
             revert_all()
         settings_mod.restore_env()
-        integration = sys.modules.get("rlport.attention.transformers_integration")
-        if integration is not None:  # backends it cached came from the runtime being forgotten
-            integration.reset()
+        from rlport.attention import autoregister
+
+        autoregister.remove()  # and the backends it cached came from the runtime being forgotten
         _runtime, _pid = None, None

@@ -6,6 +6,8 @@
   reference backend the core answers ``rlport_attention_backend`` with.
 - :func:`rlport.attention.transformers_integration.register`: makes ``attn_implementation="rlport"``
   route every transformers attention call through the backend the active plugins resolve.
+  ``rlport.init()`` calls it through :mod:`rlport.attention.autoregister` as soon as transformers'
+  modeling code is imported, so user code needs no call of its own.
 """
 
 from __future__ import annotations

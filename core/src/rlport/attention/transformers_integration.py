@@ -26,6 +26,7 @@ spec: the mask builder already encodes it.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 import torch
@@ -40,15 +41,17 @@ class _Resolver(Protocol):
     def attention_backend(self, spec: AttentionSpec) -> AttentionBackend: ...
 
 
-_state: dict[str, Any] = {"runtime": None}
+_state: dict[str, Any] = {"runtime": None, "by_init": False}
 _backends: dict[tuple[Any, ...], AttentionBackend] = {}
 
 
-def register(runtime: _Resolver | None = None) -> str:
+def register(runtime: _Resolver | None = None, *, by_init: bool = False) -> str:
     """Register ``"rlport"`` with transformers (idempotent) and return the name.
 
     ``runtime`` answers ``attention_backend(spec)``; ``None`` means :func:`rlport.current` at the first
     attention call. Registering again with a different runtime forgets the backends resolved so far.
+    ``by_init`` marks the registration ``rlport.init()`` makes, which ``rlport.runtime.reset()``
+    undoes; an explicit call outlives a reset (models loaded with it keep working).
     """
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
@@ -56,9 +59,40 @@ def register(runtime: _Resolver | None = None) -> str:
     if runtime is not _state["runtime"]:
         _backends.clear()
     _state["runtime"] = runtime
+    _state["by_init"] = by_init
     AttentionInterface.register(NAME, rlport_attention_forward)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     return NAME
+
+
+def is_registered() -> bool:
+    """True when transformers' ``"rlport"`` attention is this module's function (imports nothing
+    when transformers' modeling code is not loaded: then nothing is registered)."""
+    if "transformers.modeling_utils" not in sys.modules:
+        return False
+    from transformers import AttentionInterface
+
+    return AttentionInterface._global_mapping.get(NAME) is rlport_attention_forward
+
+
+def registered_by_init() -> bool:
+    """True when the current registration is the one ``rlport.init()`` made."""
+    return bool(_state["by_init"]) and is_registered()
+
+
+def unregister() -> None:
+    """Remove ``"rlport"`` from transformers' interfaces and forget the backends (for tests).
+
+    transformers has no public unregister; its class-level ``_global_mapping`` holds what
+    ``register`` added."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    if is_registered():
+        AttentionInterface._global_mapping.pop(NAME, None)
+        AttentionMaskInterface._global_mapping.pop(NAME, None)
+    _state["runtime"] = None
+    _state["by_init"] = False
+    reset()
 
 
 def reset() -> None:

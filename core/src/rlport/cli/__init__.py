@@ -31,6 +31,29 @@ def _fail(exc: RlportError, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from rlport.versions import render
+
+        print(render())  # plain text: names and versions from package metadata, no plugin loaded
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of rlport and of every installed rlport distribution.",
+        ),
+    ] = False,
+) -> None:
+    """rlport: LLM RL post-training on any accelerator. Plugins, conformance, training."""
+
+
 def _quiet_init():  # type: ignore[no-untyped-def]
     """init() without the startup summary (the command prints it itself, to stdout)."""
     import rlport

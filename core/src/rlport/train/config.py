@@ -334,7 +334,9 @@ def load_config(
 
 
 def apply_file(cfg: TrainConfig, path: str | Path) -> TrainConfig:
-    import yaml
+    from rlport.extras import import_optional
+
+    yaml = import_optional("yaml", "train", purpose="reading a --config file")
 
     p = Path(path)
     if not p.is_file():

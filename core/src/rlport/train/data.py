@@ -35,8 +35,9 @@ class Example:
 
 def read_parquet(paths: list[str], prompt_key: str = "prompt") -> list[Example]:
     """Read every row of ``paths``; errors name the file, the column and the fix."""
-    import pyarrow.parquet as pq
+    from rlport.extras import import_optional
 
+    pq = import_optional("pyarrow.parquet", "train", purpose="reading parquet data")
     if not paths:
         raise ConfigError(
             "data.train_files is empty",

@@ -39,8 +39,10 @@ DEMO_OVERRIDES: dict[str, str] = {
 
 def write_demo_data(folder: str | Path, *, length: int, copies: int = 4, seed: int = 0) -> tuple[Path, Path]:
     """Write ``train.parquet`` and ``test.parquet`` for the repeat-letter task in verl's layout."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from rlport.extras import import_optional
+
+    pa = import_optional("pyarrow", "train", purpose="writing the demo data")
+    pq = import_optional("pyarrow.parquet", "train", purpose="writing the demo data")
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,9 @@ def step_line(m: dict[str, Any], steps: int) -> str:
 
 def plot_rewards(records: Iterable[dict[str, Any]], path: str | Path, title: str = "rlport train") -> Path:
     """Reward mean (with a band of one std) per step, written as a PNG (matplotlib, Agg)."""
-    import matplotlib
+    from rlport.extras import import_optional
 
+    matplotlib = import_optional("matplotlib", "train", purpose="plotting the reward curve")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -77,11 +77,10 @@ def check_attention(cfg: TrainConfig) -> None:
 
 
 def check_ray(cfg: TrainConfig) -> None:
-    if cfg.trainer.workers > 1 and importlib.util.find_spec("ray") is None:
-        raise ConfigError(
-            f"trainer.workers={cfg.trainer.workers} needs Ray, which is not installed",
-            'pip install "rlport[train]"  (or run with trainer.workers=1)',
-        )
+    if cfg.trainer.workers > 1:
+        from rlport.extras import require
+
+        require("train", ("ray",), purpose=f"trainer.workers={cfg.trainer.workers}")
 
 
 def check_output_dir(cfg: TrainConfig) -> None:
