@@ -28,7 +28,9 @@ Stopping is as in the HF engine: only ``stop_token_ids`` stop a generation (``ig
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import struct
 import tempfile
@@ -45,6 +47,30 @@ from rlport.rollout.weights import check_named_tensors
 EXTENSION = "rlport.rollout.vllm_engine.WeightLoaderExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
 RESERVED = ("skip_tokenizer_init", "logprobs_mode", "worker_extension_cls")
+
+
+#: vLLM's logger that reports the chat-template warm-up of ``LLM()`` (``vllm.renderers.base``).
+WARMUP_LOGGER = "vllm.renderers.base"
+
+
+class SkipChatWarmupFailure(logging.Filter):
+    """Drops vLLM's "Chat template warmup failed" warning: ``LLM()`` always warms up chat rendering,
+    which needs the tokenizer that ``skip_tokenizer_init=True`` leaves out, and this engine sends only
+    token ids, so the failure (and its traceback) says nothing about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Chat template warmup failed")
+
+
+@contextlib.contextmanager
+def skip_chat_warmup_failure() -> Any:
+    """:class:`SkipChatWarmupFailure` on vLLM's warm-up logger while the block runs."""
+    logger, quiet = logging.getLogger(WARMUP_LOGGER), SkipChatWarmupFailure()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 class WeightLoaderExtension:
@@ -133,7 +159,8 @@ class VLLMEngine:
             ) from exc
 
         try:
-            self.llm = LLM(**kwargs)
+            with skip_chat_warmup_failure():
+                self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
             raise EngineError(
                 f"vllm engine: vllm.LLM({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
