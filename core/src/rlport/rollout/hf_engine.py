@@ -53,7 +53,7 @@ def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Per row of ``(batch, vocab)`` probabilities, the token whose cumulative-probability interval
     holds that row's uniform in [0, 1): an exact draw from the row's distribution that never picks a
     zero-probability token."""
-    cdf = torch.cumsum(probs.double(), dim=-1)
+    cdf = torch.cumsum(probs.float(), dim=-1)  # float32: every device has it
     chosen = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True).squeeze(-1)
     last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)  # rounding can overshoot it
     return torch.minimum(chosen, last)
@@ -164,17 +164,13 @@ class HFEngine:
             )
 
     def _uniforms(self, n_prompts: int, params: SamplingParams) -> torch.Tensor:
-        """``(rows, max_new_tokens)`` uniforms in [0, 1), float64, one row per sample: from the sample's
+        """``(rows, max_new_tokens)`` float32 uniforms in [0, 1), one row per sample: from the sample's
         own seed (:func:`rlport.rollout.seeding.sample_seeds`) when ``params.seed`` is set, else from
         the engine's generator. Drawn on the host, so a seed gives the same draws on every device."""
         if params.seed is None:
-            return torch.rand(
-                (n_prompts * params.n, params.max_new_tokens), generator=self._generator, dtype=torch.float64
-            )
+            return torch.rand((n_prompts * params.n, params.max_new_tokens), generator=self._generator)
         rows = [
-            torch.rand(
-                params.max_new_tokens, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
-            )
+            torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(seed))
             for seeds in sample_seeds(params, n_prompts)
             for seed in seeds
         ]
