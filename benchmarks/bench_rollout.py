@@ -1,7 +1,8 @@
 """Rollout throughput of rlport's engines, each against the raw engine it wraps, on one tiny model.
 
 Run: ``python benchmarks/bench_rollout.py --engine hf`` (system Python), or in an environment with
-vLLM (``pip install "rlport[vllm]"``) ``python benchmarks/bench_rollout.py`` for both engines.
+vLLM (``pip install "rlport[vllm]"``) ``python benchmarks/bench_rollout.py`` for both engines;
+``--vllm-env VLLM_CPU_NUM_OF_RESERVED_CPU=1`` measures vLLM's own default of one reserved core.
 
 Each engine is made through ``rlport.current().make_engine(name, config)``, as the trainer makes it.
 It then generates ``--prompts`` random prompts of ``--prompt-len`` tokens, ``--n`` samples each, exactly
@@ -123,6 +124,8 @@ def run_engine(name: str, model: str, prompts: list[list[int]], args: argparse.N
     from rlport.rollout.seeding import step_seed
 
     options = dict(parse_option(o) for o in args.vllm_option) if name == "vllm" else {}
+    if name == "vllm" and args.vllm_env:
+        options["env"] = dict(e.partition("=")[::2] for e in args.vllm_env)
     config = EngineConfig(model=model, max_model_len=args.prompt_len + args.new_tokens + 8, options=options)
     start = time.perf_counter()
     engine = rlport.current().make_engine(name, config)
@@ -172,6 +175,13 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="extra vllm.LLM argument, e.g. enforce_eager=true",
+    )
+    parser.add_argument(
+        "--vllm-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="variable for vLLM's processes (the engine's env option), e.g. VLLM_CPU_NUM_OF_RESERVED_CPU=1",
     )
     args = parser.parse_args()
 
@@ -237,7 +247,10 @@ def main() -> None:
     console = make_console()
     console.print(table)
     load = os.getloadavg()
-    reserved = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "unset")
+    reserved = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") or next(
+        (e.partition("=")[2] for e in args.vllm_env if e.startswith("VLLM_CPU_NUM_OF_RESERVED_CPU=")),
+        "0 (the cpu plugin's default)",
+    )
     console.print(
         f"host: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         f"(1/5/15 min); VLLM_CPU_NUM_OF_RESERVED_CPU={reserved}",
