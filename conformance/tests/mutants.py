@@ -18,7 +18,7 @@ SOURCE = r'''
 import math
 
 from rlport.hookspecs import hookimpl
-from rlport.types import Capabilities, DeviceInfo, Manifest, ProbeResult
+from rlport.types import Capabilities, DeviceInfo, EngineOffer, Manifest, ProbeResult
 
 DEFECT = "@DEFECT@"
 BACKEND = "mutant_" + DEFECT
@@ -200,6 +200,23 @@ def _register_backend():
     dist.Backend.register_backend(BACKEND, create, devices=["cpu"])
 
 
+def make_engine(config):
+    """The HF engine, seeded the way vLLM seeds a request's n samples: every prompt of a call starts
+    from the call's seed, so copies of one prompt get the same samples."""
+    from rlport.rollout.hf_engine import HFEngine
+
+    class RepeatEngine(HFEngine):
+        name = "mutant_engine"
+
+        def generate(self, prompts, params):
+            return [HFEngine.generate(self, [prompt], params)[0] for prompt in prompts]
+
+    return RepeatEngine(config)
+
+
+ENGINES = [EngineOffer("mutant_engine", factory=__name__ + ":make_engine")] if DEFECT == "repeat_samples" else []
+
+
 class Plugin:
     rlport_manifest = Manifest(name="mutant_" + DEFECT, kind="device", hook_api=">=1.0,<2",
                                description="conformance mutant: " + DEFECT)
@@ -230,6 +247,10 @@ class Plugin:
         return None
 
     @hookimpl
+    def rlport_rollout_engines(self):
+        return ENGINES
+
+    @hookimpl
     def rlport_capabilities(self):
         return Capabilities(
             dtypes=("float32", "bfloat16"),
@@ -240,6 +261,7 @@ class Plugin:
             deterministic=True,
             sleep_tags=("weights",),
             collectives=("all_reduce", "all_gather", "reduce_scatter", "broadcast"),
+            rollout_engines=tuple(e.name for e in ENGINES),
         )
 
 
@@ -321,6 +343,12 @@ MUTANTS = [
     ),
     Mutant("wake_zeroed", "memory.wake_restores", ("memory.wake_restores[weights]",)),
     Mutant("wake_stale", "memory.wake_restores", ("memory.wake_restores[weights]",)),
+    Mutant(
+        "repeat_samples",
+        "rollout.independent_samples or rollout.greedy_agreement",
+        ("rollout.independent_samples[mutant_engine]",),
+        ("rollout.greedy_agreement[mutant_engine]",),
+    ),
     Mutant(
         "crash_bf16",
         "attention.forward and d64 and mha",

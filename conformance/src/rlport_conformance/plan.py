@@ -221,6 +221,7 @@ def _rollout(caps: Mapping[str, Any]) -> list[PlannedCase]:
         cases.append(_case("rollout.greedy_agreement", engine, engine=engine))
         cases.append(_case("rollout.update_weights", engine, engine=engine))
         cases.append(_case("rollout.sleep_wake", engine, claimed=sleeps, engine=engine))
+        cases.append(_case("rollout.independent_samples", engine, engine=engine))
     return cases
 
 

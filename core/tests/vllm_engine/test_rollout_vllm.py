@@ -14,6 +14,7 @@ import pytest
 vllm = pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
+import sampling_checks as checks  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
@@ -279,3 +280,46 @@ def test_sleep_mode_refused_where_vllm_lacks_it(model_dir: Path) -> None:
         pytest.skip(f"{current_platform.device_name} supports vLLM sleep mode")
     with pytest.raises(EngineError, match="Sleep mode is not supported"):
         VLLMEngine(EngineConfig(model=str(model_dir), options={"enable_sleep_mode": True}))
+
+
+def test_vllm_seeds_a_requests_samples_with_seed_plus_index(engine: VLLMEngine) -> None:
+    """vLLM's own rule (``vllm.v1.engine.parallel_sampling.ParentRequest``): sample j of a request
+    seeded s is drawn with seed s + j. So one seed for every copy of a prompt gives the copies one
+    sample group, and seed s + 1 repeats all but one sample of seed s: what the engine avoids."""
+    from vllm import SamplingParams as VllmSamplingParams
+
+    def groups(seed: int, copies: int) -> list[tuple[tuple[int, ...], ...]]:
+        params = VllmSamplingParams(
+            n=4, temperature=1.0, max_tokens=8, seed=seed, ignore_eos=True, detokenize=False
+        )
+        outs = engine.llm.generate([{"prompt_token_ids": CANDIDATES[0]}] * copies, params, use_tqdm=False)
+        return [tuple(tuple(c.token_ids) for c in sorted(o.outputs, key=lambda c: c.index)) for o in outs]
+
+    first = groups(7, 4)
+    assert len(set(first)) == 1
+    assert groups(8, 1)[0][:3] == first[0][1:]
+
+
+def test_vllm_copies_of_a_prompt_are_independent(engine: VLLMEngine) -> None:
+    checks.check_copies_independent(engine, CANDIDATES[0])
+    checks.check_unseeded_copies_independent(engine, CANDIDATES[0])
+
+
+def test_vllm_step_is_reproducible_and_steps_differ(engine: VLLMEngine) -> None:
+    checks.check_step_reproducible(engine, CANDIDATES[:4])
+
+
+def test_vllm_split_batch_samples_as_whole(engine: VLLMEngine) -> None:
+    checks.check_split_equals_whole(engine, CANDIDATES[:4])
+
+
+def test_vllm_requests_carry_the_sample_seeds(engine: VLLMEngine) -> None:
+    from rlport.rollout.seeding import sample_seeds
+
+    params = SamplingParams(n=3, temperature=1.0, seed=5, prompt_offset=2)
+    inputs, sampling = engine.requests([[1, 2], [1, 3]], params)
+    assert [i["prompt_token_ids"] for i in inputs] == [[1, 2]] * 3 + [[1, 3]] * 3
+    assert [p.seed for p in sampling] == [s for row in sample_seeds(params, 2) for s in row]
+    assert {p.n for p in sampling} == {1}
+    inputs, sampling = engine.requests([[1, 2], [1, 3]], SamplingParams(n=3))
+    assert len(inputs) == 2 and [(p.n, p.seed) for p in sampling] == [(3, None), (3, None)]

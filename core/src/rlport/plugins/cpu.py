@@ -23,6 +23,9 @@ from rlport.types import (
     StackRequirement,
 )
 
+#: vLLM's variable for the cores its CPU worker leaves out of its OpenMP threads.
+VLLM_RESERVED_CPUS = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+
 
 class CpuPlugin:
     rlport_manifest = Manifest(
@@ -75,10 +78,17 @@ class CpuPlugin:
 
     @hookimpl
     def rlport_engine_args(self, engine: str, args: dict[str, Any]) -> dict[str, Any] | None:
-        if engine == "vllm" and "enforce_eager" not in args:
+        if engine != "vllm":
+            return None
+        updates: dict[str, Any] = {}
+        if "enforce_eager" not in args:
             # compiling the model graph costs ~50 s of start-up on a CPU and buys little for rollout
-            return {"enforce_eager": True}
-        return None
+            updates["enforce_eager"] = True
+        # vLLM's CPU worker keeps one core per rank out of its OpenMP threads by default; training
+        # and rollout alternate, so rollout may use every core (see the README's rollout figures).
+        # An option or an exported variable of the same name wins.
+        updates["env"] = {VLLM_RESERVED_CPUS: "0", **(args.get("env") or {})}
+        return updates
 
     @hookimpl
     def rlport_capabilities(self) -> Capabilities:

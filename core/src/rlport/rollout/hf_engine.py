@@ -2,7 +2,10 @@
 
 Attention goes through the selected rlport backend (``attn_implementation="rlport"``). Generation is
 a plain batched decode loop: prompts are left-padded, the KV cache lives only for one
-:meth:`HFEngine.generate` call, and every sampled token is drawn from a ``torch.Generator``.
+:meth:`HFEngine.generate` call. Sampling is inverse-CDF on uniforms drawn per sample: with
+``SamplingParams.seed`` set each sample has its own ``torch.Generator`` seeded by the rule of
+:mod:`rlport.rollout.seeding` (so a sample does not depend on what else is in the batch); without it
+the engine's generator, seeded once from ``EngineConfig.seed``, draws them and advances.
 
 Logprobs, exactly: for every generated token, ``log_softmax`` (in float32) of the model's raw
 next-token logits at temperature 1, with no top-k/top-p filtering, evaluated at the chosen token.
@@ -24,6 +27,7 @@ import torch
 
 from rlport.errors import EngineError
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
+from rlport.rollout.seeding import sample_seeds
 from rlport.rollout.weights import check_named_tensors
 
 SLEEP_TAGS = ("weights", "kv_cache")
@@ -45,6 +49,16 @@ def _filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return logits
 
 
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row of ``(batch, vocab)`` probabilities, the token whose cumulative-probability interval
+    holds that row's uniform in [0, 1): an exact draw from the row's distribution that never picks a
+    zero-probability token."""
+    cdf = torch.cumsum(probs.float(), dim=-1)  # float32: every device has it
+    chosen = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True).squeeze(-1)
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)  # rounding can overshoot it
+    return torch.minimum(chosen, last)
+
+
 def check_params(params: SamplingParams, prompts: list[list[int]], max_model_len: int, engine: str) -> None:
     """Refuse sampling parameters and prompts no engine can honour, naming the bad value."""
     problems = []
@@ -60,6 +74,8 @@ def check_params(params: SamplingParams, prompts: list[list[int]], max_model_len
         problems.append(f"max_new_tokens={params.max_new_tokens} (expected >= 1)")
     if params.logprobs_top_k < 0:
         problems.append(f"logprobs_top_k={params.logprobs_top_k} (expected >= 0)")
+    if params.prompt_offset < 0:
+        problems.append(f"prompt_offset={params.prompt_offset} (expected >= 0)")
     if problems:
         raise EngineError(
             f"{engine} engine: invalid sampling parameters: {'; '.join(problems)}",
@@ -117,7 +133,7 @@ class HFEngine:
         self._memory.register("weights", self.model)
         self._asleep: set[str] = set()
         self._closed = False
-        self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self._generator = torch.Generator().manual_seed(config.seed)  # host: see _uniforms
         self.capabilities: dict[str, Any] = {
             "update_weights": True,
             "sleep_tags": SLEEP_TAGS,
@@ -147,13 +163,18 @@ class HFEngine:
                 "use tags from engine.capabilities['sleep_tags']",
             )
 
-    def _choose(
-        self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
-    ) -> torch.Tensor:
-        if params.temperature == 0:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(_filter_logits(logits, params), dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    def _uniforms(self, n_prompts: int, params: SamplingParams) -> torch.Tensor:
+        """``(rows, max_new_tokens)`` float32 uniforms in [0, 1), one row per sample: from the sample's
+        own seed (:func:`rlport.rollout.seeding.sample_seeds`) when ``params.seed`` is set, else from
+        the engine's generator. Drawn on the host, so a seed gives the same draws on every device."""
+        if params.seed is None:
+            return torch.rand((n_prompts * params.n, params.max_new_tokens), generator=self._generator)
+        rows = [
+            torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(seed))
+            for seeds in sample_seeds(params, n_prompts)
+            for seed in seeds
+        ]
+        return torch.stack(rows)
 
     # -- protocol ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -163,10 +184,8 @@ class HFEngine:
         check_params(params, prompts, self.config.max_model_len, self.name)
         from transformers import DynamicCache
 
-        generator = self._generator
-        if params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
         rows = [i for i in range(len(prompts)) for _ in range(params.n)]
+        uniforms = None if params.temperature == 0 else self._uniforms(len(prompts), params).to(self.device)
         width = max(len(p) for p in prompts)
         pad = self.model.config.pad_token_id or 0
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -193,7 +212,10 @@ class HFEngine:
             )
             logits = out.logits[:, -1, :].float()
             logp = torch.log_softmax(logits, dim=-1)
-            chosen = self._choose(logits, params, generator)
+            if uniforms is None:
+                chosen = logits.argmax(dim=-1)
+            else:
+                chosen = inverse_cdf(torch.softmax(_filter_logits(logits, params), dim=-1), uniforms[:, step])
             tokens.append(chosen)
             logprobs.append(logp.gather(-1, chosen[:, None]).squeeze(-1))
             if params.logprobs_top_k:

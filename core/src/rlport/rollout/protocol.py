@@ -10,7 +10,17 @@ from typing import Any, Protocol, runtime_checkable
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample. ``n`` completions per prompt; ``top_k=0`` and ``top_p=1.0`` disable those
-    filters; ``temperature=0`` is greedy. ``seed`` makes sampling reproducible per call."""
+    filters; ``temperature=0`` is greedy.
+
+    Seeding, the same on every engine (:mod:`rlport.rollout.seeding`): with ``seed`` set, sample ``j``
+    of the call's prompt ``i`` is drawn from its own random stream seeded with
+    ``sample_seed(seed, prompt_offset + i, j)``; an adapter gets them all from
+    ``sample_seeds(params, len(prompts))`` and hands each to its engine's per-request seed (one
+    request per sample where the engine would otherwise derive the ``n`` seeds itself). So copies of
+    one prompt in one call are independent draws, the same call with the same seed gives the same
+    samples, and a batch split across workers, each call given the global position of its first prompt
+    as ``prompt_offset``, samples as it would whole. ``seed=None``: the engine's own generator
+    (seeded once from :attr:`EngineConfig.seed`) draws, advancing from call to call."""
 
     n: int = 1
     temperature: float = 1.0
@@ -20,6 +30,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     logprobs_top_k: int = 0
+    prompt_offset: int = 0
 
 
 @dataclass

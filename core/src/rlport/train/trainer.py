@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import rlport
 from rlport._version import __version__
 from rlport.errors import ConfigError
 from rlport.rollout.protocol import SamplingParams
+from rlport.rollout.seeding import step_seed
 from rlport.train.checkpoint import OPTIMIZER_FILE, TrainerState, checkpoint_dir, read_state, write_state
 from rlport.train.config import TrainConfig
 from rlport.train.data import Example, Sampler, read_parquet, tokenize
@@ -174,8 +175,21 @@ class Trainer:
             top_k=r.top_k,
             max_new_tokens=r.max_new_tokens,
             stop_token_ids=self.stop_ids,
-            seed=self.cfg.trainer.seed * 1_000_003 + step,
+            seed=step_seed(self.cfg.trainer.seed, step),
         )
+
+    def rollout_calls(
+        self, shards: list[list[Example]], step: int
+    ) -> list[tuple[list[list[int]], SamplingParams]]:
+        """Each worker's ``generate`` arguments for ``step``: its prompts, and the step's sampling
+        parameters with ``prompt_offset`` at its first prompt's batch position, so every sample of the
+        batch has its own seed however the batch is split (:mod:`rlport.rollout.seeding`)."""
+        params = self._sampling(step)
+        calls, offset = [], 0
+        for shard in shards:
+            calls.append(([e.prompt_ids for e in shard], replace(params, prompt_offset=offset)))
+            offset += len(shard)
+        return calls
 
     def step(self, pool: _Pool, step: int) -> dict[str, Any]:
         from rlport.train.grpo import group_advantages
@@ -185,10 +199,9 @@ class Trainer:
         t_step = time.perf_counter()
         batch: list[Example] = [self.examples[i] for i in self.sampler.next_batch()]
         shards = _split(batch, pool.world)
-        params = self._sampling(step)
 
         t = time.perf_counter()
-        outs = pool.call("generate", [([e.prompt_ids for e in shard], params) for shard in shards])
+        outs = pool.call("generate", self.rollout_calls(shards, step))
         t_rollout = time.perf_counter() - t
 
         t = time.perf_counter()
