@@ -11,8 +11,10 @@ from rlport.types import (
     AttentionSpec,
     DeviceInfo,
     EngineOffer,
+    EnginePlacement,
     MemoryBackend,
     PreflightResult,
+    WeightTransport,
 )
 
 NAME = "reference"
@@ -63,3 +65,11 @@ class Reference:
     @hookimpl(trylast=True)
     def rlport_rollout_engines(self) -> list[EngineOffer]:
         return ENGINES
+
+    @hookimpl(trylast=True)
+    def rlport_weight_transport(
+        self, engine: str, device: DeviceInfo, placement: EnginePlacement
+    ) -> WeightTransport:
+        from rlport.rollout.transport import FileTransport, InProcessTransport
+
+        return InProcessTransport() if placement.same_process else FileTransport()

