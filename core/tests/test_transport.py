@@ -5,9 +5,7 @@ tensors through shared memory the way it shares device memory through IPC handle
 
 from __future__ import annotations
 
-import hashlib
 import io
-import multiprocessing as mp
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from rich.console import Console
 import rlport
 from rlport.errors import EngineError
 from rlport.memory.peak import HostPeak
+from rlport.rollout.process_receiver import ProcessReceiver, digests
 from rlport.rollout.transport import (
     DeviceIpcTransport,
     FileTransport,
@@ -34,15 +33,6 @@ from rlport.testing import make_plugin
 from rlport.types import EnginePlacement
 
 MiB = 1 << 20
-
-
-def digest(named: Iterable[tuple[str, Any]]) -> dict[str, str]:
-    """sha256 of every tensor's bytes, by name."""
-    out = {}
-    for name, t in named:
-        data = t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
-        out[name] = hashlib.sha256(data).hexdigest()
-    return out
 
 
 def layered(layers: int, width: int, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
@@ -123,7 +113,7 @@ def test_in_process_transport_hands_over_bounded_buckets_and_the_engine_serves_t
     named = layered(layers=4, width=128)
     engine = RecordingEngine()
     InProcessTransport(bucket_bytes=2 * 128 * 128 * 4).send(engine, iter(named))
-    assert digest(engine.state.items()) == digest(named)
+    assert digests(engine.state.items()) == digests(named)
     assert len(engine.bucket_bytes) > 4 and max(engine.bucket_bytes) <= 4 * 128 * 128 * 4 + 128 * 4
 
 
@@ -132,7 +122,7 @@ def test_file_transport_writes_one_bounded_file_per_bucket_and_deletes_it(tmp_pa
     engine = WorkerEngine()
     limit = 2 * 128 * 128 * 4
     FileTransport(bucket_bytes=limit, folder=tmp_path).send(engine, iter(named))
-    assert digest(engine.state.items()) == digest(named)
+    assert digests(engine.state.items()) == digests(named)
     model = sum(nbytes(t) for _, t in named)
     assert len(engine.payload_bytes) > 4
     assert max(engine.payload_bytes) < 4 * 128 * 128 * 4 + 64 * 1024 < model  # data + header
@@ -157,13 +147,13 @@ def test_hf_engine_serves_the_trainer_weights_after_a_sync(tmp_path: Path) -> No
     with torch.no_grad():
         for p in trainer.parameters():
             p.mul_(1.5).add_(0.01)
-    trained = digest(trainer.named_parameters())
-    assert digest(engine.model.named_parameters()) != trained
+    trained = digests(trainer.named_parameters())
+    assert digests(engine.model.named_parameters()) != trained
     placement = EnginePlacement(same_process=engine.capabilities["weights_process"] != "worker")
     transport = rt.weight_transport("hf", placement)
     assert isinstance(transport, InProcessTransport)
     transport.send(engine, ((n, p.detach()) for n, p in trainer.named_parameters()))
-    assert digest(engine.model.named_parameters()) == trained
+    assert digests(engine.model.named_parameters()) == trained
     engine.shutdown()
 
 
@@ -178,47 +168,6 @@ def test_reference_resolves_file_for_worker_engines_once_per_engine_and_placemen
 # -- device IPC, across processes ------------------------------------------------------------------
 
 
-def _receiver(conn: Any, shapes: dict[str, tuple[tuple[int, ...], str]]) -> None:
-    """The engine's worker process: preallocated weights, filled from each IPC payload."""
-    state = {n: torch.zeros(s, dtype=getattr(torch, d)) for n, (s, d) in shapes.items()}
-    conn.send("ready")
-    while True:
-        msg = conn.recv()
-        if msg == "digest":
-            conn.send(digest(state.items()))
-            return
-        unpack, payload = msg
-        with torch.no_grad():
-            for name, view in resolve_unpack(unpack)(payload):
-                state[name].copy_(view)
-        conn.send("loaded")
-
-
-class ProcessEngine:
-    """An engine whose weights live in another process, reached through receive_weights."""
-
-    def __init__(self, named: list[tuple[str, torch.Tensor]]) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        shapes = {n: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in named}
-        self.proc = ctx.Process(target=_receiver, args=(child, shapes), daemon=True)
-        self.proc.start()
-        assert self.conn.poll(120) and self.conn.recv() == "ready"
-        self.payload_bytes: list[int] = []
-
-    def receive_weights(self, unpack: str, payload: Any) -> None:
-        self.payload_bytes.append(len(payload))
-        self.conn.send((unpack, payload))
-        assert self.conn.poll(60) and self.conn.recv() == "loaded"
-
-    def digest(self) -> dict[str, str]:
-        self.conn.send("digest")
-        assert self.conn.poll(60)
-        out = self.conn.recv()
-        self.proc.join(30)
-        return out
-
-
 @pytest.fixture
 def big() -> Iterator[list[tuple[str, torch.Tensor]]]:
     named = layered(layers=8, width=512, seed=5)  # about 17 MiB in 58 tensors, bf16 and fp32 mixed
@@ -227,16 +176,17 @@ def big() -> Iterator[list[tuple[str, torch.Tensor]]]:
 
 
 def test_device_ipc_on_cpu_reaches_another_process_exactly_and_bounded(big: list) -> None:
-    engine = ProcessEngine(big)
+    engine = ProcessReceiver(big)
     limit = 2 * MiB
     model = sum(nbytes(t) for _, t in big)
     with HostPeak() as peak:
         DeviceIpcTransport("cpu", bucket_bytes=limit).send(engine, iter(big))
-    assert engine.digest() == digest(big)
+    assert engine.digests() == digests(big)
     assert len(engine.payload_bytes) >= model // (2 * limit)
     assert max(engine.payload_bytes) < 64 * 1024  # handles and metadata only, never the weights
     if HostPeak.available():  # one staging buffer (a group may exceed the bound), never the model
         assert peak.extra_bytes < 3 * limit + 2 * MiB < model, (peak.extra_bytes, model)
+        assert engine.peak_extra_bytes < 2 * MiB  # the receiver copies from shared memory
 
 
 def test_whole_model_file_costs_the_model_in_host_memory(big: list, tmp_path: Path) -> None:
@@ -248,7 +198,7 @@ def test_whole_model_file_costs_the_model_in_host_memory(big: list, tmp_path: Pa
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
     with HostPeak() as peak:
         FileTransport(bucket_bytes=10 * model, folder=shm).send(engine, iter(big))
-    assert digest(engine.state.items()) == digest(big)
+    assert digests(engine.state.items()) == digests(big)
     assert peak.extra_bytes > model  # the file, then the tensors loaded from it
 
 
@@ -260,7 +210,7 @@ def test_file_buckets_bound_host_memory_in_process(big: list, tmp_path: Path) ->
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
     with HostPeak() as peak:
         FileTransport(bucket_bytes=limit, folder=shm).send(engine, iter(big))
-    assert digest(engine.state.items()) == digest(big)
+    assert digests(engine.state.items()) == digests(big)
     assert peak.extra_bytes < 2 * (3 * limit) + 2 * MiB, peak.extra_bytes
 
 

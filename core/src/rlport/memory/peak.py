@@ -26,18 +26,20 @@ def _kib(text: str, key: str) -> int:
     return 0
 
 
-def host_bytes() -> int:
-    """This process's anonymous resident bytes plus the machine's shared-memory bytes."""
-    return _kib(_STATUS.read_text(), "RssAnon") + _kib(_MEMINFO.read_text(), "Shmem")
+def host_bytes(include_shared: bool = True) -> int:
+    """This process's anonymous resident bytes plus (by default) the machine's shared-memory bytes."""
+    anon = _kib(_STATUS.read_text(), "RssAnon")
+    return anon + _kib(_MEMINFO.read_text(), "Shmem") if include_shared else anon
 
 
 class HostPeak:
     """``with HostPeak() as peak: ...`` then ``peak.extra_bytes``: the highest :func:`host_bytes`
     seen while the block ran (sampled every ``interval`` seconds by a thread, and at exit), minus
-    its value at entry."""
+    its value at entry. ``include_shared=False`` counts this process's anonymous memory only."""
 
-    def __init__(self, interval: float = 0.0005) -> None:
+    def __init__(self, interval: float = 0.0005, include_shared: bool = True) -> None:
         self.interval = interval
+        self.include_shared = include_shared
         self.base = self.peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -48,11 +50,11 @@ class HostPeak:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, host_bytes())
+            self.peak = max(self.peak, host_bytes(self.include_shared))
             time.sleep(self.interval)
 
     def __enter__(self) -> HostPeak:
-        self.base = self.peak = host_bytes()
+        self.base = self.peak = host_bytes(self.include_shared)
         self._stop.clear()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -64,7 +66,7 @@ class HostPeak:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.peak = max(self.peak, host_bytes())
+        self.peak = max(self.peak, host_bytes(self.include_shared))
 
     @property
     def extra_bytes(self) -> int:

@@ -170,12 +170,16 @@ def _view(buffer: Any, dtype: str, shape: tuple[int, ...], offset: int) -> Any:
     return buffer[offset : offset + size].view(dt).view(shape)
 
 
-def pack_ipc(bucket: list[tuple[str, Any]], device_type: str) -> tuple[bytes, Any]:
+def pack_ipc(
+    bucket: list[tuple[str, Any]], device_type: str, staging: Any = None, reserve: int = 0
+) -> tuple[bytes, Any]:
     """Copy ``bucket`` into one staging buffer on its device and return ``(payload, buffer)``.
 
     ``payload`` is picklable bytes: the names, dtypes, shapes and offsets, and the buffer's handle
-    from :func:`torch.multiprocessing.reductions.reduce_tensor`. The caller keeps ``buffer``
-    alive until every receiver has copied from it."""
+    from :func:`torch.multiprocessing.reductions.reduce_tensor`. ``staging`` (a previous call's
+    ``buffer``) is reused when it is large enough and on the same device; a new buffer has at
+    least ``reserve`` bytes, so later buckets fit it. The caller keeps
+    ``buffer`` alive, and unchanged, until every receiver has copied from it."""
     from multiprocessing.reduction import ForkingPickler
 
     import torch
@@ -193,9 +197,13 @@ def pack_ipc(bucket: list[tuple[str, Any]], device_type: str) -> tuple[bytes, An
         offset = _align(offset)
         metas.append((name, str(t.dtype).removeprefix("torch."), tuple(t.shape), offset))
         offset += nbytes(t)
-    buffer = torch.empty(max(offset, 1), dtype=torch.uint8, device=bucket[0][1].device)
-    if buffer.device.type == "cpu":
-        buffer.share_memory_()  # fill it where the receiver maps it (no second copy at reduce time)
+    where = bucket[0][1].device
+    if staging is not None and staging.numel() >= offset and staging.device == where:
+        buffer = staging
+    else:
+        buffer = torch.empty(max(offset, reserve, 1), dtype=torch.uint8, device=where)
+        if buffer.device.type == "cpu":
+            buffer.share_memory_()  # fill it where the receiver maps it (no second copy at reduce time)
     with torch.no_grad():
         for (_, dtype, shape, off), (_, t) in zip(metas, bucket, strict=True):
             _view(buffer, dtype, shape, off).copy_(t)
@@ -240,7 +248,10 @@ class DeviceIpcTransport:
 
     def send(self, engine: Any, named_tensors: Iterable[tuple[str, Any]]) -> None:
         receive = _receiver(engine, self.name)
+        buffer = None  # one staging buffer for the whole sync, grown only for an oversized group
         for bucket in buckets(named_tensors, self.bucket_bytes):
-            payload, buffer = pack_ipc(bucket, self.device_type)
+            payload, buffer = pack_ipc(
+                bucket, self.device_type, buffer, reserve=self.bucket_bytes + 64 * ALIGN
+            )
             receive(IPC_UNPACK, payload)
-            del buffer
+        del buffer
