@@ -19,6 +19,19 @@ from rlport.types import (
 
 NAME = "reference"
 
+
+def _extra_engine(name: str, description: str) -> EngineOffer:
+    """An adapter over a third-party engine: module ``rlport.rollout.<name>_engine``, needs the
+    importable package ``name``, installed with the extra ``rlport[<name>]``."""
+    return EngineOffer(
+        name=name,
+        factory=f"rlport.rollout.{name}_engine:create",
+        description=description,
+        requires=(name,),
+        install_hint=f'pip install "rlport[{name}]"',
+    )
+
+
 ENGINES = [
     EngineOffer(
         name="hf",
@@ -27,13 +40,10 @@ ENGINES = [
         requires=("transformers",),
         install_hint="pip install transformers",
     ),
-    EngineOffer(
-        name="vllm",
-        factory="rlport.rollout.vllm_engine:create",
-        description="vLLM offline engine (LLM); weight sync and sleep where the platform supports them",
-        requires=("vllm",),
-        install_hint='pip install "rlport[vllm]"',
+    _extra_engine(
+        "vllm", "vLLM offline engine (LLM); weight sync and sleep where the platform supports them"
     ),
+    _extra_engine("sglang", "SGLang offline engine (Engine); tested against a fake sglang module only"),
 ]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from rlport.errors import EngineError
+from rlport.rollout.adapter import check_usable
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
 from rlport.rollout.weights import check_named_tensors
 
@@ -132,13 +133,7 @@ class HFEngine:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _check_usable(self, what: str) -> None:
-        if self._closed:
-            raise EngineError(f"hf engine: {what} after shutdown()", "create a new engine")
-        if self._asleep:
-            raise EngineError(
-                f"hf engine: {what} while {sorted(self._asleep)} asleep",
-                f"call engine.wake_up({tuple(sorted(self._asleep))!r}) first",
-            )
+        check_usable(self.name, what, self._closed, self._asleep)
 
     def _check_tags(self, tags: tuple[str, ...]) -> None:
         unknown = [t for t in tags if t not in SLEEP_TAGS]

