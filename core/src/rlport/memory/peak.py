@@ -4,8 +4,8 @@ What is counted: this process's anonymous resident memory (``RssAnon`` in ``/pro
 heap, torch's host tensors) plus the machine's shared memory (``Shmem`` in ``/proc/meminfo``: files
 in ``/dev/shm`` and shared-memory segments, counted once however many processes map them). A file
 in ``/dev/shm`` and a tensor shared with another process are therefore both seen; a page mapped
-from a tmpfs file is not counted twice. ``Shmem`` is machine-wide, so another program writing to
-``/dev/shm`` at the same time adds to the figure (it can only make it larger).
+from a tmpfs file is not counted twice. ``Shmem`` is machine-wide, so another program creating or deleting
+shared memory at the same time moves the figure (measure on a quiet machine, and more than once).
 """
 
 from __future__ import annotations
