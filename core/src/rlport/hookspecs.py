@@ -29,12 +29,14 @@ if TYPE_CHECKING:
         Capabilities,
         DeviceInfo,
         EngineOffer,
+        EnginePlacement,
         Finding,
         MemoryBackend,
         PatchSpec,
         PreflightResult,
         ProbeResult,
         StackRequirement,
+        WeightTransport,
     )
 
 PROJECT = "rlport"
@@ -224,6 +226,25 @@ def rlport_engine_args(engine: str, args: dict[str, Any], device: DeviceInfo) ->
     not to re-implement the engine.
 
     :return: a mapping of argument updates, or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def rlport_weight_transport(
+    engine: str, device: DeviceInfo, placement: EnginePlacement
+) -> WeightTransport | None:
+    """Choose how the trainer's weights reach rollout engine ``engine`` after each update.
+
+    Called once per trainer process and engine (the trainer keeps the transport and calls its
+    ``send`` every step), with the engine's :class:`~rlport.types.EnginePlacement`: whether its
+    ``update_weights`` takes this process's tensors directly, and whether its model is on the
+    trainer's device. A device plugin answers where it has something faster than the reference,
+    for example device IPC handles for an engine in another process on the same device
+    (:class:`rlport.rollout.transport.DeviceIpcTransport`), and returns ``None`` otherwise.
+
+    :return: an object satisfying :class:`~rlport.types.WeightTransport`. First answer wins; the
+        reference hands tensors over in memory, in size-bounded buckets, to an engine in the same
+        process, and writes one safetensors file per bucket for an engine in another process.
     """
 
 

@@ -12,11 +12,26 @@ from rlport.types import (
     AttentionSpec,
     DeviceInfo,
     EngineOffer,
+    EnginePlacement,
     MemoryBackend,
     PreflightResult,
+    WeightTransport,
 )
 
 NAME = "reference"
+
+
+def _extra_engine(name: str, description: str) -> EngineOffer:
+    """An adapter over a third-party engine: module ``rlport.rollout.<name>_engine``, needs the
+    importable package ``name``, installed with the extra ``rlport[<name>]``."""
+    return EngineOffer(
+        name=name,
+        factory=f"rlport.rollout.{name}_engine:create",
+        description=description,
+        requires=(name,),
+        install_hint=install_command(name),
+    )
+
 
 ENGINES = [
     EngineOffer(
@@ -26,13 +41,10 @@ ENGINES = [
         requires=("transformers",),
         install_hint="pip install transformers",
     ),
-    EngineOffer(
-        name="vllm",
-        factory="rlport.rollout.vllm_engine:create",
-        description="vLLM offline engine (LLM); weight sync and sleep where the platform supports them",
-        requires=("vllm",),
-        install_hint=install_command("vllm"),
+    _extra_engine(
+        "vllm", "vLLM offline engine (LLM); weight sync and sleep where the platform supports them"
     ),
+    _extra_engine("sglang", "SGLang offline engine (Engine); tested against a fake sglang module only"),
 ]
 
 
@@ -64,3 +76,11 @@ class Reference:
     @hookimpl(trylast=True)
     def rlport_rollout_engines(self) -> list[EngineOffer]:
         return ENGINES
+
+    @hookimpl(trylast=True)
+    def rlport_weight_transport(
+        self, engine: str, device: DeviceInfo, placement: EnginePlacement
+    ) -> WeightTransport:
+        from rlport.rollout.transport import FileTransport, InProcessTransport
+
+        return InProcessTransport() if placement.same_process else FileTransport()

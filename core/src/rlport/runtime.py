@@ -33,7 +33,9 @@ from rlport.types import (
     Capabilities,
     DeviceInfo,
     EngineOffer,
+    EnginePlacement,
     MemoryBackend,
+    WeightTransport,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class Runtime:
             self.pm.register(record.obj, name=record.name)
         self.pm.register(Reference(), name=REFERENCE)
         self._attention: dict[AttentionSpec, Resolved] = {}
+        self._transports: dict[tuple[str, EnginePlacement], Resolved] = {}
         self.resolutions: dict[str, str] = {}  # what -> plugin, for the summary
         self.allocator_applied: dict[str, dict[str, str]] = {}  # phase -> variables exported
         self.allocator_overridden: dict[str, str] = {}  # variable -> the user's value kept
@@ -237,6 +240,24 @@ class Runtime:
                 offer.install_hint or f"pip install {' '.join(missing)}",
             )
         return offer
+
+    def weight_transport(self, engine: str, placement: EnginePlacement) -> WeightTransport:
+        """How weights reach engine ``engine``, resolved once per (engine, placement) and cached;
+        the caller keeps it and calls its ``send`` every step."""
+        key = (engine, placement)
+        hit = self._transports.get(key)
+        if hit is None:
+            hit = self.resolve(
+                "rlport_weight_transport", engine=engine, device=self.device, placement=placement
+            )
+            if not isinstance(hit.value, WeightTransport):
+                raise ConfigError(
+                    f"plugin {hit.plugin!r} answered rlport_weight_transport({engine!r}, {placement}) "
+                    f"with {hit.value!r}, which has no name, bucket_bytes and send(engine, named_tensors)",
+                    f"report it to the maintainers of plugin {hit.plugin!r}",
+                )
+            self._transports[key] = hit
+        return hit.value
 
     def make_engine(self, name: str, config: EngineConfig) -> RolloutEngine:
         """Construct engine ``name``: device plugins adjust its arguments, then its factory runs."""

@@ -26,7 +26,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "attention": ("rlport_attention_backend",),
     "collectives": ("rlport_collectives_backend", "rlport_collectives_env", "rlport_collectives_preflight"),
     "memory": ("rlport_memory_backend", "rlport_allocator_settings"),
-    "rollout": ("rlport_rollout_engines", "rlport_engine_args"),
+    "rollout": ("rlport_rollout_engines", "rlport_engine_args", "rlport_weight_transport"),
     "patches": ("rlport_patches",),
     "conformance": ("rlport_capabilities",),
 }

@@ -213,6 +213,39 @@ class EngineOffer:
     install_hint: str = ""
 
 
+@dataclass(frozen=True)
+class EnginePlacement:
+    """Where a rollout engine's weights live as seen from the trainer, to choose a weight transport.
+
+    ``same_process`` means the engine's ``update_weights`` takes the trainer's tensors as they are,
+    in the trainer's process (the ``hf`` engine holds its model there; an engine whose own API
+    shares tensors with its server processes, as SGLang's does, counts too). Otherwise the model
+    lives in engine worker processes, reached through ``receive_weights(unpack, payload)`` (see
+    :class:`rlport.rollout.protocol.WorkerWeightsEngine`). ``same_device`` means the engine's model
+    is on the trainer's device.
+    """
+
+    same_process: bool
+    same_device: bool = True
+
+
+@runtime_checkable
+class WeightTransport(Protocol):
+    """How the trainer's weights reach a rollout engine, resolved once and kept by the trainer.
+
+    ``send(engine, named_tensors)`` moves ``(Hugging Face name, tensor)`` pairs into ``engine`` in
+    buckets of at most ``bucket_bytes`` (a group of tensors one engine module loads together, such
+    as the q/k/v projections of one attention block, is never split, so a bucket may exceed the
+    bound by at most one such group); the engine serves the new weights from its next call on.
+    ``name`` is shown in the startup summary and the metrics.
+    """
+
+    name: str
+    bucket_bytes: int
+
+    def send(self, engine: Any, named_tensors: Any) -> None: ...
+
+
 PatchAction = Literal["added", "replaced", "wrapped"]
 
 

@@ -323,3 +323,34 @@ def test_vllm_requests_carry_the_sample_seeds(engine: VLLMEngine) -> None:
     assert {p.n for p in sampling} == {1}
     inputs, sampling = engine.requests([[1, 2], [1, 3]], SamplingParams(n=3))
     assert len(inputs) == 2 and [(p.n, p.seed) for p in sampling] == [(3, None), (3, None)]
+
+
+@pytest.mark.parametrize("kind", ["file buckets", "cpu-ipc buckets"])
+def test_weight_transports_reach_the_workers(
+    engine: VLLMEngine, trainer: torch.nn.Module, clear_prompts, kind: str
+) -> None:
+    """The trainer's transport (bounded buckets, as the reference resolves it for this engine, or
+    shared memory through torch's tensor sharing) loads exactly what update_weights would."""
+    import rlport
+    from rlport.rollout.transport import DeviceIpcTransport, FileTransport
+    from rlport.types import EnginePlacement
+
+    prompts = [p for p, _ in clear_prompts]
+    params = SamplingParams(temperature=0, max_new_tokens=N_TOKENS)
+    placement = EnginePlacement(same_process=engine.capabilities["weights_process"] != "worker")
+    assert isinstance(rlport.current().weight_transport("vllm", placement), FileTransport)
+    original = {k: v.clone() for k, v in trainer.state_dict().items()}
+    generator = torch.Generator().manual_seed(11)
+    new = {k: v + 0.2 * torch.randn(v.shape, generator=generator) for k, v in original.items()}
+    changed = AutoModelForCausalLM.from_config(trainer.config, attn_implementation="eager").eval()
+    changed.load_state_dict(new)
+    bucket = 64 << 10  # many buckets for the tiny model
+    transport = FileTransport(bucket) if kind == "file buckets" else DeviceIpcTransport("cpu", bucket)
+    try:
+        transport.send(engine, iter(new.items()))
+        out = engine.generate(prompts, params)
+        assert [g[0].token_ids for g in out] != [t for _, t in clear_prompts]
+        for prompt, gens in zip(prompts, out, strict=True):
+            check_against_trainer(changed, prompt, gens[0])
+    finally:
+        engine.update_weights(original.items())

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from rlport.errors import EngineError
+from rlport.rollout.adapter import check_usable
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
 from rlport.rollout.seeding import sample_seeds
 from rlport.rollout.weights import check_named_tensors
@@ -136,6 +137,7 @@ class HFEngine:
         self._generator = torch.Generator().manual_seed(config.seed)  # host: see _uniforms
         self.capabilities: dict[str, Any] = {
             "update_weights": True,
+            "weights_process": "trainer",
             "sleep_tags": SLEEP_TAGS,
             "kv_cache": "per call: allocated inside generate() and freed on return, so sleeping "
             "'kv_cache' releases nothing",
@@ -147,13 +149,7 @@ class HFEngine:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _check_usable(self, what: str) -> None:
-        if self._closed:
-            raise EngineError(f"hf engine: {what} after shutdown()", "create a new engine")
-        if self._asleep:
-            raise EngineError(
-                f"hf engine: {what} while {sorted(self._asleep)} asleep",
-                f"call engine.wake_up({tuple(sorted(self._asleep))!r}) first",
-            )
+        check_usable(self.name, what, self._closed, self._asleep)
 
     def _check_tags(self, tags: tuple[str, ...]) -> None:
         unknown = [t for t in tags if t not in SLEEP_TAGS]

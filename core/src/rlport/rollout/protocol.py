@@ -64,7 +64,11 @@ class EngineConfig:
 class RolloutEngine(Protocol):
     """What the trainer drives. ``capabilities`` says what the engine can really do on this
     platform (for example ``{"sleep_tags": ("weights", "kv_cache"), "update_weights": True}``);
-    an operation outside them raises :class:`rlport.errors.EngineError`, never pretends."""
+    an operation outside them raises :class:`rlport.errors.EngineError`, never pretends.
+    ``capabilities["weights_process"]`` says where ``update_weights`` puts the tensors: ``"trainer"``
+    (the model is in the caller's process), ``"engine"`` (the engine's own API shares them with its
+    processes) or ``"worker"`` (the model is in worker processes, reached by a weight transport
+    through :meth:`WorkerWeightsEngine.receive_weights`)."""
 
     name: str
     capabilities: dict[str, Any]
@@ -82,3 +86,15 @@ class RolloutEngine(Protocol):
     def wake_up(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None: ...
 
     def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class WorkerWeightsEngine(Protocol):
+    """An engine whose model lives in worker processes (``capabilities["weights_process"] ==
+    "worker"``): a weight transport reaches it through :meth:`receive_weights`."""
+
+    def receive_weights(self, unpack: str, payload: Any) -> None:
+        """In every process holding the model, call the function ``unpack`` (``module:attr``) on
+        ``payload`` to get ``(name, tensor)`` pairs and load them as :meth:`RolloutEngine.update_weights`
+        would; return when every process has loaded them (the sender may free ``payload`` then)."""
+        ...

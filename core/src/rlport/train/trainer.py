@@ -302,7 +302,8 @@ class Trainer:
             f"workers ready in {time.perf_counter() - t0:.2f}s: "
             + "; ".join(
                 f"rank {i['rank']} pid {i['pid']} {i['device']} attention={i['attn_implementation']} "
-                f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'}"
+                f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'} "
+                f"weights={i['weight_transport']}"
                 + (f" {i['collectives_backend']} preflight ok" if i["collectives_backend"] else "")
                 for i in worker_info
             ),

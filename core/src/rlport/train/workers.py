@@ -31,6 +31,7 @@ from rlport.rollout.protocol import EngineConfig, SamplingParams
 from rlport.train.config import TrainConfig
 from rlport.train.grpo import clipped_policy_loss, entropy_from_logits, kl_k3, masked_mean, token_logprobs
 from rlport.train.modeling import load_causal_lm, quiet_transformers
+from rlport.types import EnginePlacement
 
 
 @dataclass
@@ -120,6 +121,8 @@ class Worker:
             )
         self.sleep_tags: tuple[str, ...] = tuple(caps.get("sleep_tags", ())) if r.sleep else ()
         self.engine_name = r.engine
+        placement = EnginePlacement(same_process=caps.get("weights_process", "trainer") != "worker")
+        self.transport = rt.weight_transport(r.engine, placement)  # resolved once, used every step
         if self.offload:
             self.memory.sleep()
 
@@ -159,6 +162,7 @@ class Worker:
             "preflight": self.preflight,
             "engine": self.engine_name,
             "engine_sleep_tags": list(self.sleep_tags),
+            "weight_transport": self.transport.name,
             "attn_implementation": getattr(self.actor.config, "_attn_implementation", None),
             "offload": self.offload,
             "offloaded_bytes": self.memory.tagged_bytes() if self.offload else 0,
@@ -225,8 +229,9 @@ class Worker:
 
     @torch.no_grad()
     def push_weights(self) -> None:
-        """``engine.update_weights`` with the actor's parameters (Hugging Face names)."""
-        self.engine.update_weights((name, p.detach()) for name, p in self.actor.named_parameters())
+        """The actor's parameters (Hugging Face names) into the engine, through the transport
+        resolved for it at start-up."""
+        self.transport.send(self.engine, ((name, p.detach()) for name, p in self.actor.named_parameters()))
 
     def _batch(
         self, samples: list[Sample]
