@@ -101,9 +101,14 @@ def test_init_applies_once_and_spawned_worker_gets_the_same_patches(fixture_root
         assert side["shout"] == "[DEMO] HI W"
         assert side["compute"] == 2
         assert side["calls"] == ["demo", "demo", "late"]
-    # one summary for the whole run: the worker printed none
-    assert proc.stderr.count("Patches: ") == 1, proc.stderr
+    # one summary for the whole run: the worker printed none, and reported nothing of its own imports
+    assert proc.stderr.count("Patches: 2 applied · 1 pending · 1 skipped") == 1, proc.stderr
     assert "plugin pdemo" in proc.stderr
+    # the parent's import of patchme.late, after the summary, is reported in one line
+    events = [line for line in proc.stderr.splitlines() if " imported, plugin " in line]
+    assert events == [
+        "Patches: patchme.late imported, plugin pdemo: 1 applied (compute) · now 3 applied · 1 skipped"
+    ], proc.stderr
 
 
 def test_rlport_info_shows_the_patch_table(fixture_root: Path) -> None:

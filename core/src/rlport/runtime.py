@@ -297,9 +297,10 @@ def init() -> Runtime:
         get_manager().apply_from_plugins(runtime.pm, runtime.active_plugins, strict=settings.strict)
         _runtime, _pid = runtime, os.getpid()
         _export(runtime)
-        from rlport.summary import print_once
+        from rlport.summary import follow_patches, print_once
 
         print_once(runtime)
+        follow_patches(runtime)
         return runtime
 
 
