@@ -192,7 +192,7 @@ def test_pending_patches_are_reported_when_they_apply_and_the_summary_rereads_th
     assert json.loads(proc.stdout) == FINAL  # summary.collect() gives the state now
     assert "Patches: 3 pending · 1 skipped" in proc.stderr  # the startup summary, before the imports
     assert event_lines(proc.stderr) == [
-        "Patches: patchme.core imported, plugin pdemo: 2 applied (greet, shout) · now 2 applied · 1 pending · "
+        "Patches: patchme.core imported, plugin pdemo: 2 applied (Greeter.greet, Greeter.shout) · now 2 applied · 1 pending · "
         "1 skipped",
         "Patches: patchme.late imported, plugin pdemo: 1 applied (compute) · now 3 applied · 1 skipped",
     ]
@@ -306,7 +306,7 @@ def test_a_device_plugin_patching_a_transformers_model_class_applies_and_reports
     assert "device plugin: pdev" in proc.stderr
     assert "Patches: 1 pending · 1 skipped as expected" in proc.stderr
     assert event_lines(proc.stderr) == [
-        "Patches: transformers.models.qwen2.modeling_qwen2 imported, plugin pdev: 1 applied (forward) · now "
+        "Patches: transformers.models.qwen2.modeling_qwen2 imported, plugin pdev: 1 applied (Qwen2RMSNorm.forward) · now "
         "1 applied · 1 skipped as expected"
     ]
 

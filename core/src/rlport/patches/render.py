@@ -71,7 +71,7 @@ def event_line(event: PatchEvent) -> Text:
     """
     text = Text("Patches: ", style="bold").append(f"{event.module} imported, plugin {event.plugin}: ")
     if event.failed is None:
-        names = [r.name for r in event.changed if r.status == "applied"]
+        names = [r.qualname for r in event.changed if r.status == "applied"]
         text.append(f"{len(names)} applied", style=_STYLE["applied"]).append(f" ({', '.join(names)})")
     else:
         failed = event.failed
