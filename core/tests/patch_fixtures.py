@@ -64,6 +64,9 @@ PATCHME = {
         def triple(x):
             return 3 * x
     """,
+    "patchme/broken.py": """
+        raise RuntimeError("patchme.broken needs a driver")
+    """,
 }
 
 _HEADER = """
@@ -114,7 +117,8 @@ def rlport_patches():
         PatchSpec("patchme.core:Greeter.describe", tag("describe"), "wrapped", reason="inherited", **common),
     ]
 """,
-    # One patch outside its version range (skipped), one inside (applied).
+    # One patch outside its version range (skipped), one inside (applied), one whose distribution is
+    # not installed, and a compatibility patch for older releases declared an expected skip.
     "poldver": """
 @rlport.hookimpl
 def rlport_patches():
@@ -122,6 +126,8 @@ def rlport_patches():
         PatchSpec("patchme.core:greet", tag("old"), "wrapped", "patchme", ">=2.0", reason="only for patchme 2"),
         PatchSpec("patchme.core:EXTRA", 42, "added", "patchme", ">=1.0", reason="constant"),
         PatchSpec("patchme.core:Greeter.greet", tag("x"), "wrapped", "not-installed-dist", ">=1", reason="absent"),
+        PatchSpec("patchme.core:Greeter.norm", tag("compat"), "wrapped", "patchme", "<1.0", reason="0.x bug",
+                  expected_skip=True),
     ]
 """,
     # A missing target: nothing of this plugin applies.
@@ -185,13 +191,45 @@ def wrap_compute(original):
 
     return compute
 """,
-    # A pending patch whose target turns out to be missing when the module is imported.
+    # A pending patch whose target turns out to be missing when patchme.later is imported. The patch of
+    # patchme.core applies at init when that module is imported already; it is rolled back then, and
+    # the one pending on patchme.late will not apply (all or nothing per plugin).
     "platebad": """
 @rlport.hookimpl
 def rlport_patches():
     return [
+        PatchSpec("patchme.core:greet", tag("bad"), "wrapped", "patchme", ">=1", reason="at init"),
+        PatchSpec("patchme.late:compute", tag("bad"), "wrapped", "patchme", ">=1", reason="other module"),
         PatchSpec("patchme.later:triple", tag("t"), "wrapped", "patchme", ">=1", reason="fine"),
         PatchSpec("patchme.later:quadruple", tag("q"), "wrapped", "patchme", ">=1", reason="gone"),
+    ]
+""",
+    # A device plugin (not the CPU one) that patches a real transformers model class, which
+    # rlport.init() does not import: pending until the model is built.
+    "pdev": """
+from rlport.types import DeviceInfo, ProbeResult
+
+rlport_manifest = Manifest(name="pdev", kind="device", hook_api=">=1.0,<2", description="device fixture")
+
+
+@rlport.hookimpl
+def rlport_probe():
+    return ProbeResult(available=True, reason="the fixture accelerator is always here", priority=100)
+
+
+@rlport.hookimpl
+def rlport_device_info():
+    return DeviceInfo(device_type="cpu", count=1, names=("fixture accelerator",))
+
+
+@rlport.hookimpl
+def rlport_patches():
+    return [
+        PatchSpec("transformers.models.qwen2.modeling_qwen2:Qwen2RMSNorm.forward", tag("norm"), "wrapped",
+                  "transformers", ">=4.56", reason="fused RMSNorm kernel"),
+        PatchSpec("transformers.models.qwen2.modeling_qwen2:Qwen2RMSNorm.old_forward", tag("norm"),
+                  "wrapped", "transformers", "<4.40", reason="transformers 4.3x layout",
+                  expected_skip=True),
     ]
 """,
     # A real transformers class.

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from rlport.errors import PatchError
-from rlport.patches import PatchManager, PatchRecord, render_table
+from rlport.patches import PatchEvent, PatchManager, PatchRecord, event_line, render_table
 from rlport.types import PatchSpec
 
 
@@ -231,14 +231,223 @@ def test_module_imported_after_apply_is_patched_on_import(mgr: PatchManager) -> 
     assert late.compute is original and late.compute(1) == 2
 
 
-def test_pending_patch_failing_on_import_rolls_back_its_group(mgr: PatchManager) -> None:
+def test_pending_patch_failing_on_import_rolls_back_the_whole_plugin(mgr: PatchManager) -> None:
+    import patchme.core as core
+
+    original = core.greet
+    events: list[PatchEvent] = []
+    mgr.set_reporter(events.append)
     records = mgr.apply_from_plugins(fx.plugin_manager("platebad"), ["platebad"])
-    assert [r.status for r in records] == ["pending", "pending"]
+    assert [r.status for r in records] == ["applied", "pending", "pending", "pending"]
+    assert core.greet("x") == "[bad] hello x"
+    assert mgr.problems() == []  # nothing is known to be wrong yet
     import patchme.later as later
 
-    assert [r.status for r in mgr.records] == ["skipped", "failed"]
-    assert "does not exist in patchme 1.2.0" in mgr.records[1].detail
+    greet, compute, triple, quadruple = mgr.records
+    assert quadruple.status == "failed" and quadruple.late
+    assert quadruple.detail == "patchme.later:quadruple does not exist in patchme 1.2.0; nothing to wrap"
+    # all or nothing per plugin, also for a late failure: the patch applied at init is rolled back ...
+    assert greet.status == "skipped" and greet.blocked_by == "patchme.later:quadruple"
+    assert (
+        greet.detail == "rolled back because patchme.later:quadruple failed when patchme.later was imported"
+    )
+    assert core.greet is original and core.greet("x") == "hello x"
+    # ... and the plugin's other pending patches, of this module and of others, will not apply
+    assert triple.status == compute.status == "skipped"
+    assert compute.detail == (
+        "not applied because patchme.later:quadruple failed when patchme.later was imported "
+        "(all or nothing per plugin)"
+    )
     assert later.triple(2) == 6
+    assert not any(type(f).__name__ == "PendingFinder" for f in sys.meta_path)
+    import patchme.late as late
+
+    assert late.compute(1) == 2 and compute.status == "skipped"
+    # one event, with everything it changed and the state afterwards
+    (event,) = events
+    assert (event.module, event.plugin, event.outcome) == ("patchme.later", "platebad", "failed")
+    assert event.failed is not None and event.failed.target == "patchme.later:quadruple"
+    assert sorted(r.target for r in event.changed) == sorted(r.target for r in mgr.records)
+    assert [r.status for r in event.records] == ["skipped", "skipped", "skipped", "failed"]
+    ((finding, fix),) = mgr.problems()
+    assert finding.startswith(
+        "patch patchme.later:quadruple of plugin 'platebad' failed when patchme.later was"
+    )
+    assert "(so 3 other patch(es) of 'platebad' are not in effect)" in finding
+    assert fix == quadruple.fix and "pip install" in fix
+
+
+def test_late_failure_in_strict_mode_fails_the_import_naming_patch_error_and_fix(mgr: PatchManager) -> None:
+    import patchme.core as core
+
+    original = core.greet
+    mgr.apply_from_plugins(fx.plugin_manager("platebad"), ["platebad"], strict=True)
+    with pytest.raises(PatchError) as info:
+        import patchme.later  # noqa: F401
+    message = info.value.message
+    assert message.startswith("RLPORT_STRICT: patch patchme.later:quadruple of plugin 'platebad' failed when")
+    assert "patchme.later:quadruple does not exist in patchme 1.2.0; nothing to wrap" in message
+    assert "the plugin's other patches were rolled back" in message
+    assert info.value.fix == mgr.records[3].fix and info.value.fix.startswith(
+        "pip install -U rlport-platebad"
+    )
+    assert core.greet is original
+    assert "patchme.later" not in sys.modules  # the import failed
+
+
+def test_late_apply_is_one_event_with_the_final_state(mgr: PatchManager) -> None:
+    events: list[PatchEvent] = []
+    mgr.set_reporter(events.append)
+    mgr.apply_from_plugins(fx.plugin_manager("pdemo"), ["pdemo"])
+    assert events == []  # decided at apply time: part of the summary, no event
+    import patchme.late  # noqa: F401
+
+    (event,) = events
+    assert (event.module, event.plugin, event.outcome, event.failed) == (
+        "patchme.late",
+        "pdemo",
+        "applied",
+        None,
+    )
+    assert [(r.target, r.status) for r in event.changed] == [("patchme.late:compute", "applied")]
+    data = json.loads(json.dumps(event.to_dict()))
+    assert data["patch_event"] == {
+        "module": "patchme.late",
+        "plugin": "pdemo",
+        "outcome": "applied",
+        "failed": None,
+        "changed": [mgr.records[3].to_dict()],
+    }
+    assert data["patches"] == mgr.to_json()
+    assert [p["status"] for p in data["patches"]] == ["pending", "pending", "skipped", "applied"]
+    assert event_line(event).plain == (
+        "Patches: patchme.late imported, plugin pdemo: 1 applied (compute) · now 1 applied · 2 pending · 1 skipped"
+    )
+
+
+def test_a_reporter_that_raises_does_not_break_the_import(mgr: PatchManager) -> None:
+    def broken(event: PatchEvent) -> None:
+        raise RuntimeError("console gone")
+
+    mgr.set_reporter(broken)
+    mgr.apply_from_plugins(fx.plugin_manager("plate"), ["plate"])
+    import patchme.late as late
+
+    assert late.compute(1) == 102 and [r.status for r in mgr.records] == ["applied", "applied"]
+
+
+def test_failed_event_line_names_the_patch_the_rollback_and_the_fix(mgr: PatchManager) -> None:
+    events: list[PatchEvent] = []
+    mgr.set_reporter(events.append)
+    import patchme.core
+
+    mgr.apply_from_plugins(fx.plugin_manager("platebad"), ["platebad"])
+    import patchme.later  # noqa: F401
+
+    (event,) = events
+    assert event_line(event).plain == (
+        "Patches: patchme.later imported, plugin platebad: patchme.later:quadruple failed: patchme.later:quadruple "
+        "does not exist in patchme 1.2.0; nothing to wrap · 3 other patch(es) of platebad rolled back or not "
+        f"applied (all or nothing per plugin) · fix: {mgr.records[3].fix} · now 3 skipped · 1 failed"
+    )
+
+
+def test_import_targets_decides_every_pending_patch(mgr: PatchManager) -> None:
+    recs = mgr.apply_specs(
+        "p",
+        [
+            PatchSpec(
+                "patchme.late:compute", len, "replaced", "patchme", ">=1", "in a module not imported yet"
+            ),
+            PatchSpec("patchme.broken:thing", len, "replaced", "patchme", ">=1", "import raises"),
+        ],
+    )
+    assert [r.status for r in recs] == ["pending", "pending"]
+    errors = mgr.import_targets()
+    assert errors == {"patchme.broken": "RuntimeError: patchme.broken needs a driver"}
+    assert recs[0].status == "applied" and sys.modules["patchme.late"].compute is len
+    # the module's own import error is not the patch's fault: it stays pending and says why
+    assert recs[1].status == "pending"
+    assert recs[1].detail == (
+        "applies when patchme.broken is first imported; importing it raised patchme.broken needs a driver"
+    )
+    assert mgr.problems() == []
+
+
+def test_import_targets_fails_a_patch_of_a_module_the_release_lacks(mgr: PatchManager) -> None:
+    import patchme.core as core
+
+    original = core.greet
+    recs = mgr.apply_specs(
+        "p",
+        [
+            PatchSpec("patchme.core:greet", len, "replaced", "patchme", ">=1", "applies at once"),
+            PatchSpec("patchme.nosuch:thing", len, "replaced", "patchme", ">=1", "module renamed"),
+        ],
+        strict=True,
+    )
+    assert [r.status for r in recs] == ["applied", "pending"] and core.greet is len
+    assert mgr.import_targets() == {"patchme.nosuch": "ModuleNotFoundError: No module named 'patchme.nosuch'"}
+    assert (
+        recs[1].status == "failed"
+        and recs[1].detail == "module patchme.nosuch cannot be found in patchme 1.2.0"
+    )
+    assert recs[0].status == "skipped" and core.greet is original  # rolled back; strict did not raise here
+    ((finding, _),) = mgr.problems()
+    assert "patchme.nosuch:thing of plugin 'p' failed when patchme.nosuch was imported" in finding
+
+
+def test_expected_skip_is_shown_but_neither_a_problem_nor_fatal(mgr: PatchManager) -> None:
+    import patchme.core as core
+
+    before = vars(core.Greeter)["norm"]
+    records = by_target(mgr.apply_from_plugins(fx.plugin_manager("poldver"), ["poldver"]))
+    compat = records["patchme.core:Greeter.norm"]
+    assert compat.status == "skipped" and compat.expected_skip and compat.is_expected_skip
+    assert compat.detail == (
+        "expected: patchme 1.2.0 is installed; the patch is known to be right for patchme<1.0 only"
+    )
+    assert compat.fix == "" and not compat.is_problem
+    assert vars(core.Greeter)["norm"] is before
+    # the unexpected skip beside it stays a problem, with its fix
+    assert [f for f, _ in mgr.problems()] == [
+        "patch patchme.core:greet of plugin 'poldver' skipped: patchme 1.2.0 is installed; the patch is known "
+        "to be right for patchme>=2.0 only"
+    ]
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render_table(mgr.records))
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    assert lines[0] == "Patches: 1 applied · 2 skipped · 1 skipped as expected"
+    assert any(
+        line.endswith(
+            "skipped  expected: patchme 1.2.0 is installed; the patch is known to be right "
+            "for patchme<1.0 only"
+        )
+        for line in lines
+    ), lines
+
+
+def test_expected_skip_does_not_stop_strict_mode_and_applies_when_in_range(mgr: PatchManager) -> None:
+    import patchme.core as core
+
+    compat = dict(distribution="patchme", reason="compat", expected_skip=True)
+    recs = mgr.apply_specs(
+        "p",
+        [
+            PatchSpec("patchme.core:greet", len, "replaced", versions="<1.0", **compat),
+            PatchSpec("patchme.core:Greeter.norm", len, "replaced", versions=">=1.0", **compat),
+        ],
+        strict=True,
+    )
+    assert [r.status for r in recs] == ["skipped", "applied"]
+    assert core.greet("x") == "hello x" and core.Greeter.norm is len
+    # only the version gate may be an expected skip: a failure stays a failure, fatal when strict
+    with pytest.raises(PatchError, match=r"Greeter\.nope does not exist"):
+        mgr.apply_specs(
+            "q",
+            [PatchSpec("patchme.core:Greeter.nope", len, "replaced", versions=">=1", **compat)],
+            strict=True,
+        )
 
 
 def test_revert_all_removes_pending_hook(mgr: PatchManager) -> None:

@@ -1,9 +1,9 @@
-"""Print the patch section of the rlport summary for a fixture plugin with applied, skipped and
-pending patches.
+"""Print the patch section of the rlport summary for a fixture plugin with applied, skipped
+(one of them as expected) and pending patches, then the line reported when the pending one applies.
 
 Builds, in a temporary folder, a real installed distribution ``greetlib`` 1.2.0 (the third-party
 code) and a real plugin distribution ``rlport-demo`` (an ``rlport.plugins`` entry point whose module
-declares four patches), loads the plugin through its entry point, applies its patches with the
+declares five patches), loads the plugin through its entry point, applies its patches with the
 core's patch manager and prints the table ``rlport info`` and the startup summary show.
 
     python docs/examples/patch_summary_demo.py            # the table
@@ -22,7 +22,7 @@ import pluggy
 from rich.console import Console
 
 from rlport import hookspecs
-from rlport.patches import PatchManager
+from rlport.patches import PatchManager, event_line
 from rlport.testing import make_distribution, make_plugin
 
 GREETLIB = {
@@ -82,6 +82,15 @@ def rlport_patches():
             reason="the rollout engine calls Greeter.shout",
         ),
         PatchSpec(
+            target="greetlib.core:Greeter.greet_all",
+            replacement="rlport_demo:shout",
+            action="added",
+            distribution="greetlib",
+            versions="<1.0",
+            reason="greetlib 0.x lacks greet_all",
+            expected_skip=True,
+        ),
+        PatchSpec(
             target="greetlib.core:greet",
             replacement="rlport_demo:shout",
             action="replaced",
@@ -107,7 +116,7 @@ def main() -> None:
         make_plugin(root, "demo", PLUGIN, attr="")
         sys.path.insert(0, root)
         importlib.invalidate_caches()
-        import greetlib.core  # noqa: F401  (greetlib.kernels stays unimported: its patch is pending)
+        import greetlib.core
 
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
@@ -118,7 +127,11 @@ def main() -> None:
         if "--json" in sys.argv:
             print(json.dumps(manager.to_json(), indent=2))
         else:
-            manager.render(Console(width=int(sys.argv[1]) if sys.argv[1:] else 120))
+            console = Console(width=int(sys.argv[1]) if sys.argv[1:] else 120)
+            manager.render(console)
+            # the pending patch applies at the first import of its module: one line reports it
+            manager.set_reporter(lambda event: console.print(event_line(event), soft_wrap=True))
+            import greetlib.kernels  # noqa: F401
         manager.revert_all()
 
 

@@ -9,7 +9,6 @@ reverts everything and compares every target with its original. Prints one JSON 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
@@ -51,11 +50,7 @@ def main() -> int:
 
     rlport.init()
     manager = get_manager()
-    for rec in manager.records:
-        if rec.status == "pending":
-            with contextlib.suppress(ImportError):
-                importlib.import_module(rec.module)
-    manager.refresh()
+    manager.import_targets()  # every pending patch decided, as at the model's import
     overwritten = manager.verify()
     for rec in manager.records:
         entry = {
@@ -66,6 +61,7 @@ def main() -> int:
             "detail": rec.detail,
             "distribution": rec.distribution,
             "installed": rec.installed,
+            "expected_skip": rec.expected_skip,
         }
         out["patches"].append(entry)
     out["overwritten"] = [r.target for r in overwritten]

@@ -2,7 +2,8 @@
 
 Checks broken plugins, selection (ties, an explicit choice that cannot be honoured), the supported
 stack each active plugin declares, conflicting device-visibility and process variables, the
-environment plugins need versus what is set, and patches that were skipped or failed.
+environment plugins need versus what is set, and patches that were skipped or failed (importing
+the module of every pending patch first, so that a patch failing only at that import is listed).
 """
 
 from __future__ import annotations
@@ -174,5 +175,6 @@ def diagnose() -> list[Finding]:
         findings.append(Finding("collectives", exc.message, exc.fix))
     from rlport.patches import get_manager
 
+    get_manager().import_targets()  # decides pending patches: a late failure is a finding too
     findings += [Finding("patches", problem, fix) for problem, fix in get_manager().problems()]
     return findings

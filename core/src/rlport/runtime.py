@@ -310,9 +310,10 @@ def init() -> Runtime:
         from rlport.attention import autoregister
 
         autoregister.install()  # attn_implementation="rlport", once transformers' models are imported
-        from rlport.summary import print_once
+        from rlport.summary import follow_patches, print_once
 
         print_once(runtime)
+        follow_patches(runtime)
         return runtime
 
 

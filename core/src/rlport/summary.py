@@ -33,7 +33,9 @@ AREAS: dict[str, tuple[str, ...]] = {
 
 
 def collect(runtime: Runtime) -> dict[str, Any]:
-    """The summary as JSON-able data (``rlport info --json``, ``RLPORT_SUMMARY=json``)."""
+    """The summary as JSON-able data (``rlport info --json``, ``RLPORT_SUMMARY=json``), read
+    afresh at each call: ``patches`` holds every patch's state now, pending ones decided since
+    ``rlport.init()`` included."""
     from rlport.patches import get_manager
 
     device = runtime.selection.device
@@ -138,11 +140,15 @@ def render(data: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
-def _rank() -> int:
+def _group() -> Any:
+    """torch.distributed when this process is in an initialised group (never imports torch)."""
     dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return int(dist.get_rank())
-    return int(os.environ.get("RANK", "0") or 0)
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
+def _rank() -> int:
+    dist = _group()
+    return int(dist.get_rank()) if dist is not None else int(os.environ.get("RANK", "0") or 0)
 
 
 def print_once(runtime: Runtime, file: Any = None) -> bool:
@@ -160,4 +166,28 @@ def print_once(runtime: Runtime, file: Any = None) -> bool:
     return True
 
 
-__all__ = ["AREAS", "collect", "print_once", "render"]
+def follow_patches(runtime: Runtime, file: Any = None) -> None:
+    """Report each later decision of pending patches (applied, or failed and rolled back, when
+    their module is imported) as one line, by the summary's rules: on rank 0 only, on stderr (or
+    ``file``), silent with ``RLPORT_SUMMARY=0``, a JSON line (the event and every patch's state
+    now) with ``RLPORT_SUMMARY=json``. The process that printed the summary reports, and so does
+    a worker of rank 0 in a distributed group (``RANK`` set, or torch.distributed initialised), so
+    a model loaded there is reported; other spawned workers stay quiet, as for the summary."""
+    from rlport.patches import PatchEvent, event_line, get_manager
+
+    mode = runtime.settings.summary
+
+    def report(event: PatchEvent) -> None:
+        printed_here = os.environ.get(settings_mod.SUMMARY_SHOWN) == str(os.getpid())
+        if mode == "0" or _rank() != 0 or not (printed_here or _group() is not None or "RANK" in os.environ):
+            return
+        out = file or sys.stderr
+        if mode == "json":
+            out.write(json.dumps(event.to_dict(), default=str) + "\n")
+        else:
+            make_console(file=out).print(event_line(event), soft_wrap=True)
+
+    get_manager().set_reporter(report)
+
+
+__all__ = ["AREAS", "collect", "follow_patches", "print_once", "render"]

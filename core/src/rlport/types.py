@@ -258,6 +258,10 @@ class PatchSpec:
     a callable ``wrapper(original) -> replacement``. ``distribution`` owns the target and
     ``versions`` (packaging specifiers) is where the patch is known to be right.
     ``stacks_on`` names a plugin whose patch of the same target this one deliberately wraps.
+    ``expected_skip`` says the patch is deliberately limited to releases that may not be the
+    installed one (a compatibility patch for an older release): when the installed version is
+    outside ``versions`` the patch is skipped as expected, which is neither a problem for
+    ``rlport doctor`` nor fatal under ``RLPORT_STRICT=1``. Left ``False``, such a skip is a problem.
     """
 
     target: str
@@ -269,6 +273,7 @@ class PatchSpec:
     upstream: str = ""
     remove_when: str = ""
     stacks_on: str | None = None
+    expected_skip: bool = False
 
 
 @dataclass(frozen=True)

@@ -63,12 +63,25 @@ def _quiet_init():  # type: ignore[no-untyped-def]
 
 
 @app.command()
-def info(as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    import_targets: Annotated[
+        bool,
+        typer.Option(
+            "--import-targets",
+            help="Import the module of every pending patch first, then show whether each applied.",
+        ),
+    ] = False,
+) -> None:
     """Show the startup summary: the chosen device plugin and why, who serves each hook, patches."""
     from rlport import summary
 
     try:
         runtime = _quiet_init()
+        if import_targets:
+            from rlport.patches import get_manager
+
+            get_manager().import_targets()
     except RlportError as exc:
         raise _fail(exc) from None
     data = summary.collect(runtime)

@@ -9,6 +9,8 @@ A plugin returns :class:`rlport.types.PatchSpec` values from its ``rlport_patche
     mgr.apply_from_plugins(pm, ["cpu", "myfabric"])   # -> list[PatchRecord]
     mgr.render(console)                                # the summary's patch section
     mgr.problems()                                     # [(finding, fix)] for `rlport doctor`
+    mgr.set_reporter(print)                            # PatchEvent when pending patches apply/fail
+    mgr.import_targets()                               # decide every pending patch now
     revert_all()                                       # originals back, identity for identity
 
 See docs/patches.md for how to declare a patch and how to read the summary.
@@ -17,13 +19,15 @@ See docs/patches.md for how to declare a patch and how to read the summary.
 from __future__ import annotations
 
 from rlport.patches.manager import PatchManager, get_manager, revert_all
-from rlport.patches.record import PatchRecord, Status
-from rlport.patches.render import render_table, summary_line
+from rlport.patches.record import PatchEvent, PatchRecord, Status
+from rlport.patches.render import event_line, render_table, summary_line
 
 __all__ = [
+    "PatchEvent",
     "PatchManager",
     "PatchRecord",
     "Status",
+    "event_line",
     "get_manager",
     "render_table",
     "revert_all",

@@ -2,9 +2,9 @@
 
 Grouped like verl_npu's "NPU Patch Summary" (per plugin, per target module, per class, then each
 change: attribute, action, kind), and adding what it lacks: the status of every patch (applied,
-pending, skipped, failed, reverted) with the reason for it, the owning distribution's installed
-version against the range the patch was written for, and the plugin's declared why, upstream
-reference and removal condition. Lines stay readable in an 80-column log::
+pending, skipped, skipped as expected, failed, reverted) with the reason for it, the owning
+distribution's installed version against the range the patch was written for, and the plugin's
+declared why, upstream reference and removal condition. Lines stay readable in an 80-column log::
 
     Patches: 2 applied · 1 pending · 1 skipped
     plugin demo
@@ -12,6 +12,8 @@ reference and removal condition. Lines stay readable in an 80-column log::
         Greeter
           greet     wrapped   method    applied  for greetlib>=1.0,<2
                     why: route greet through the device kernel
+
+:func:`event_line` is the one line reported when pending patches are decided at a later import.
 """
 
 from __future__ import annotations
@@ -24,37 +26,69 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from rlport.patches.record import PatchRecord
+from rlport.patches.record import PatchEvent, PatchRecord
 
 _STYLE = {
     "applied": "green",
     "pending": "cyan",
     "skipped": "yellow",
+    "skipped as expected": "dim",
     "failed": "bold red",
     "reverted": "dim",
 }
-_ORDER = ("applied", "pending", "skipped", "failed", "reverted")
+_ORDER = ("applied", "pending", "skipped", "skipped as expected", "failed", "reverted")
 _ACTION_W, _KIND_W, _STATUS_W = 8, 12, 8
+
+
+def _bucket(rec: PatchRecord) -> str:
+    return "skipped as expected" if rec.is_expected_skip else rec.status
+
+
+def _counts(records: Sequence[PatchRecord]) -> Text:
+    """``3 applied · 1 pending · 1 skipped · 1 failed`` (only the statuses present)."""
+    counts = Counter(_bucket(r) for r in records)
+    text = Text()
+    for bucket in _ORDER:
+        if counts[bucket]:
+            if text:
+                text.append(" · ")
+            text.append(f"{counts[bucket]} {bucket}", style=_STYLE[bucket])
+    return text
 
 
 def summary_line(records: Sequence[PatchRecord]) -> Text:
     """``Patches: 3 applied · 1 pending · 1 skipped · 1 failed`` (only the statuses present)."""
-    counts = Counter(r.status for r in records)
     text = Text("Patches: ", style="bold")
     if not records:
         return text.append("none declared by the active plugins")
-    parts = [(f"{counts[s]} {s}", _STYLE[s]) for s in _ORDER if counts[s]]
-    for i, (part, style) in enumerate(parts):
-        if i:
-            text.append(" · ")
-        text.append(part, style=style)
-    return text
+    return text.append_text(_counts(records))
+
+
+def event_line(event: PatchEvent) -> Text:
+    """One line for pending patches decided at their module's import, ending with the counts now::
+
+    Patches: patchme.late imported, plugin pdemo: 1 applied (compute) · now 3 applied · 1 skipped
+    """
+    text = Text("Patches: ", style="bold").append(f"{event.module} imported, plugin {event.plugin}: ")
+    if event.failed is None:
+        names = [r.qualname for r in event.changed if r.status == "applied"]
+        text.append(f"{len(names)} applied", style=_STYLE["applied"]).append(f" ({', '.join(names)})")
+    else:
+        failed = event.failed
+        text.append(f"{failed.target} failed", style=_STYLE["failed"]).append(f": {failed.detail}")
+        others = [r for r in event.changed if r.status == "skipped" and r.blocked_by == failed.target]
+        if others:
+            text.append(f" · {len(others)} other patch(es) of {event.plugin} rolled back or not applied")
+            text.append(" (all or nothing per plugin)")
+        if failed.fix:
+            text.append(" · fix: ").append(failed.fix)
+    return text.append(" · now ").append_text(_counts(event.records))
 
 
 def _state(rec: PatchRecord) -> Text:
     """What follows the status: why it is not applied, or the range it was written for."""
     if rec.detail and rec.status != "applied":
-        return Text(rec.detail, style=_STYLE.get(rec.status, ""))
+        return Text(rec.detail, style=_STYLE[_bucket(rec)])
     text = Text(f"for {rec.distribution}{rec.versions}" if rec.distribution else "")
     if rec.detail:
         text.append(f" · {rec.detail}")
@@ -89,7 +123,7 @@ def _patch_line(name: str, rec: PatchRecord, name_w: int) -> Table:
         Text(name),
         Text(rec.action),
         Text(rec.kind),
-        Text(rec.status, style=_STYLE.get(rec.status, "")),
+        Text(rec.status, style=_STYLE[_bucket(rec)]),
         _state(rec),
     )
     return grid
