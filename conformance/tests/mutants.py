@@ -317,23 +317,23 @@ MUTANTS = [
     Mutant("unsupported_garbage", "attention.unsupported", ("attention.unsupported[heads-not-divisible]",)),
     Mutant(
         "all_reduce_average",
-        "collectives.all_reduce or collectives.preflight",
+        "(collectives.all_reduce or collectives.preflight) and r2",
         (
-            "collectives.all_reduce[float32-n7]",
-            "collectives.all_reduce[int32-n65537]",
-            "collectives.preflight",
+            "collectives.all_reduce[float32-n7-r2]",
+            "collectives.all_reduce[int32-n65537-r2]",
+            "collectives.preflight[r2]",
         ),
     ),
     Mutant(
         "all_gather_order",
-        "collectives.all_gather",
-        ("collectives.all_gather[float32-n1]", "collectives.all_gather[bfloat16-n1023]"),
+        "collectives.all_gather and r2",
+        ("collectives.all_gather[float32-n1-r2]", "collectives.all_gather[bfloat16-n1023-r2]"),
     ),
     Mutant(
         "broadcast_root",
-        "collectives.broadcast and float32",
-        ("collectives.broadcast[float32-n7-root1]",),
-        ("collectives.broadcast[float32-n7-root0]",),
+        "collectives.broadcast and float32 and r2",
+        ("collectives.broadcast[float32-n7-r2-root1]",),
+        ("collectives.broadcast[float32-n7-r2-root0]",),
     ),
     Mutant(
         "sleep_frees_nothing",

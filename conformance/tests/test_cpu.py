@@ -56,16 +56,16 @@ def test_editing_one_result_fails_verify(
     path = tmp_path / "edited.json"
     path.write_text(json.dumps(edited))
     assert cli.main(["verify", str(path)]) == 1
-    assert "digest mismatch" in capsys.readouterr().out
+    assert "checksum mismatch" in capsys.readouterr().out
 
 
-def test_forged_digest_still_fails_verify(cpu_report: dict) -> None:
+def test_forged_checksum_still_fails_verify(cpu_report: dict) -> None:
     """Turn a PASS into a FAIL and re-seal: the verdict no longer follows from the results."""
     forged = copy.deepcopy(cpu_report)
     forged["results"][0]["status"] = "FAIL"
-    forged["digest"] = report_mod.digest(forged)
+    forged["checksum"] = report_mod.checksum(forged)
     found = problems(forged)
-    assert not any("digest" in p for p in found)
+    assert not any("checksum" in p for p in found)
     assert any(p.startswith(f"case {forged['results'][0]['id']} is FAIL") for p in found)
     assert any(p.startswith("summary.counts") for p in found)
     assert any(p.startswith("summary.verdict") for p in found)
@@ -74,7 +74,7 @@ def test_forged_digest_still_fails_verify(cpu_report: dict) -> None:
 def test_duplicate_result_fails_verify(cpu_report: dict) -> None:
     doubled = copy.deepcopy(cpu_report)
     doubled["results"].append(copy.deepcopy(doubled["results"][3]))
-    doubled["digest"] = report_mod.digest(doubled)
+    doubled["checksum"] = report_mod.checksum(doubled)
     found = problems(doubled)
     assert f"case {doubled['results'][3]['id']} appears 2 times (duplicate results)" in found
 
@@ -83,7 +83,7 @@ def test_dropped_result_fails_verify(cpu_report: dict) -> None:
     dropped = copy.deepcopy(cpu_report)
     gone = dropped["results"].pop(7)
     dropped["summary"] = report_mod.summarize(dropped["results"], [], None) | {"verdict": "CONFORMANT"}
-    dropped["digest"] = report_mod.digest(dropped)
+    dropped["checksum"] = report_mod.checksum(dropped)
     found = problems(dropped)
     assert any(p.startswith(f"must-pass case {gone['id']} has no result at all") for p in found)
 

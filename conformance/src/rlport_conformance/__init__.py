@@ -2,7 +2,7 @@
 
 Run it with ``rlport conformance --plugin NAME`` (or ``rlport-conformance``). The suite is a pytest
 plugin (:mod:`rlport_conformance.plugin`) carrying its cases (:mod:`rlport_conformance.cases`); a run
-produces a JSON report with a verdict and a digest that :mod:`rlport_conformance.verify` re-checks.
+produces a JSON report with a verdict and a checksum that :mod:`rlport_conformance.verify` re-checks.
 Importing this package is light: no torch, no rlport runtime.
 """
 

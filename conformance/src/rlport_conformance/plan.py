@@ -24,7 +24,8 @@ PROBE_HEAD_DIMS = (59, 64, 111, 128)
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 #: Elements per rank; unaligned counts included.
 COLLECTIVE_COUNTS = (1, 7, 1023, 65537)
-WORLD_SIZE = 2
+#: World sizes of the collectives cases when the run is on the host CPU (gloo runs them all here).
+CPU_WORLD_SIZES = (2, 3, 4)
 #: Sequence lengths of the decode-shaped (q_len != k_len) cases: (q_len, k_len).
 DECODE_SHAPES = ((1, 77), (13, 77))
 SLIDING_WINDOW = 16
@@ -52,6 +53,42 @@ class PlannedCase:
     @property
     def facet(self) -> dict[str, Any]:
         return dict(self.facets)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a run certifies: ``single-device`` (one rank; a machine with one accelerator cannot run
+    multi-rank collectives) or ``multi-device`` at the given world sizes. Cases a profile cannot run
+    are not in its plan, and the report, the verdict and ``verify`` name the profile."""
+
+    world_sizes: tuple[int, ...] = (2,)
+
+    def __post_init__(self) -> None:
+        if not self.world_sizes or any(int(n) < 1 for n in self.world_sizes):
+            raise ValueError(f"world sizes must be positive integers, got {self.world_sizes!r}")
+
+    @property
+    def name(self) -> str:
+        if self.world_sizes == (1,):
+            return "single-device"
+        return f"multi-device ({', '.join(map(str, self.world_sizes))} ranks)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "world_sizes": list(self.world_sizes)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Profile:
+        return cls(tuple(int(n) for n in (data or {}).get("world_sizes", (2,))))
+
+
+def profile_for(device_type: str, device_count: int, world_size: int | None = None) -> Profile:
+    """The profile of a run: ``world_size`` when the user chose one (``--world-size``), else every
+    visible device (one device: ``single-device``), and on the host CPU 2, 3 and 4 ranks."""
+    if world_size is not None:
+        return Profile((int(world_size),))
+    if device_type == "cpu":
+        return Profile(CPU_WORLD_SIZES)
+    return Profile((max(1, int(device_count)),))
 
 
 def _case(kind: str, params: str = "", *, claimed: bool = True, **facets: Any) -> PlannedCase:
@@ -188,18 +225,31 @@ def _attention(caps: Mapping[str, Any]) -> list[PlannedCase]:
     return cases
 
 
-def _collectives(caps: Mapping[str, Any]) -> list[PlannedCase]:
+def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]:
     dtypes = ["float32", "int32"] + (["bfloat16"] if "bfloat16" in caps.get("dtypes", ()) else [])
-    cases = [_case("collectives.backend"), _case("collectives.preflight")]
-    for op in COLLECTIVES:
-        for dtype in dtypes:
-            for count in COLLECTIVE_COUNTS:
-                roots = range(WORLD_SIZE) if op == "broadcast" else [None]
-                for root in roots:
-                    params = f"{dtype}-n{count}" + (f"-root{root}" if root is not None else "")
-                    cases.append(
-                        _case(f"collectives.{op}", params, op=op, dtype=dtype, count=count, root=root)
-                    )
+    cases = []
+    for world in profile.world_sizes:
+        cases += [
+            _case("collectives.backend", f"r{world}", world=world),
+            _case("collectives.preflight", f"r{world}", world=world),
+        ]
+        for op in COLLECTIVES:
+            for dtype in dtypes:
+                for count in COLLECTIVE_COUNTS:
+                    roots = range(world) if op == "broadcast" else [None]
+                    for root in roots:
+                        params = f"{dtype}-n{count}-r{world}" + (f"-root{root}" if root is not None else "")
+                        cases.append(
+                            _case(
+                                f"collectives.{op}",
+                                params,
+                                op=op,
+                                dtype=dtype,
+                                count=count,
+                                root=root,
+                                world=world,
+                            )
+                        )
     return cases
 
 
@@ -225,13 +275,15 @@ def _rollout(caps: Mapping[str, Any]) -> list[PlannedCase]:
     return cases
 
 
-def plan(declared: Mapping[str, Any]) -> list[PlannedCase]:
+def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[PlannedCase]:
     """Every case the suite runs for a plugin that declares ``declared`` (the JSON form of
-    :class:`rlport.types.Capabilities`), in run order. Pure: same input, same plan."""
+    :class:`rlport.types.Capabilities`) under ``profile`` (default: 2 ranks), in run order. Pure:
+    same input, same plan."""
+    profile = profile or Profile()
     return [
         *_platform(),
         *_attention(declared),
-        *_collectives(declared),
+        *_collectives(declared, profile),
         *_memory(declared),
         *_rollout(declared),
         _case("patches.roundtrip"),

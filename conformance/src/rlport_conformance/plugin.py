@@ -18,8 +18,6 @@ so pytest's own output and exit code agree with the verdict.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 import traceback
 from collections.abc import Generator
@@ -41,9 +39,10 @@ _ERRORS = pytest.StashKey[list]()
 _SUITE_DIR = str(Path(rlport_conformance.__file__).resolve().parent)
 
 
-class CaseTimeout(BaseException):
-    """Raised into a case that ran past the per-case time limit (a BaseException so that a case's
-    ``except Exception`` cannot swallow it)."""
+def _timed_out(error: BaseException) -> bool:
+    """pytest-timeout (signal method, started with ``--timeout``) ends a case that ran past the
+    per-case limit with ``pytest.fail("Timeout >Ns ...")``: a BaseException a case cannot swallow."""
+    return isinstance(error, pytest.fail.Exception) and str(error).lstrip().startswith("Timeout")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,6 +73,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="time limit per case (TIMEOUT when exceeded)",
     )
     group.addoption(
+        "--rlport-world-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="certify at N ranks (1: the single-device profile); default every visible device",
+    )
+    group.addoption(
         "--rlport-no-perf", action="store_true", default=False, help="skip the performance measurements"
     )
 
@@ -94,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
             case_timeout=config.getoption("--rlport-case-timeout"),
             run_perf=not config.getoption("--rlport-no-perf"),
             exclude=exclude,
+            world_size=config.getoption("--rlport-world-size"),
         )
     except Exception as exc:
         log.write(
@@ -152,28 +159,6 @@ def _planned(item: pytest.Item) -> PlannedCase | None:
 # -- running one case -------------------------------------------------------------------------------
 
 
-def _alarm(seconds: float) -> Any:
-    if (
-        seconds <= 0
-        or threading.current_thread() is not threading.main_thread()
-        or not hasattr(signal, "SIGALRM")
-    ):
-        return None
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise CaseTimeout(f"the case ran longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    return previous
-
-
-def _clear_alarm(previous: Any) -> None:
-    if previous is not None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
     session = session_of(item.config)
@@ -185,11 +170,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     item.stash[_ERRORS] = []
     session.log.write({"event": "start", "id": planned.id, "pid": os.getpid()})
     started = time.perf_counter()
-    previous = _alarm(session.case_timeout)
     try:
         result = yield
     finally:
-        _clear_alarm(previous)
         _finish(session, item, ctx, time.perf_counter() - started)
     return result
 
@@ -232,7 +215,7 @@ def _finish(session: Any, item: pytest.Item, ctx: CaseContext, seconds: float) -
 def classify(error: BaseException, tb: Any) -> tuple[Status, str]:
     """The status of a case that raised ``error``."""
     text = _describe(error)
-    if isinstance(error, CaseTimeout):
+    if _timed_out(error):
         return Status.TIMEOUT, text
     if isinstance(error, MemoryError) or type(error).__name__ in ("OutOfMemoryError",):
         return Status.RESOURCE_ERROR, text

@@ -105,6 +105,10 @@ def verdict_text(report: dict[str, Any]) -> Text:
     text.append("verdict: ")
     text.append(s["verdict"], style=VERDICT_STYLE.get(s["verdict"], "bold red"))
     text.append(f"  ({s['reason']})\n")
+    if report.get("profile"):
+        text.append(f"profile certified: {report['profile']['name']}\n")
+    if report.get("signature"):
+        text.append(f"signed by key {report['signature'].get('key_fingerprint')}\n")
     text.append(
         f"plugin {plugin['name']} ({plugin.get('distribution')} {plugin.get('version')}) on "
         f"{report['environment'].get('device')}; suite {report['suite']['version']} "

@@ -1,5 +1,8 @@
 """The report: assembled from a run's events and the plan, summarised into a verdict, sealed with a
-sha256 digest over its canonical JSON.
+sha256 checksum over its canonical JSON (and signed, when asked, by :mod:`rlport_conformance.signing`).
+
+The checksum catches accidental edits only: anyone can recompute it after changing the report. Who
+made a report, and that nothing was changed since, is what the Ed25519 signature proves.
 
 Verdict rules (conformance.md): CONFORMANT only when every must-pass case is present exactly once
 with an allowed status; NOT_CONFORMANT when any present case has a status that is not allowed (or a
@@ -18,22 +21,26 @@ from typing import Any
 from rlport_conformance import plan as plan_mod
 from rlport_conformance.status import FAILED, Status, is_allowed
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: "digest" is called "checksum"; "profile"; optional "signature"
 CONFORMANT = "CONFORMANT"
 NOT_CONFORMANT = "NOT_CONFORMANT"
 INCOMPLETE = "INCOMPLETE"
 
 
 def canonical(obj: Any) -> bytes:
-    """The canonical JSON bytes the digest is computed over."""
+    """The canonical JSON bytes the checksum and the signature are computed over."""
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
 
 
-def digest(report: dict[str, Any]) -> str:
-    """sha256 over the canonical JSON of everything in ``report`` but ``digest``."""
-    body = {k: v for k, v in report.items() if k != "digest"}
+#: Fields outside what the checksum covers.
+UNSEALED = ("checksum", "signature")
+
+
+def checksum(report: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of everything in ``report`` but the checksum and signature."""
+    body = {k: v for k, v in report.items() if k not in UNSEALED}
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
@@ -52,7 +59,10 @@ def result_entry(case: plan_mod.PlannedCase, status: Status, **fields: Any) -> d
 
 
 def summarize(
-    results: list[dict[str, Any]], planned: list[plan_mod.PlannedCase], selection: str | None
+    results: list[dict[str, Any]],
+    planned: list[plan_mod.PlannedCase],
+    selection: str | None,
+    profile: plan_mod.Profile | None = None,
 ) -> dict[str, Any]:
     """Counts, missing and duplicate ids, not-allowed cases and the verdict, from results alone."""
     by_id = plan_mod.by_id(planned)
@@ -88,6 +98,8 @@ def summarize(
     else:
         verdict = CONFORMANT
         reason = f"all {len(planned)} must-pass cases present once with an allowed status"
+    if profile is not None:
+        reason += f"; profile {profile.name}"
     return {
         "counts": {s.value: counts.get(s.value, 0) for s in Status},
         "groups": {g: {s.value: c.get(s.value, 0) for s in Status} for g, c in sorted(groups.items())},
@@ -99,6 +111,7 @@ def summarize(
         "selection": selection,
         "verdict": verdict,
         "reason": reason,
+        "profile": profile.name if profile is not None else None,
     }
 
 
@@ -166,7 +179,8 @@ def build(
             "the conformance run produced no session: "
             + (fatal["error"] if fatal else "the pytest process ended before starting the plugin under test")
         )
-    planned = plan_mod.plan(session["capabilities"])
+    profile = plan_mod.Profile.from_json(session.get("profile"))
+    planned = plan_mod.plan(session["capabilities"], profile)
     by_id = plan_mod.by_id(planned)
     results: list[dict[str, Any]] = []
     finished: set[str] = set()
@@ -228,10 +242,11 @@ def build(
         "capabilities": {"declared": session["capabilities"], "probed": probed(results, planned)},
         "results": results,
         "performance": performance,
-        "summary": summarize(results, planned, selection),
+        "profile": profile.to_json(),
+        "summary": summarize(results, planned, selection, profile),
         "run": run or {},
     }
-    report["digest"] = digest(report)
+    report["checksum"] = checksum(report)
     return report
 
 

@@ -36,6 +36,8 @@ class RunOptions:
     perf: bool = True
     quiet: bool = False
     max_restarts: int = 3
+    #: Ranks of the collectives cases (1: the single-device profile); None: every visible device.
+    world_size: int | None = None
     #: Extra environment for the pytest process (a meta-test adds PYTHONPATH to find its mutant).
     env: dict[str, str] = field(default_factory=dict)
 
@@ -126,9 +128,16 @@ def pytest_command(log: Path, ini: Path, options: RunOptions, exclude: Path | No
         str(log),
         "--rlport-case-timeout",
         str(options.case_timeout),
+        # the per-case time limit is pytest-timeout's: its failure becomes TIMEOUT for that case
+        "-p",
+        "pytest_timeout",
+        f"--timeout={options.case_timeout:g}",
+        "--timeout-method=signal",
     ]
     if not options.perf:
         cmd.append("--rlport-no-perf")
+    if options.world_size is not None:
+        cmd += ["--rlport-world-size", str(options.world_size)]
     if options.keyword:
         cmd += ["-k", options.keyword]
     if exclude is not None:
@@ -184,6 +193,7 @@ def run(options: RunOptions) -> dict[str, Any]:
     run_info = {
         "command": "rlport conformance"
         + (f" --plugin {options.plugin}" if options.plugin else "")
+        + (f" --world-size {options.world_size}" if options.world_size is not None else "")
         + (f" -k {options.keyword!r}" if options.keyword else ""),
         "seconds": round(time.time() - started, 1),
         "pytest_exit_codes": codes,

@@ -59,10 +59,13 @@ def plugin_info(rt: Any) -> dict[str, Any]:
             f"plugin {wanted!r} is not active in this process (active: {', '.join(rt.active_plugins)})",
             f"run `rlport plugins` to see why {wanted!r} was not selected",
         )
+    from rlport_conformance.signing import distribution_files
+
     return {
         "name": record.name,
         "distribution": record.distribution,
         "version": record.version,
+        "files": distribution_files(record.distribution),
         "kind": record.kind,
         "priority": record.priority,
         "device_plugin": rt.selection.device.name,
@@ -84,7 +87,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def environment(rt: Any) -> dict[str, Any]:
+def environment(rt: Any, profile: plan_mod.Profile) -> dict[str, Any]:
     import torch
 
     info = rt.device
@@ -96,7 +99,8 @@ def environment(rt: Any) -> dict[str, Any]:
         "runtime": info.runtime_version,
         "torch": torch.__version__,
         "transformers": _version("transformers"),
-        "world_size": plan_mod.WORLD_SIZE,
+        "world_size": max(profile.world_sizes),
+        "world_sizes": list(profile.world_sizes),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -114,27 +118,35 @@ class ConformanceSession:
     log: EventLog
     perf: PerfLog
     case_timeout: float
+    profile: plan_mod.Profile = field(default_factory=plan_mod.Profile)
     run_perf: bool = True
     exclude: set[str] = field(default_factory=set)
     shared: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def start(
-        cls, log: EventLog, case_timeout: float, run_perf: bool, exclude: set[str]
+        cls,
+        log: EventLog,
+        case_timeout: float,
+        run_perf: bool,
+        exclude: set[str],
+        world_size: int | None = None,
     ) -> ConformanceSession:
         import rlport
 
         rt = rlport.init()
         declared = plan_mod.capabilities_to_dict(rt.capabilities())
-        cases = plan_mod.plan(declared)
-        session = cls(rt, declared, cases, log, PerfLog(log), case_timeout, run_perf, exclude)
+        profile = plan_mod.profile_for(rt.device.device_type, rt.device.count, world_size)
+        cases = plan_mod.plan(declared, profile)
+        session = cls(rt, declared, cases, log, PerfLog(log), case_timeout, profile, run_perf, exclude)
         log.write(
             {
                 "event": "session",
                 "pid": os.getpid(),
                 "suite": suite_info(),
                 "plugin": plugin_info(rt),
-                "environment": environment(rt),
+                "environment": environment(rt, profile),
+                "profile": profile.to_json(),
                 "capabilities": declared,
                 "plan": [c.id for c in cases],
             }

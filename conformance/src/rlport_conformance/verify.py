@@ -1,7 +1,8 @@
 """``verify REPORT``: re-check a report someone sent you, trusting nothing in it but the declared
 capabilities.
 
-It recomputes the digest, recomputes the must-pass plan from the declared capabilities, and checks
+It recomputes the checksum (which anyone can recompute after an edit: it catches accidents, the
+signature proves origin; see :mod:`rlport_conformance.signing`), recomputes the must-pass plan from the declared capabilities, and checks
 that every planned case is present exactly once with a valid status, that flags and waivers are
 consistent with the plan, that the summary's counts, missing list and verdict follow from the
 results, and that the verdict is CONFORMANT. Each problem is named; any problem means exit 1.
@@ -31,7 +32,7 @@ def problems(report: dict[str, Any]) -> list[str]:
         "capabilities",
         "results",
         "summary",
-        "digest",
+        "checksum",
     ):
         if key not in report:
             found.append(f"the report has no {key!r} field")
@@ -39,10 +40,10 @@ def problems(report: dict[str, Any]) -> list[str]:
         return found
     if report["schema_version"] != report_mod.SCHEMA_VERSION:
         found.append(f"schema_version {report['schema_version']!r} is not {report_mod.SCHEMA_VERSION!r}")
-    actual = report_mod.digest(report)
-    if actual != report["digest"]:
+    actual = report_mod.checksum(report)
+    if actual != report["checksum"]:
         found.append(
-            f"digest mismatch: the report says {report['digest'][:16]}..., its content hashes to "
+            f"checksum mismatch: the report says {report['checksum'][:16]}..., its content hashes to "
             f"{actual[:16]}... (the report was changed after it was written)"
         )
     suite = report["suite"]
@@ -54,7 +55,19 @@ def problems(report: dict[str, Any]) -> list[str]:
             f"{rlport_conformance.__version__}: verify with the same version "
             f"(pip install {rlport_conformance.SUITE_NAME}=={suite.get('version')})"
         )
-    planned = plan_mod.plan(report["capabilities"].get("declared", {}))
+    if "profile" not in report:
+        found.append("the report has no 'profile' field: which profile it certifies is unknown")
+        return found
+    try:
+        profile = plan_mod.Profile.from_json(report["profile"])
+    except (TypeError, ValueError) as exc:
+        found.append(f"the report's profile {report['profile']!r} is not valid: {exc}")
+        return found
+    if report["profile"].get("name") != profile.name:
+        found.append(
+            f"the report names profile {report['profile'].get('name')!r}, its world sizes make it {profile.name!r}"
+        )
+    planned = plan_mod.plan(report["capabilities"].get("declared", {}), profile)
     by_id = plan_mod.by_id(planned)
     results = report["results"]
     seen = Counter(r.get("id") for r in results)
@@ -93,9 +106,9 @@ def problems(report: dict[str, Any]) -> list[str]:
                 "original_status"
             ):
                 found.append(f"case {case_id} is WAIVED without an issue link and original status")
-    recomputed = report_mod.summarize(results, planned, report["summary"].get("selection"))
+    recomputed = report_mod.summarize(results, planned, report["summary"].get("selection"), profile)
     summary = report["summary"]
-    for key in ("counts", "missing", "duplicates", "not_allowed", "verdict"):
+    for key in ("counts", "missing", "duplicates", "not_allowed", "verdict", "profile"):
         if summary.get(key) != recomputed[key]:
             found.append(f"summary.{key} is {summary.get(key)!r} but the results give {recomputed[key]!r}")
     if recomputed["verdict"] != report_mod.CONFORMANT:

@@ -1,7 +1,8 @@
 """Collectives cases: all_reduce, all_gather (rank order), reduce_scatter and broadcast from every
-root, over several dtypes and unaligned counts, on ``WORLD_SIZE`` spawned ranks whose process group
-is started by ``rlport.collectives`` with the backend the plugin names. Zero tolerance; ``#wrong``
-per case. All ranks run once per session (one spawn), each case reads its share of the results."""
+root, over several dtypes and unaligned counts, at every world size of the run's profile (spawned
+ranks whose process group is started by ``rlport.collectives`` with the backend the plugin names).
+Zero tolerance; ``#wrong`` per case. The ranks of one world size run once per session (one spawn),
+each case reads its share of the results."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any
 import pytest
 
 from rlport_conformance import collective_worker as cw
-from rlport_conformance.plan import WORLD_SIZE
 from rlport_conformance.recorder import CaseContext
 from rlport_conformance.status import Status
 
@@ -20,33 +20,51 @@ SPAWN_TIMEOUT_S = 240.0
 
 
 @pytest.fixture(scope="session")
-def collective_run(conformance: Any, perf: Any) -> dict[str, Any]:
+def collective_runs() -> dict[int, dict[str, Any]]:
+    """One spawn of ``world`` ranks per world size of the run's profile, made when its first case
+    runs (a filtered run spawns only the sizes it selected) and holding all its cases at once."""
+    return {}
+
+
+def _spawn(conformance: Any, perf: Any, world: int) -> dict[str, Any]:
     info = conformance.rt.device
-    if info.device_type != "cpu" and info.count < WORLD_SIZE:
+    if info.device_type != "cpu" and info.count < world:
         return {
-            "ranks": [None] * WORLD_SIZE,
+            "ranks": [None] * world,
             "crashed": None,
             "timed_out": False,
-            "resource": f"the collectives cases need {WORLD_SIZE} devices, this machine shows {info.count}",
+            "resource": f"the collectives cases need {world} devices, this machine shows {info.count}; "
+            f"certify the devices it has with --world-size {max(1, info.count)}",
         }
     cases = [
         {"id": c.id, **{k: c.facet[k] for k in ("op", "dtype", "count", "root")}}
         for c in conformance.cases
-        if c.group == "collectives" and "op" in c.facet
+        if c.group == "collectives" and "op" in c.facet and c.facet["world"] == world
     ]
-    workdir = Path(tempfile.mkdtemp(prefix="rlport-conformance-collectives-"))
-    outcome = cw.spawn(cases, workdir, WORLD_SIZE, SPAWN_TIMEOUT_S, conformance.run_perf)
+    workdir = Path(tempfile.mkdtemp(prefix=f"rlport-conformance-collectives-r{world}-"))
+    outcome = cw.spawn(cases, workdir, world, SPAWN_TIMEOUT_S, conformance.run_perf)
     ranks = [r for r in outcome["ranks"] if r]
-    if conformance.run_perf and len(ranks) == WORLD_SIZE:
+    if conformance.run_perf and len(ranks) == world:
         for op, factor in cw.BUSBW_FACTOR.items():
             figures = [r.get("perf", {}).get(op, {}) for r in ranks]
             if all("seconds" in f for f in figures):
                 seconds = max(f["seconds"] for f in figures)
                 algbw = figures[0]["bytes"] / seconds / 1e9
-                label = f"collectives.{op}[float32-{cw.PERF_BYTES // 2**20}MiB-{WORLD_SIZE}ranks]"
+                label = f"collectives.{op}[float32-{cw.PERF_BYTES // 2**20}MiB-{world}ranks]"
                 perf.record(label, algbw, "GB/s", "algbw", cw.PERF_REPEATS, seconds=seconds)
-                perf.record(label, algbw * factor(WORLD_SIZE), "GB/s", "busbw", cw.PERF_REPEATS)
+                perf.record(label, algbw * factor(world), "GB/s", "busbw", cw.PERF_REPEATS)
     return outcome
+
+
+@pytest.fixture
+def collective_run(
+    planned: Any, conformance: Any, perf: Any, collective_runs: dict[int, dict[str, Any]]
+) -> dict[str, Any]:
+    """The spawn that ran this case's world size."""
+    world = planned.facet["world"]
+    if world not in collective_runs:
+        collective_runs[world] = _spawn(conformance, perf, world)
+    return collective_runs[world]
 
 
 def _absent(case: CaseContext, outcome: dict[str, Any], what: str) -> None:
