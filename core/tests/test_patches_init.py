@@ -315,3 +315,24 @@ def test_rlport_doctor_accepts_an_expected_skip(fixture_root: Path) -> None:
     proc = run(fixture_root, ["-m", "rlport", "doctor"], RLPORT_PLUGINS="pdev")
     assert "patches:" not in proc.stdout, proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_rlport_train_log_shows_the_model_class_patch_in_effect(fixture_root: Path, tmp_path: Path) -> None:
+    """`rlport train` with a device plugin other than cpu: its transformers model-class patch is in
+    effect in the log, never left as pending (the demo imports its Qwen2 modeling before
+    rlport.init(), so the patch applies there), with its expected skip shown, not a problem."""
+    overrides = [
+        "trainer.steps=1",
+        "trainer.progress=false",
+        "data.train_batch_size=4",
+        "rollout.n=4",
+        "rollout.max_new_tokens=4",
+        "actor.mini_batches=2",
+        f"trainer.output_dir={tmp_path / 'run'}",
+    ]
+    proc = run(fixture_root, ["-m", "rlport", "train", "--demo", *overrides], RLPORT_PLUGINS="pdev")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = proc.stderr
+    assert "device plugin: pdev" in log
+    assert "Patches: 1 applied · 1 skipped as expected" in log, log
+    assert "pending" not in log and "run `rlport doctor`" not in log
