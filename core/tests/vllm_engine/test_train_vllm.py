@@ -42,7 +42,7 @@ def test_train_demo_with_vllm_rollout(tmp_path: Path) -> None:
 
 
 #: ``rlport train --demo`` (50 steps) on either engine, same seed: the mean reward of the last 5
-#: steps may differ by at most this. Measured 0.99 on both (seeds 0, 1, 2: see docs/train.md); with
+#: steps may differ by at most this. Measured 0.994 (vllm) and 0.998 (hf) on seed 0 (docs/train.md); with
 #: copies of a prompt sampled alike (one seed per request) vLLM ended at 0.50 / 0.25 / 0.53.
 REWARD_MARGIN = 0.1
 
