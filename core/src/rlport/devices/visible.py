@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from rlport.types import Finding
+
 
 def parse(value: str | None) -> tuple[str, ...] | None:
     """The entries of a visible-devices value: ``None`` when unset (all devices), ``()`` when set but
@@ -68,3 +70,19 @@ def disagreements(variables: Iterable[str], env: Mapping[str, str] | None = None
             if parse(first_value) != parse(second_value):
                 out.append(Disagreement(first, first_value, second, second_value))
     return out
+
+
+def ray_noset_finding(variable: str, check: str, env: Mapping[str, str] | None = None) -> Finding | None:
+    """A finding when ``RAY_EXPERIMENTAL_NOSET_<variable>`` is on (Ray reads ``1`` or ``true``, any
+    case): rlport's Ray workers ask for one device each and rely on Ray narrowing ``variable``, so
+    without it every worker sees every device and uses the first."""
+    env = os.environ if env is None else env
+    noset = ray_noset_variable(variable)
+    if env.get(noset, "").strip().lower() not in ("1", "true"):
+        return None
+    return Finding(
+        check,
+        f"{noset}={env[noset]!r}: Ray will not set {variable} per worker, so every rlport worker sees all "
+        "devices and uses the first",
+        f"unset {noset}",
+    )
