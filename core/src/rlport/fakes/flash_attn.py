@@ -19,6 +19,7 @@ Usage in a test::
 
 from __future__ import annotations
 
+import importlib.machinery
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class FakeFlashAttn:
     def module(self, name: str = "flash_attn") -> types.ModuleType:
         """A module object exposing the two functions (put it in ``sys.modules``)."""
         mod = types.ModuleType(name)
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec() finds it in sys.modules
         mod.flash_attn_func = self.flash_attn_func
         mod.flash_attn_varlen_func = self.flash_attn_varlen_func
         mod.__version__ = self.version

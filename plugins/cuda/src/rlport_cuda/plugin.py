@@ -130,7 +130,7 @@ def install_hint(found: scan_mod.NvidiaScan) -> str:
 
 def no_gpu_reason(found: scan_mod.NvidiaScan) -> str:
     """Why no GPU was found, in words that say where to look."""
-    nvml = f"; NVML: {found.nvml_error}" if found.nvml_error else ""
+    nvml = f"; {found.nvml_error}" if found.nvml_error else ""
     if found.driver:
         return (
             f"no NVIDIA GPU visible: no /dev/nvidia<N> device files, though driver {found.driver} is loaded on "

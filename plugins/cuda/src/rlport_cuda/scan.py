@@ -89,7 +89,8 @@ def scan(*, dev_root: Path | str = "/dev", proc_root: Path | str = "/proc", nvml
     installed), else the device files."""
     error = ""
     if nvml is None:
-        nvml, error = optional.load("pynvml", "pip install 'rlport-cuda[nvml]'")
+        nvml, why = optional.load("pynvml", "pip install 'rlport-cuda[nvml]'")
+        error = f"NVML unused: {why}" if why else ""
     if nvml is not None:
         try:
             return scan_nvml(nvml)

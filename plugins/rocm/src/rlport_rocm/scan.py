@@ -122,7 +122,8 @@ def scan(*, sys_root: Path | str = "/sys", dev_root: Path | str = "/dev", smi: A
     error = ""
     if kfd and gpus:
         if smi is None:
-            smi, error = optional.load("amdsmi", "pip install 'rlport-rocm[amdsmi]'")
+            smi, why = optional.load("amdsmi", "pip install 'rlport-rocm[amdsmi]'")
+            error = f"AMD SMI unused: {why}" if why else ""
         if smi is not None:
             try:
                 names, smi_driver = smi_names(smi)
