@@ -152,3 +152,102 @@ def test_importing_the_helpers_imports_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_collectives_log_names_transports_and_networks(tmp_path: Path) -> None:
+    from rlport.devices import collective_log
+
+    text = (
+        "h:1:1 [0] NCCL INFO NET/Socket : Using [0]eth0:10.0.0.1<0>\n"
+        "h:1:1 [0] NCCL INFO Using network Socket\n"
+        "h:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via SHM/direct/direct\n"
+        "h:1:1 [0] NCCL INFO Channel 01/0 : 0[0] -> 1[1] via SHM/direct/direct\n"
+        "h:1:1 [0] NCCL INFO Channel 00/0 : 1[1] -> 0[0] [receive] via NET/Socket/0\n"
+    )
+    assert collective_log.transports(text) == (["SHM/direct/direct", "NET/Socket/0"], ["Socket"])
+    env = collective_log.debug_env("XCCL", env={}, folder=str(tmp_path))
+    assert env == {
+        "XCCL_DEBUG": "INFO",
+        "XCCL_DEBUG_SUBSYS": "INIT,NET",
+        "XCCL_DEBUG_FILE": f"{tmp_path}/rlport-xccl.%h.%p.log",
+    }
+    assert collective_log.debug_env("XCCL", env={"XCCL_DEBUG_FILE": "/x"}) == {}
+    log = collective_log.log_path("XCCL", env=env, pid=42)
+    assert log is not None and log.name.endswith(".42.log") and "%h" not in log.name
+    assert collective_log.describe("XCCL", env=env, pid=42) == f"transport not logged (no {log})"
+    log.write_text(text)
+    assert (
+        collective_log.describe("XCCL", env=env, pid=42)
+        == "via SHM/direct/direct, NET/Socket/0; network Socket"
+    )
+    assert collective_log.describe("XCCL", env={}).startswith(
+        "transport not logged (XCCL_DEBUG is configured"
+    )
+
+
+def test_vllm_arguments_keep_valid_config_values_and_name_bad_ones() -> None:
+    from rlport.devices.engine_args import vllm_args
+    from rlport.errors import EngineError
+
+    assert vllm_args({}, sleep_levels=(1, 2), platform="X") == {
+        "gpu_memory_utilization": 0.5,
+        "enable_sleep_mode": True,
+    }
+    assert (
+        vllm_args({"gpu_memory_utilization": 0.9, "enable_sleep_mode": True}, sleep_levels=(1,), platform="X")
+        == {}
+    )
+    assert vllm_args({}, sleep_levels=(), platform="X") == {
+        "gpu_memory_utilization": 0.5,
+        "enable_sleep_mode": False,
+    }
+    # A level that does not exist matters only when sleep mode is on.
+    assert vllm_args({"sleep_level": 2, "enable_sleep_mode": False}, sleep_levels=(1,), platform="X") == {
+        "gpu_memory_utilization": 0.5
+    }
+    for bad in (0, True, "0.5", 1.01):
+        with pytest.raises(EngineError, match=f"gpu_memory_utilization={bad!r} must be a fraction"):
+            vllm_args({"gpu_memory_utilization": bad}, sleep_levels=(1,), platform="X")
+    with pytest.raises(
+        EngineError, match=r"sleep_level=2 is not a sleep level of vLLM on X \(levels: 1\)"
+    ) as info:
+        vllm_args({"sleep_level": 2}, sleep_levels=(1,), platform="X")
+    assert info.value.fix == "set rollout.options.sleep_level=1"
+
+
+def test_an_optional_vendor_library_that_is_missing_or_broken_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlport.devices import optional
+
+    assert optional.load("no_such_vendor_lib", "pip install x") == (
+        None,
+        "no_such_vendor_lib is not installed (pip install x)",
+    )
+    (tmp_path / "broken_vendor_lib.py").write_text(
+        "raise OSError('libvendor.so: cannot open shared object file')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module, why = optional.load("broken_vendor_lib", "pip install x")
+    assert (
+        module is None
+        and why == "broken_vendor_lib failed to import: OSError: libvendor.so: cannot open shared object file"
+    )
+
+
+def test_the_base_plugin_reports_a_user_value_of_a_collectives_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rlport.devices.module_plugin import DeviceModulePlugin
+
+    class Chip(DeviceModulePlugin):
+        check, alloc_conf_variable, collectives_backend = "chip", "CHIP_ALLOC_CONF", "cccl"
+        collectives_prefix, collectives_env_vars = "CCCL", {"CCCL_MODE": "safe"}
+
+    monkeypatch.setattr(allocator, "sleep_engine_installed", lambda: True)
+    env = {"CCCL_MODE": "fast", "CHIP_ALLOC_CONF": "expandable_segments:true"}
+    findings = Chip().common_findings(env)
+    assert [f.check for f in findings] == ["chip", "chip"]
+    assert findings[1].problem == "CCCL_MODE='fast' is set; cccl weight sync with vLLM needs 'safe'"
+    assert Chip().rlport_worker_env(None) == {"CCCL_MODE": "safe"}  # type: ignore[arg-type]
+    assert Chip().collectives_version().startswith("unknown (")  # no device module named
