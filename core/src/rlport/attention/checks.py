@@ -56,6 +56,31 @@ def check_dense(q: Any, k: Any, v: Any, mask: Any) -> None:
         )
 
 
+def check_dense_fast(q: Any, k: Any, v: Any, mask: Any) -> None:
+    """:func:`check_dense` for the hot path: backends call it per layer per step, so the common case is
+    a handful of reads of shapes and dtypes; only odd input pays for :func:`check_dense`, which raises
+    the error that names it."""
+    try:
+        qs, ks, dt = q.shape, k.shape, q.dtype
+        bad = (
+            len(qs) != 4
+            or len(ks) != 4
+            or ks != v.shape
+            or ks[0] != qs[0]
+            or ks[3] != qs[3]
+            or not ks[1]
+            or qs[1] % ks[1]
+            or dt not in FLOAT_DTYPES
+            or k.dtype is not dt
+            or v.dtype is not dt
+            or (mask is not None and mask.dtype is not dt and mask.dtype is not torch.bool)
+        )
+    except (AttributeError, TypeError):
+        bad = True
+    if bad:
+        check_dense(q, k, v, mask)
+
+
 def check_packed(q: Any, k: Any, v: Any) -> None:
     """Check packed ``q (total_q,H,D)`` and ``k``/``v`` ``(total_k,Hkv,D)``."""
     _check_tensors(q, k, v)

@@ -21,11 +21,14 @@ L=512 fp32 36 ms vs 41 ms).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel
 
 from rlport.attention import masks
-from rlport.attention.checks import FLOAT_DTYPES, check_cu_seqlens, check_dense, check_packed
+from rlport.attention.checks import check_cu_seqlens, check_dense_fast, check_packed
 from rlport.errors import UnsupportedAttention
 from rlport.types import AttentionSpec
 
@@ -58,27 +61,7 @@ class SdpaBackend:
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention over ``(B, H, Lq, D)`` queries; returns ``(B, H, Lq, D)``."""
-        # The checks are inlined on read-once shapes: this runs per layer per step. Anything odd goes to
-        # check_dense, which raises the error that names it.
-        try:
-            qs, ks, dt = q.shape, k.shape, q.dtype
-            bad = (
-                len(qs) != 4
-                or len(ks) != 4
-                or ks != v.shape
-                or ks[0] != qs[0]
-                or ks[3] != qs[3]
-                or not ks[1]
-                or qs[1] % ks[1]
-                or dt not in FLOAT_DTYPES
-                or k.dtype is not dt
-                or v.dtype is not dt
-                or (mask is not None and mask.dtype is not dt and mask.dtype is not torch.bool)
-            )
-        except (AttributeError, TypeError):
-            bad = True
-        if bad:
-            check_dense(q, k, v, mask)
+        check_dense_fast(q, k, v, mask)
         return self._attend(q, k, v, causal, scale, mask)
 
     def forward_varlen(
@@ -171,3 +154,36 @@ def backend_for(spec: AttentionSpec) -> SdpaBackend | None:
     if spec.window is not None and spec.window < 1:
         return None
     return SdpaBackend(window=spec.window)
+
+
+class SdpaKernelBackend(SdpaBackend):
+    """:class:`SdpaBackend` restricted to named torch SDPA kernels (``torch.nn.attention.SDPBackend``
+    member names such as ``"FLASH_ATTENTION"``, ``"EFFICIENT_ATTENTION"``, ``"CUDNN_ATTENTION"``,
+    ``"MATH"``), so a device plugin decides which fused kernels may run instead of torch's default
+    order. Each call runs under ``sdpa_kernel(kernels)``; torch picks the first listed kernel that
+    accepts the call and raises when none does, so a plugin lists ``"MATH"`` last where it wants
+    every call served."""
+
+    def __init__(self, kernels: tuple[str, ...], window: int | None = None) -> None:
+        from torch.nn.attention import SDPBackend
+
+        super().__init__(window=window)
+        known = [name for name in SDPBackend.__members__ if name not in ("ERROR", "OVERRIDEABLE")]
+        if not kernels or any(k not in known for k in kernels):
+            raise ValueError(f"SDPA kernels {list(kernels)} must be a non-empty list of {', '.join(known)}")
+        self.kernels = tuple(kernels)
+        self._backends = [SDPBackend.__members__[k] for k in kernels]
+        self.name = "sdpa[" + "+".join(k.lower() for k in kernels) + "]"
+
+    def __repr__(self) -> str:
+        return f"SdpaKernelBackend(kernels={self.kernels}, window={self.window})"
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        with sdpa_kernel(self._backends):
+            return super().forward(q, k, v, **kwargs)
+
+    def forward_varlen(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        with sdpa_kernel(self._backends):
+            return super().forward_varlen(q, k, v, **kwargs)
