@@ -190,13 +190,31 @@ def test_a_fake_fed_wrong_arguments_would_fail(fake_npu: ModuleType) -> None:
     q, k, v = _qkv(1, 2, 2, 4, 4)
     with pytest.raises(ValueError, match="compressed"):
         fake_npu.npu_fusion_attention(q, k, v, 2, "BNSD", sparse_mode=3, atten_mask=torch.ones(4, 4).bool())
-    qp, kp, vp, _ = _packed([2, 2])
-    with pytest.raises(ValueError, match="without the leading 0"):
-        fake_npu.npu_fusion_attention(
-            qp, kp, vp, 4, "TND", actual_seq_qlen=[0, 2, 4], actual_seq_kvlen=[0, 2, 4]
-        )
-    with pytest.raises(TypeError, match="float16/bfloat16"):
-        fake_npu.npu_fusion_attention(q.float(), k.float(), v.float(), 2, "BNSD")
+    qp, kp, vp, _ = _packed([3, 2])
+    with pytest.raises(ValueError, match="cumulative"):  # lengths instead of cumulative sums
+        fake_npu.npu_fusion_attention(qp, kp, vp, 4, "TND", actual_seq_qlen=[3, 2], actual_seq_kvlen=[3, 2])
+    with pytest.raises(TypeError, match="float16/bfloat16/float32"):
+        fake_npu.npu_fusion_attention(q.double(), k.double(), v.double(), 2, "BNSD")
+
+
+def test_packed_empty_sequence_goes_to_the_kernel(fake_npu: ModuleType) -> None:
+    """An empty sequence is documented as allowed (repeated cumulative length); no fallback."""
+    q, k, v, _ = _packed([4, 3])
+    cu = torch.tensor([0, 4, 4, 7], dtype=torch.int32)
+    backend = FusionAttention(fake_npu.npu_fusion_attention)
+    out = backend.forward_varlen(
+        q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=4, max_seqlen_k=4, causal=True
+    )
+    assert backend.fallbacks == 0 and _last(fake_npu)["actual_seq_qlen"] == [4, 4, 7]
+    for start, n in ((0, 4), (4, 3)):
+        part = [t[start : start + n].transpose(0, 1)[None] for t in (q, k, v)]
+        _judge(out[start : start + n].transpose(0, 1)[None], *part, causal=True)
+
+
+def test_float32_is_served(fake_npu: ModuleType) -> None:
+    q, k, v = (t.float() for t in _qkv(1, 4, 2, 9, 9))
+    out = FusionAttention(fake_npu.npu_fusion_attention).forward(q, k, v, causal=True)
+    _judge(out, q, k, v, causal=True)
 
 
 def _spec(**kw) -> AttentionSpec:
@@ -210,9 +228,10 @@ def test_backend_for_defers_what_the_kernel_cannot_do_exactly() -> None:
     assert backend_for(_spec(window=128), op).window == 128  # type: ignore[union-attr]
     for kw in (
         {"device_type": "cpu"},
-        {"dtype": "float32"},
+        {"dtype": "float64"},
         {"dropout": True},
         {"head_dim": 1024},
+        {"num_heads": 512, "num_kv_heads": 8},
         {"num_kv_heads": 3},
         {"varlen": True, "window": 64},
     ):

@@ -1,17 +1,15 @@
-"""``PYTORCH_NPU_ALLOC_CONF`` per phase: expandable segments for training, off where vllm-ascend's
-sleep mode may run.
+"""``PYTORCH_NPU_ALLOC_CONF`` per phase, on the core's allocator helpers (:mod:`rlport.devices.allocator`).
 
-- training: ``expandable_segments:True`` (less fragmentation while activations come and go);
-- rollout: ``expandable_segments:False`` when vllm-ascend is installed, because its sleep-mode
-  allocator (``vllm_ascend/device_allocator/camem.py``, ``CaMemAllocator``) asserts expandable segments
-  are off (a memory pool and expandable segments do not mix: pytorch/pytorch#147851);
-  otherwise the training setting (the Hugging Face engine has no such constraint).
+- training: ``expandable_segments:True``, unless vllm-ascend is installed: rlport's workers host the
+  rollout engine in the training process, and vllm-ascend's sleep-mode allocator
+  (``vllm_ascend/device_allocator/camem.py``, ``CaMemAllocator``) asserts expandable segments are off
+  (a memory pool and expandable segments do not mix: pytorch/pytorch#147851);
+- rollout: the device's defaults (expandable segments off).
 
-MindSpeed-RL users already switch expandable segments with ``EXPANDABLE_SEGMENTS=True``/``False``;
-that switch, when set, decides the training setting. An exported ``PYTORCH_NPU_ALLOC_CONF`` always wins
-(the core keeps a user's value). A process that trains and runs vllm-ascend with sleep mode (co-located
-workers apply the training setting) cannot have both: :func:`sleep_conflict` says so, and the engine
-arguments hook refuses to build such an engine with the fix.
+MindSpeed-RL users switch expandable segments with ``EXPANDABLE_SEGMENTS=True``/``False``; when set, that
+switch decides the training setting (``True`` with vllm-ascend sleep mode in the same process is refused
+when the engine is built, with the fix). An exported ``PYTORCH_NPU_ALLOC_CONF`` always wins (the core keeps
+a user's value) and ``rlport doctor`` reports one that sleep mode cannot run with.
 """
 
 from __future__ import annotations
@@ -20,12 +18,13 @@ import importlib.util
 import os
 from collections.abc import Mapping
 
+from rlport.devices.allocator import EXPANDABLE, expandable, phase_settings
 from rlport.errors import ConfigError
 from rlport.types import AllocatorSettings
 
 VAR = "PYTORCH_NPU_ALLOC_CONF"
 SWITCH = "EXPANDABLE_SEGMENTS"
-_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+_TRUE, _FALSE = frozenset({"1", "true"}), frozenset({"0", "false"})
 
 
 def expandable_switch(env: Mapping[str, str]) -> bool | None:
@@ -34,10 +33,8 @@ def expandable_switch(env: Mapping[str, str]) -> bool | None:
     if raw is None or not raw.strip():
         return None
     value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
     raise ConfigError(
         f"{SWITCH}={raw!r} is not a boolean; expected True or False",
         f"export {SWITCH}=True   (or False, or unset it)",
@@ -53,40 +50,18 @@ def settings(
 ) -> AllocatorSettings:
     """The allocator environment for ``phase`` (``"training"`` or ``"rollout"``)."""
     env = os.environ if env is None else env
-    vllm_ascend = vllm_ascend_installed() if vllm_ascend is None else vllm_ascend
+    sleep_mode = vllm_ascend_installed() if vllm_ascend is None else vllm_ascend
+    base = phase_settings(phase, VAR, sleep_mode=sleep_mode)
     switch = expandable_switch(env)
-    training = True if switch is None else switch
-    why = f"{SWITCH}={env[SWITCH]}" if switch is not None else "default for training"
-    if phase == "training":
-        return AllocatorSettings({VAR: f"expandable_segments:{training}"}, f"training: {why}")
-    if phase == "rollout":
-        if vllm_ascend:
-            return AllocatorSettings(
-                {VAR: "expandable_segments:False"},
-                "rollout: vllm-ascend's sleep-mode allocator refuses expandable segments",
-            )
-        return AllocatorSettings(
-            {VAR: f"expandable_segments:{training}"}, f"rollout with no vllm-ascend: {why}"
-        )
-    raise ConfigError(
-        f"allocator phase {phase!r} is not one of 'training', 'rollout'", "ask for one of the two"
+    if phase != "training" or switch is None:
+        return base
+    return AllocatorSettings(
+        {VAR: f"{EXPANDABLE}:{switch}"}, f"{SWITCH}={env[SWITCH]} (MindSpeed-RL's switch)"
     )
-
-
-def expandable_on(env: Mapping[str, str]) -> bool:
-    """Whether ``PYTORCH_NPU_ALLOC_CONF`` in ``env`` turns expandable segments on."""
-    for item in env.get(VAR, "").split(","):
-        key, _, value = item.partition(":")
-        if key.strip() == "expandable_segments" and value.strip().lower() in _TRUE:
-            return True
-    return False
 
 
 def sleep_conflict(env: Mapping[str, str]) -> str | None:
     """Why vllm-ascend sleep mode cannot run in a process with ``env``, or ``None``."""
-    if expandable_on(env):
-        return (
-            f"{VAR}={env[VAR]!r} turns expandable segments on, which vllm-ascend's sleep-mode allocator "
-            "(CaMemAllocator) refuses"
-        )
+    if expandable(env.get(VAR)):
+        return f"{VAR}={env[VAR]!r} turns {EXPANDABLE} on, which vllm-ascend's sleep-mode allocator refuses"
     return None

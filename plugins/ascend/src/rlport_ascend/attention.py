@@ -10,7 +10,9 @@ The kernel's contract (torch_npu documentation "torch_npu.npu_fusion_attention";
 - ``atten_mask`` is boolean with **True = masked** (rlport's boolean masks say True = attend);
 - ``sparse_mode`` 3 is bottom-right ("rightDownCausal") causal, 4 is a band of ``pre_tockens`` keys before
   and ``next_tockens`` after each query's diagonal; both take the compressed ``triu(ones(2048, 2048), 1)``
-  boolean mask;
+  boolean mask; the docstring shipped in torch_npu 2.13.0 (``torch_npu/_op_plugin_docs.py``) is the
+  source of these facts, and of the limits: float16/bfloat16/float32, head dim 1..768, at most 256
+  query heads;
 - layouts: ``BNSD`` for padded batches (rlport's ``(B, H, L, D)`` as is), ``TND`` for packed
   variable-length input, where ``actual_seq_qlen``/``actual_seq_kvlen`` are the *cumulative* lengths
   without the leading 0 (``cu_seqlens[1:]``);
@@ -21,12 +23,14 @@ Where the kernel cannot give exactly what rlport's reference gives, this backend
 - a query row that may attend no key is zero in rlport; the kernel's value there is unspecified, so
   with an explicit mask those rows are zeroed, and ``Lq > Lk`` causal attention (leading rows see no
   key) is built as an explicit mask;
-- a sliding window with ``Lq != Lk`` goes through an explicit mask (mode 0), because the band mode's
-  alignment for rectangular shapes is not documented; with ``Lq == Lk`` it is the band mode;
+- a sliding window with ``Lq != Lk`` goes through an explicit mask (mode 0): the docstring puts the band
+  mode's origin at the bottom-right corner, but Huawei's golden reference for the op (msprobe's
+  ``bench_functions/npu_fusion_attention.py``) builds it from the top-left, and the two agree only for
+  ``Lq == Lk``, which is when the band mode is used;
 - an additive mask is only exact as a boolean one when every value is 0 or the dtype's lowest (what
   transformers builds); any other additive mask, and packed input whose sequences have more queries than
-  keys or none at all, are computed by the core's reference backend on the same device (``fallbacks``
-  counts them);
+  keys (or queries and no keys), are computed by the core's reference backend on the same device
+  (``fallbacks`` counts them);
 - packed input with a sliding window is refused at resolution (:func:`backend_for` returns ``None``):
   the per-sequence band semantics of the varlen modes are not documented well enough to be exact.
 
@@ -47,8 +51,9 @@ from rlport.attention.sdpa import SdpaBackend
 from rlport.errors import UnsupportedAttention
 from rlport.types import AttentionSpec
 
-DTYPES = ("float16", "bfloat16")
-MAX_HEAD_DIM = 512
+DTYPES = ("float16", "bfloat16", "float32")
+MAX_HEAD_DIM = 768
+MAX_HEADS = 256
 CAUSAL_BOTTOM_RIGHT = 3
 BAND = 4
 COMPRESSED = 2048
@@ -156,7 +161,9 @@ class FusionAttention:
         lengths = [
             (starts_q[i + 1] - starts_q[i], starts_k[i + 1] - starts_k[i]) for i in range(len(starts_q) - 1)
         ]
-        if self.window is not None or any(nq == 0 or nk == 0 or (causal and nq > nk) for nq, nk in lengths):
+        # Rows that may attend no key (a sequence with queries but no keys, or more queries than keys
+        # under causality) are zero in rlport and unspecified in the kernel; empty sequences are fine.
+        if self.window is not None or any(nq and (nk == 0 or (causal and nq > nk)) for nq, nk in lengths):
             self.fallbacks += 1
             return self.reference.forward_varlen(
                 q,
@@ -202,12 +209,15 @@ def _scale(q: torch.Tensor, scale: float | None) -> float:
 
 def backend_for(spec: AttentionSpec, op: Any) -> FusionAttention | None:
     """A fusion-attention backend for ``spec``, or ``None`` to defer to the next plugin or the core's
-    reference: a device other than ``npu``, a dtype the kernel does not take (it takes float16 and
-    bfloat16), attention dropout, a head dim above 512 or heads not a multiple of kv heads, and packed
-    input with a sliding window (see the module's notes)."""
+    reference: a device other than ``npu``, a dtype the kernel does not take (float16, bfloat16 and
+    float32), attention dropout, a head dim outside 1..768 or more than 256 query heads (the documented
+    limits), heads not a multiple of kv heads, and packed input with a sliding window (see the module's
+    notes)."""
     if spec.device_type != "npu" or spec.dtype not in DTYPES or spec.dropout:
         return None
-    if not 1 <= spec.head_dim <= MAX_HEAD_DIM or spec.num_kv_heads < 1 or spec.num_heads % spec.num_kv_heads:
+    if not 1 <= spec.head_dim <= MAX_HEAD_DIM or not 1 <= spec.num_heads <= MAX_HEADS:
+        return None
+    if spec.num_kv_heads < 1 or spec.num_heads % spec.num_kv_heads:
         return None
     if spec.window is not None and (spec.window < 1 or spec.varlen):
         return None

@@ -12,6 +12,11 @@ computes exactly what transformers computes. Which op replaces what (verl's
 - ``apply_rotary_pos_emb`` -> ``torch_npu.npu_rotary_mul(x, cos, sin)`` for q and k, which computes
   ``x * cos + rotate_half(x) * sin``.
 
+The op contracts are the docstrings shipped in torch_npu 2.13.0 (``torch_npu/_op_plugin_docs.py``):
+``npu_rms_norm`` needs gamma in the input's dtype, ``npu_rotary_mul`` takes 4-D tensors and documents
+cos/sin in [-1, 1] (a rope scaling whose attention factor exceeds 1 is outside what it documents); a call
+outside a contract keeps the original.
+
 torch_npu is imported when a wrapper is applied (the plugin is active, so it loads), never at import.
 """
 
@@ -35,7 +40,8 @@ def rms_norm(original: Callable[..., Any]) -> Callable[..., Any]:
     op = _torch_npu().npu_rms_norm
 
     def forward(self: Any, hidden_states: Any) -> Any:
-        if hidden_states.device.type != DEVICE:
+        # the op needs gamma in the input's dtype (a float32 residual into a bfloat16 norm keeps the original)
+        if hidden_states.device.type != DEVICE or self.weight.dtype != hidden_states.dtype:
             return original(self, hidden_states)
         return op(hidden_states, self.weight, epsilon=self.variance_epsilon)[0]
 
@@ -62,7 +68,7 @@ def rotary(original: Callable[..., Any]) -> Callable[..., Any]:
     op = _torch_npu().npu_rotary_mul
 
     def apply_rotary_pos_emb(q: Any, k: Any, cos: Any, sin: Any, unsqueeze_dim: int = 1) -> Any:
-        if q.device.type != DEVICE:
+        if q.device.type != DEVICE or q.dim() != 4 or cos.dim() != 3:  # the op takes 4-D x, cos, sin
             return original(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
         cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
         return op(q, cos, sin).to(q.dtype), op(k, cos, sin).to(k.dtype)

@@ -13,16 +13,21 @@ than rlport's zeros: a plugin that relied on the kernel for those rows would be 
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 
 from torch_npu import npu
 
+__version__ = "2.13.0+fake"
 CALLS: list[dict] = []
 COMPRESSED = 2048
 _FILL = -1e30
 
-torch.npu = npu  # what `import torch_npu` does for real
+# what `import torch_npu` does for real, through torch._register_device_module("npu", torch_npu.npu)
+torch.npu = npu
+sys.modules["torch.npu"] = npu
 
 
 def _record(op: str, **kwargs) -> None:
@@ -113,8 +118,10 @@ def npu_fusion_attention(
     )
     if pse is not None or padding_mask is not None or prefix is not None or keep_prob != 1.0:
         raise NotImplementedError("fake npu_fusion_attention: pse, padding_mask, prefix and dropout")
-    if query.dtype not in (torch.float16, torch.bfloat16):
-        raise TypeError(f"npu_fusion_attention takes float16/bfloat16, got {query.dtype}")
+    if query.dtype not in (torch.float16, torch.bfloat16, torch.float32) or not (
+        query.dtype == key.dtype == value.dtype
+    ):
+        raise TypeError(f"npu_fusion_attention takes one of float16/bfloat16/float32, got {query.dtype}")
     if input_layout == "BNSD":
         if head_num != query.shape[1]:
             raise ValueError(f"head_num {head_num} != query heads {query.shape[1]}")
@@ -135,10 +142,13 @@ def npu_fusion_attention(
         out = torch.empty_like(query)
         q0 = k0 = 0
         for q1, k1 in zip(qlen, kvlen, strict=True):
-            if q1 <= q0 or k1 <= k0:  # a leading 0 (flash-attn's cu_seqlens) reads as an empty sequence
+            if q1 < q0 or k1 < k0:  # lengths, not cumulative sums: [3, 2] instead of [3, 5]
                 raise ValueError(
-                    f"actual_seq_qlen/kvlen must be cumulative and increasing, without the leading 0, got {qlen} / {kvlen}"
+                    f"actual_seq_qlen/kvlen must be cumulative (never decreasing), got {qlen} / {kvlen}"
                 )
+            if q1 == q0:  # an empty sequence is allowed (documented: [2, 4, 4, 6, 8])
+                k0 = k1
+                continue
             qs, ks, vs = (t.transpose(0, 1)[None] for t in (query[q0:q1], key[k0:k1], value[k0:k1]))
             masked = _masked(
                 sparse_mode, atten_mask, q1 - q0, k1 - k0, pre_tockens, next_tockens, query.device
@@ -154,6 +164,8 @@ def npu_fusion_attention(
 def npu_rms_norm(x, gamma, epsilon=1e-6):
     """``x * rsqrt(mean(x^2) + epsilon) * gamma`` in float32, returned in ``x``'s dtype, with rstd."""
     _record("npu_rms_norm", shape=tuple(x.shape), epsilon=epsilon, dtype=x.dtype)
+    if gamma.dtype != x.dtype:
+        raise TypeError(f"npu_rms_norm: gamma dtype {gamma.dtype} must be the input's {x.dtype}")
     xf = x.float()
     rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + epsilon)
     return (xf * rstd * gamma.float()).to(x.dtype), rstd
@@ -166,9 +178,15 @@ def npu_swiglu(x, dim=-1):
     return (F.silu(a) * b).to(x.dtype)
 
 
-def npu_rotary_mul(x, r1, r2):
+def npu_rotary_mul(x, r1, r2, rotary_mode="half", rotate=None):
     """``x * r1 + rotate_half(x) * r2`` (the "half" rotary mode), with r1/r2 broadcast over ``x``."""
     _record("npu_rotary_mul", shape=tuple(x.shape), r_shape=tuple(r1.shape))
+    if x.dim() != 4 or r1.dim() != 4 or r2.dim() != 4:
+        raise ValueError(
+            f"npu_rotary_mul takes 4-D input, r1, r2; got {x.dim()}-D, {r1.dim()}-D, {r2.dim()}-D"
+        )
+    if rotary_mode != "half" or rotate is not None:
+        raise NotImplementedError("fake npu_rotary_mul: only the 'half' mode")
     xf = x.float()
     x1, x2 = xf.chunk(2, dim=-1)
     return (xf * r1.float() + torch.cat((-x2, x1), dim=-1) * r2.float()).to(x.dtype)

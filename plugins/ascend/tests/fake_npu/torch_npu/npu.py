@@ -54,3 +54,14 @@ def memory_allocated(device=None) -> int:
 
 def memory_reserved(device=None) -> int:
     return STATE["total"] - STATE["free"]
+
+
+class _Properties:
+    def __init__(self, index: int) -> None:
+        self.name = STATE["names"][index]
+        self.total_memory = STATE["total"]
+
+
+def get_device_properties(device=None) -> _Properties:
+    index = current_device() if device is None else int(getattr(device, "index", device) or 0)
+    return _Properties(index)
