@@ -38,9 +38,11 @@ class AscendPlugin:
 
     @hookimpl
     def rlport_probe(self) -> ProbeResult:
-        from rlport_ascend.probe import detect
+        from rlport_ascend.probe import block_torch_npu, detect
 
-        return detect().result()
+        detection = detect()
+        block_torch_npu(detection)  # torch_npu installed without CANN: keep transformers from importing it
+        return detection.result()
 
     @hookimpl
     def rlport_device_info(self) -> DeviceInfo:

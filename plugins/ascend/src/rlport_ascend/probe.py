@@ -15,7 +15,11 @@ looks at what torch_npu needs, in the order it would fail:
 When torch_npu is installed but step 2 or 3 fails, the plugin is unavailable, asks the core to export
 ``TORCH_DEVICE_BACKEND_AUTOLOAD=0`` before torch is imported (so rlport's own programs and their workers
 start) and reports a finding: every *other* program's ``import torch`` is broken until CANN is set up or
-torch-npu is uninstalled.
+torch-npu is uninstalled. The switch is not enough for transformers: its ``is_torch_npu_available()``
+(``transformers/utils/import_utils.py``) imports torch_npu whenever the package is installed, uncaught,
+so loading any model would still fail. :func:`block_torch_npu` marks torch_npu unimportable in this
+process (``sys.modules["torch_npu"] = None``: ``importlib.util.find_spec`` then answers ``None`` and
+``import torch_npu`` raises ImportError), which the plugin's probe does in that case.
 
 Every input (environment, file-system root, library loader, ``PATH`` lookup) is a parameter, so tests
 decide the machine; the plugin calls :func:`detect` with the real ones.
@@ -29,6 +33,7 @@ import importlib.util
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,10 +127,20 @@ class Detection:
         return Finding(
             "ascend",
             f"torch-npu is installed but {self._cann_problem()}: torch imports torch_npu through its "
-            "'torch.backends' entry point, so `import torch` fails in every program of this environment "
-            f"(rlport itself runs with {AUTOLOAD}=0)",
+            "'torch.backends' entry point, so `import torch` fails in every program of this environment, "
+            "and transformers imports it whenever it is installed, so loading a model fails too (rlport "
+            f"itself runs with {AUTOLOAD}=0 and torch_npu blocked in its own processes)",
             f"{set_env}   or, on a machine without Ascend NPUs: pip uninstall torch-npu",
         )
+
+
+def block_torch_npu(detection: Detection) -> bool:
+    """Mark torch_npu unimportable in this process when it is installed but cannot load (no usable CANN);
+    return whether it did. A torch_npu already imported is left alone."""
+    if not detection.torch_npu or detection.cann_ok or "torch_npu" in sys.modules:
+        return False
+    sys.modules["torch_npu"] = None  # type: ignore[assignment]
+    return True
 
 
 def find_toolkit(machine: Machine) -> Path | None:
