@@ -10,10 +10,10 @@ from types import ModuleType
 
 import pytest
 import torch
-from rlport_ascend.attention import BAND, CAUSAL_BOTTOM_RIGHT, FusionAttention, backend_for
 
 from rlport.errors import UnsupportedAttention
 from rlport.types import AttentionSpec
+from rlport_ascend.attention import BAND, CAUSAL_BOTTOM_RIGHT, FusionAttention, backend_for
 from rlport_conformance import attention_math as am
 from rlport_conformance.status import Status
 from rlport_conformance.tolerance import judge

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+
 from rlport_ascend.probe import detect
 
 

@@ -14,10 +14,10 @@ from types import ModuleType
 
 import pytest
 import torch
-from rlport_ascend import kernels
-from rlport_ascend.patches import TRANSFORMERS, transformers_patches
 
 from rlport.patches import PatchManager
+from rlport_ascend import kernels
+from rlport_ascend.patches import TRANSFORMERS, transformers_patches
 from rlport_conformance.status import Status
 from rlport_conformance.tolerance import judge
 

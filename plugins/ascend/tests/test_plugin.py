@@ -11,11 +11,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from rlport_ascend import allocator, checks, engine, stack
-from rlport_ascend.device import device_info
 
 from rlport.errors import ConfigError, EngineError
 from rlport.types import DeviceInfo
+from rlport_ascend import allocator, checks, engine, stack
+from rlport_ascend.device import device_info
 
 NPU = DeviceInfo(device_type="npu", count=2, device_module="torch.npu", collectives_backend="hccl")
 

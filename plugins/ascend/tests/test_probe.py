@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from rlport_ascend.probe import AUTOLOAD, Machine, detect
 
 
