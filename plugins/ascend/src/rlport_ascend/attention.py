@@ -46,9 +46,8 @@ from typing import Any
 import torch
 
 from rlport.attention import masks
-from rlport.attention.checks import check_cu_seqlens, check_dense, check_packed
+from rlport.attention.checks import check_dense, check_varlen
 from rlport.attention.sdpa import SdpaBackend
-from rlport.errors import UnsupportedAttention
 from rlport.types import AttentionSpec
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -150,14 +149,7 @@ class FusionAttention:
         causal: bool,
         scale: float | None = None,
     ) -> torch.Tensor:
-        check_packed(q, k, v)
-        starts_q = check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q)
-        starts_k = check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)
-        if len(starts_q) != len(starts_k):
-            raise UnsupportedAttention(
-                f"cu_seqlens_q describes {len(starts_q) - 1} sequences but cu_seqlens_k {len(starts_k) - 1}",
-                fix="pass one cu_seqlens entry per sequence for both queries and keys",
-            )
+        starts_q, starts_k = check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
         lengths = [
             (starts_q[i + 1] - starts_q[i], starts_k[i + 1] - starts_k[i]) for i in range(len(starts_q) - 1)
         ]

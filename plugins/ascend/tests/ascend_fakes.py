@@ -1,4 +1,5 @@
-"""Fixtures: the fake ``torch_npu`` (tests/fake_npu, a folder on ``sys.path`` with no distribution
+"""Fixtures (imported by the test modules that use them; no conftest.py, whose module name would
+clash with the core's and the conformance suite's in one pytest run): the fake ``torch_npu`` (tests/fake_npu, a folder on ``sys.path`` with no distribution
 metadata, so no ``torch.backends`` entry point) and a clean environment for the probe."""
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import pytest
 FAKE = Path(__file__).parent / "fake_npu"
 
 
-@pytest.fixture
-def fake_npu(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+@pytest.fixture(name="fake_npu")
+def fake_npu_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The fake torch_npu, imported as ``torch_npu`` (which also installs the fake ``torch.npu``)."""
     import importlib.util
 

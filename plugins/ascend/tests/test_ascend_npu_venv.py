@@ -7,7 +7,7 @@ Run it with that environment's Python (see the README); anywhere else it is skip
 
     python3 -m venv /tmp/npu && /tmp/npu/bin/pip install torch==2.13.0 torch-npu==2.13.0 \\
       && /tmp/npu/bin/pip install -e "./core[train,test]" -e ./plugins/ascend
-    /tmp/npu/bin/python -m pytest plugins/ascend/tests/test_npu_venv.py -m npu_venv
+    /tmp/npu/bin/python -m pytest plugins/ascend/tests/test_ascend_npu_venv.py -m npu_venv
 """
 
 from __future__ import annotations

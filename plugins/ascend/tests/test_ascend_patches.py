@@ -10,16 +10,18 @@ The wrappers call the fused ops only for tensors on the NPU; here ``kernels.DEVI
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from types import ModuleType
 
 import pytest
 import torch
+from ascend_fakes import fake_npu_fixture  # noqa: F401  (the fixture "fake_npu")
 
 from rlport.patches import PatchManager
 from rlport_ascend import kernels
 from rlport_ascend.patches import TRANSFORMERS, transformers_patches
 from rlport_conformance.status import Status
-from rlport_conformance.tolerance import judge
+from rlport_conformance.tolerance import Judgement, judge
 
 transformers = pytest.importorskip("transformers")
 
@@ -74,10 +76,19 @@ def on_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "DEVICE", "cpu")
 
 
-@pytest.mark.parametrize("build", [_qwen2, _qwen3_moe], ids=["qwen2", "qwen3_moe"])
-def test_patched_logits_equal_the_originals(build, fake_npu: ModuleType, on_host: None) -> None:
+@dataclass
+class Comparison:
+    verdict: Judgement
+    statuses: dict[str, str]  # target -> status right after applying
+    ops: set[str]
+    reverted: bool  # after revert_all the model computes exactly its original logits again
+
+
+def _compare(build, specs, fake_npu: ModuleType) -> Comparison:
+    """Logits of ``build()``'s model in float64 (reference), bfloat16 (plain torch) and bfloat16 with
+    ``specs`` applied by the core's patch manager, judged by the tolerance rule."""
     import transformers.models.qwen2.modeling_qwen2
-    import transformers.models.qwen3_moe.modeling_qwen3_moe  # noqa: F401
+    import transformers.models.qwen3_moe.modeling_qwen3_moe  # noqa: F401  (loaded: patched now, not pending)
 
     torch.manual_seed(0)
     model = build().eval()
@@ -85,51 +96,43 @@ def test_patched_logits_equal_the_originals(build, fake_npu: ModuleType, on_host
     reference = _logits(copy.deepcopy(model).to(torch.float64), ids)
     plain_model = copy.deepcopy(model).to(torch.bfloat16)
     plain = _logits(plain_model, ids)
-
     manager = PatchManager()
-    records = manager.apply_specs("ascend", transformers_patches(), strict=True)
+    statuses = {r.target: r.status for r in manager.apply_specs("ascend", specs, strict=True)}
     try:
-        assert {r.status for r in records} == {"applied"}, [(r.target, r.status, r.detail) for r in records]
         fake_npu.CALLS.clear()
         patched = _logits(plain_model, ids)
     finally:
         manager.revert_all()
-    used = {c["op"] for c in fake_npu.CALLS}
-    assert used == {"npu_rms_norm", "npu_swiglu", "npu_rotary_mul"}, used
     error = float((patched.double() - reference).abs().max())
     torch_error = float((plain.double() - reference).abs().max())
     rounding = float((reference.to(torch.bfloat16).double() - reference).abs().max())
-    verdict = judge(error, torch_error, rounding)
-    assert verdict.status in (Status.PASS, Status.QUALITY_WARNING), verdict.message
-    assert torch.equal(_logits(plain_model, ids), plain)  # reverted: the original code again
+    return Comparison(
+        judge(error, torch_error, rounding),
+        statuses,
+        {c["op"] for c in fake_npu.CALLS},
+        torch.equal(_logits(plain_model, ids), plain),
+    )
+
+
+@pytest.mark.parametrize("build", [_qwen2, _qwen3_moe], ids=["qwen2", "qwen3_moe"])
+def test_patched_logits_equal_the_originals(build, fake_npu: ModuleType, on_host: None) -> None:
+    result = _compare(build, transformers_patches(), fake_npu)
+    assert set(result.statuses.values()) == {"applied"}, result.statuses
+    assert result.ops == {"npu_rms_norm", "npu_swiglu", "npu_rotary_mul"}, result.ops
+    assert result.verdict.status in (Status.PASS, Status.QUALITY_WARNING), result.verdict.message
+    assert result.reverted
 
 
 def test_a_wrong_replacement_is_caught(fake_npu: ModuleType, on_host: None, monkeypatch) -> None:
-    """The comparison can fail: a fused RMSNorm that forgets epsilon's place (eps added after the
-    square root) is outside the bound."""
-    import transformers.models.qwen2.modeling_qwen2  # noqa: F401
+    """The comparison can fail: a fused RMSNorm that adds epsilon after the square root (and a large
+    one) is outside the bound."""
 
     def bad_rms_norm(x, gamma, epsilon=1e-6):
         xf = x.float()
         return (xf / (xf.pow(2).mean(-1, keepdim=True).sqrt() + 0.05) * gamma.float()).to(x.dtype), None
 
     monkeypatch.setattr(fake_npu, "npu_rms_norm", bad_rms_norm)
-    torch.manual_seed(0)
-    model = _qwen2().eval()
-    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(1))
-    reference = _logits(copy.deepcopy(model).to(torch.float64), ids)
-    plain_model = copy.deepcopy(model).to(torch.bfloat16)
-    plain = _logits(plain_model, ids)
-    manager = PatchManager()
-    manager.apply_specs("ascend", transformers_patches()[:1], strict=True)
-    try:
-        patched = _logits(plain_model, ids)
-    finally:
-        manager.revert_all()
-    error = float((patched.double() - reference).abs().max())
-    torch_error = float((plain.double() - reference).abs().max())
-    rounding = float((reference.to(torch.bfloat16).double() - reference).abs().max())
-    assert judge(error, torch_error, rounding).status == Status.FAIL
+    assert _compare(_qwen2, transformers_patches()[:1], fake_npu).verdict.status == Status.FAIL
 
 
 def test_host_tensors_keep_the_original_code(fake_npu: ModuleType) -> None:

@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from ascend_fakes import fake_npu_fixture  # noqa: F401  (the fixture "fake_npu")
 
 from rlport.errors import UnsupportedAttention
 from rlport.types import AttentionSpec

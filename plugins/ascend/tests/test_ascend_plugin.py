@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from ascend_fakes import fake_npu_fixture  # noqa: F401  (the fixture "fake_npu")
 
 from rlport.errors import ConfigError, EngineError
 from rlport.types import DeviceInfo

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from ascend_fakes import fake_npu_fixture  # noqa: F401  (the fixture "fake_npu")
 
 import rlport
 from rlport import runtime as runtime_mod
