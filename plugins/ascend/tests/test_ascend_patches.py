@@ -26,41 +26,37 @@ from rlport_conformance.tolerance import Judgement, judge
 transformers = pytest.importorskip("transformers")
 
 
+# A tiny decoder: 2 layers, GQA (4 query heads, 2 kv heads), small vocabulary.
+TINY = {
+    "vocab_size": 128,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": False,
+}
+
+
 def _qwen2():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=False,
-    )
-    return Qwen2ForCausalLM(config)
+    return Qwen2ForCausalLM(Qwen2Config(**TINY, rms_norm_eps=1e-6))
 
 
 def _qwen3_moe():
+    """Layer 0 routes over 4 experts (top 2); layer 1 is a dense Qwen3MoeMLP, which the MLP patch targets."""
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     config = Qwen3MoeConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
+        **TINY,
         moe_intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=16,
         num_experts=4,
         num_experts_per_tok=2,
         decoder_sparse_step=1,
         mlp_only_layers=[1],
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
     )
     config._experts_implementation = "eager"  # grouped_mm has no float64 kernel (the float64 reference)
     return Qwen3MoeForCausalLM(config)
