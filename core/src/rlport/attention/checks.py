@@ -130,6 +130,22 @@ def check_cu_seqlens(name: str, cu: Any, total: int, max_seqlen: int) -> list[in
     return values
 
 
+def check_varlen(
+    q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int
+) -> tuple[list[int], list[int]]:
+    """Check a packed call (:func:`check_packed`, both :func:`check_cu_seqlens`, one sequence count);
+    return the query and key sequence starts as lists."""
+    check_packed(q, k, v)
+    starts_q = check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q)
+    starts_k = check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)
+    if len(starts_q) != len(starts_k):
+        raise UnsupportedAttention(
+            f"cu_seqlens_q describes {len(starts_q) - 1} sequences but cu_seqlens_k {len(starts_k) - 1}",
+            fix="pass one cu_seqlens entry per sequence for both queries and keys",
+        )
+    return starts_q, starts_k
+
+
 def _check_heads(heads: int, kv_heads: int) -> None:
     if kv_heads == 0 or heads % kv_heads != 0:
         raise UnsupportedAttention(

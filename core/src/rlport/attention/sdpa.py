@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
 from rlport.attention import masks
-from rlport.attention.checks import check_cu_seqlens, check_dense_fast, check_packed
-from rlport.errors import UnsupportedAttention
+from rlport.attention.checks import check_dense_fast, check_varlen
 from rlport.types import AttentionSpec
 
 _sdpa = F.scaled_dot_product_attention
@@ -79,14 +78,7 @@ class SdpaBackend:
     ) -> torch.Tensor:
         """Attention over packed ``(total_q, H, D)`` queries, sequence by sequence; returns
         ``(total_q, H, D)``. Each sequence is one dense call on views, so nothing crosses a boundary."""
-        check_packed(q, k, v)
-        starts_q = check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q)
-        starts_k = check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)
-        if len(starts_q) != len(starts_k):
-            raise UnsupportedAttention(
-                f"cu_seqlens_q describes {len(starts_q) - 1} sequences but cu_seqlens_k {len(starts_k) - 1}",
-                fix="pass one cu_seqlens entry per sequence for both queries and keys",
-            )
+        starts_q, starts_k = check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
         out = q.new_zeros(q.shape)
         for i in range(len(starts_q) - 1):
             qs, qe, ks, ke = starts_q[i], starts_q[i + 1], starts_k[i], starts_k[i + 1]

@@ -66,6 +66,12 @@ def run_train(
             cfg = build_config(overrides, demo=demo, config_file=config_file, prepare=False)
             print(default_yaml(cfg), end="")
             return 0
+        import rlport
+
+        # Selection first: the probes' environment (for example a switch that keeps a vendor torch
+        # extension that cannot load here out of `import torch`) must be in place before the demo's
+        # model is built, which is the first import of torch.
+        rlport.init()
         cfg = build_config(overrides, demo=demo, config_file=config_file)
         from rlport.train.trainer import Trainer
 
