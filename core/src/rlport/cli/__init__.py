@@ -66,8 +66,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     except RlportError as exc:
         raise _fail(exc) from None
     problem: RlportError | None = None
-    try:
-        select(records, settings)
+    try:  # the device info names the collectives backend, which decides the fabric plugins
+        runtime_mod.Runtime(settings, records, select(records, settings))
     except RlportError as exc:
         problem = exc
     if as_json:
