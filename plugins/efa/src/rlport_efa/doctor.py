@@ -143,7 +143,7 @@ def exported_variables(detection: Detection, env: dict[str, str], ours: Iterable
             out.append(
                 Finding(
                     CHECK,
-                    f"LD_LIBRARY_PATH is exported without aws-ofi-nccl's folder {plugin.directory}: worker "
+                    f"LD_LIBRARY_PATH={loader!r} is exported without aws-ofi-nccl's folder {plugin.directory}: worker "
                     "processes would not load the plugin",
                     f"export LD_LIBRARY_PATH={plugin.directory}:$LD_LIBRARY_PATH",
                 )
