@@ -43,11 +43,13 @@ def test_obsolete_and_harmful_variables(tmp_path: Path) -> None:
         "NCCL_NET_PLUGIN": "spcx",
         "NCCL_NET": "Socket",
         "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+        "FI_EFA_SET_CUDA_SYNC_MEMOPS": "0",  # the fake machine's installer is 1.40.0
     }
     got = {f.problem.split("=")[0]: f for f in exported_variables(found(tmp_path), env, ())}
     assert set(got) == set(env)
     assert "not needed with libfabric>=1.18 and aws-ofi-nccl>=1.7" in got["FI_EFA_USE_DEVICE_RDMA"].problem
     assert "must never be set" in got["RDMAV_FORK_SAFE"].problem
+    assert "before 1.29 (this one: 1.40.0)" in got["FI_EFA_SET_CUDA_SYNC_MEMOPS"].problem
     assert "only for aws-ofi-nccl<=1.5.0; slows aws-ofi-nccl 1.14.2" in got["NCCL_PROTO"].problem
     assert got["NCCL_NET_PLUGIN"].fix == "export NCCL_NET_PLUGIN=ofi   (or unset it)"
     assert got["LD_LIBRARY_PATH"].fix == "export LD_LIBRARY_PATH=/opt/amazon/ofi-nccl/lib:$LD_LIBRARY_PATH"

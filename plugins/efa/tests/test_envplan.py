@@ -86,3 +86,10 @@ def test_another_net_plugin_is_overridden_so_the_core_reports_the_conflict(tmp_p
 def test_default_loaded_library_needs_no_net_plugin_name(tmp_path: Path) -> None:
     found = detect(Host(efa_machine(tmp_path, plugin_files=("libnccl-net.so",)), {}))
     assert "NCCL_NET_PLUGIN" not in collectives_env(found, {}, None)
+
+
+def test_old_efa_installer_needs_the_sync_memops_workaround(tmp_path: Path) -> None:
+    assert version_env(Version("1.7.3"), Version("1.19.0"), "p5.48xlarge", Version("1.28.0")) == {
+        "FI_EFA_SET_CUDA_SYNC_MEMOPS": "0"
+    }
+    assert version_env(Version("1.7.3"), Version("1.19.0"), "p5.48xlarge", Version("1.29.0")) == {}

@@ -91,7 +91,7 @@ def exported_variables(detection: Detection, env: dict[str, str], ours: Iterable
     plugin = detection.plugin
     version = plugin.version if plugin else None
     fabric = detection.libfabric.version
-    needed = version_env(version, fabric, detection.instance_type)
+    needed = version_env(version, fabric, detection.instance_type, detection.installer_version)
     newer = version is None or version >= OLD_PLUGIN
     label = f"aws-ofi-nccl {version or '(version unknown)'}"
     out = []
@@ -113,6 +113,9 @@ def exported_variables(detection: Detection, env: dict[str, str], ours: Iterable
             else "this instance has no GPUDirect RDMA"
         )
         out.append(_unset("FI_EFA_USE_DEVICE_RDMA", why, user["FI_EFA_USE_DEVICE_RDMA"]))
+    if "FI_EFA_SET_CUDA_SYNC_MEMOPS" in user and "FI_EFA_SET_CUDA_SYNC_MEMOPS" not in needed:
+        why = f"only a workaround for EFA installers before 1.29 (this one: {detection.installer_version or 'unknown'})"
+        out.append(_unset("FI_EFA_SET_CUDA_SYNC_MEMOPS", why, user["FI_EFA_SET_CUDA_SYNC_MEMOPS"]))
     if "NCCL_PROTO" in user and user["NCCL_PROTO"].lower() == "simple" and newer:
         out.append(_unset("NCCL_PROTO", f"only for aws-ofi-nccl<=1.5.0; slows {label}", user["NCCL_PROTO"]))
     provider = user.get("FI_PROVIDER")

@@ -6,6 +6,7 @@ From aws-ofi-nccl's doc/efa-env-var.md:
   the efa provider themselves when ``FI_PROVIDER`` is unset, src/platform-aws.cpp).
 - ``FI_EFA_USE_DEVICE_RDMA=1``: only on GPUDirect-RDMA instances (p4/p5 and later) with
   aws-ofi-nccl < 1.7.0, or with libfabric < 1.18.0; not needed with both newer.
+- ``FI_EFA_SET_CUDA_SYNC_MEMOPS=0``: only with an EFA installer older than 1.29 (aws-ofi-nccl #584).
 - ``FI_EFA_FORK_SAFE``: not needed (the plugin sets it); ``RDMAV_*``: never set;
   ``NCCL_MIN_CHANNELS``/``NCCL_BUFFSIZE``: leave at NCCL's default.
 
@@ -27,6 +28,9 @@ from rlport_efa.detect import Detection, OfiPlugin
 OLD_PLUGIN = Version("1.6.0")  # below: "aws-ofi-nccl<=1.5.0"
 RDMA_BY_DEFAULT_PLUGIN = Version("1.7.0")
 RDMA_BY_DEFAULT_LIBFABRIC = Version("1.18.0")
+# NCCL >= 2.19 (every torch since 2.2) raises libfabric errors with EFA installers before 1.29
+# unless FI_EFA_SET_CUDA_SYNC_MEMOPS=0 (aws-ofi-nccl #584, doc/efa-env-var.md's p5 preset).
+SYNC_MEMOPS_FIXED_INSTALLER = Version("1.29.0")
 _RDMA_INSTANCE = re.compile(r"^p([4-9]|\d\d)")  # p4d, p4de, p5, p5e, p5en, p6-b200, ...
 
 DEBUG_FILE_NAME = "rlport-efa-nccl.%h.%p.log"  # NCCL replaces %h (host) and %p (pid)
@@ -39,10 +43,15 @@ def rdma_instance(instance_type: str) -> bool:
 
 
 def version_env(
-    plugin_version: Version | None, libfabric_version: Version | None, instance_type: str
+    plugin_version: Version | None,
+    libfabric_version: Version | None,
+    instance_type: str,
+    installer_version: Version | None = None,
 ) -> dict[str, str]:
     """The variables the detected versions need (an unknown version counts as current)."""
     env: dict[str, str] = {}
+    if installer_version is not None and installer_version < SYNC_MEMOPS_FIXED_INSTALLER:
+        env["FI_EFA_SET_CUDA_SYNC_MEMOPS"] = "0"
     old = plugin_version is not None and plugin_version < OLD_PLUGIN
     if old:
         env["FI_PROVIDER"] = "efa"
@@ -74,7 +83,10 @@ def collectives_env(detection: Detection, user: Mapping[str, str], ifname: str |
     """Everything this plugin exports before the NCCL process group starts (user values omitted)."""
     plugin = detection.plugin
     env = version_env(
-        plugin.version if plugin else None, detection.libfabric.version, detection.instance_type
+        plugin.version if plugin else None,
+        detection.libfabric.version,
+        detection.instance_type,
+        detection.installer_version,
     )
     if plugin is not None:
         # Set only where unset: a user's own LD_LIBRARY_PATH without the folder is a doctor finding.
