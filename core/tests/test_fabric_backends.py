@@ -79,3 +79,19 @@ def test_plugins_and_info_show_the_left_out_fabric(tmp_path: Path) -> None:
     assert {r["name"]: r["reason"] for r in data["inactive_plugins"]}["wire"] == LEFT_OUT
     failed = rlport_cli("info", extra_path=tmp_path, RLPORT_FABRICS="wire")
     assert failed.returncode == 2 and "names 'wire', which tunes nccl" in failed.stderr
+
+
+RAISING_DEVICE_INFO = """
+    @rlport.hookimpl
+    def rlport_device_info(self):  # replaces the fixture's own definition above
+        raise OSError("driver gone")
+"""
+
+
+def test_plugins_table_survives_a_device_info_that_raises(tmp_path: Path) -> None:
+    make_plugin(tmp_path, "flaky", device("flaky", priority=150, body=RAISING_DEVICE_INFO))
+    listing = rlport_cli("plugins", "--json", extra_path=tmp_path)
+    assert listing.returncode == 2
+    data = json.loads(listing.stdout)
+    assert "OSError: driver gone" in data["selection_error"]
+    assert {p["name"] for p in data["plugins"]} >= {"cpu", "flaky"}
