@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import add_plugin, efa_machine
+from efa_fakes import add_plugin, clean_env, efa_machine  # noqa: F401 (autouse fixture)
 from packaging.version import Version
 from rlport_efa import EfaPlugin
 from rlport_efa.detect import detect, efa_devices, find_plugin, plugin_version

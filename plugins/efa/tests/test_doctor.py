@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakes import efa_machine, write
+from efa_fakes import clean_env, efa_machine, write  # noqa: F401 (autouse fixture)
 from rlport_efa.detect import detect
 from rlport_efa.doctor import exported_variables, findings, shadowing
 from rlport_efa.host import Host

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import efa_machine
+from efa_fakes import clean_env, efa_machine  # noqa: F401 (autouse fixture)
 from packaging.version import Version
 from rlport_efa.detect import detect
 from rlport_efa.envplan import collectives_env, rdma_instance, version_env

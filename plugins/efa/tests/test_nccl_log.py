@@ -1,8 +1,15 @@
-"""The log parser and verdict on NCCL log excerpts written for these tests (see fakes.py)."""
+"""The log parser and verdict on NCCL log excerpts written for these tests (see efa_fakes.py)."""
 
 from __future__ import annotations
 
-from fakes import OTHER_PLUGIN_VERSION, PLUGIN_LIBFABRIC_MISMATCH, PROVES_EFA, SOCKET_FALLBACK, TCP_PROVIDER
+from efa_fakes import (  # noqa: F401 (autouse fixture)
+    OTHER_PLUGIN_VERSION,
+    PLUGIN_LIBFABRIC_MISMATCH,
+    PROVES_EFA,
+    SOCKET_FALLBACK,
+    TCP_PROVIDER,
+    clean_env,
+)
 from packaging.version import Version
 from rlport_efa.nccl_log import NcclTransport, parse, verdict
 

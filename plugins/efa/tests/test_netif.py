@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakes import add_interface
+from efa_fakes import add_interface, clean_env  # noqa: F401 (autouse fixture)
 from rlport_efa.host import Host
 from rlport_efa.netif import _stdlib_addresses, candidates, fake_addresses, socket_ifname
 

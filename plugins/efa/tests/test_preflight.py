@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakes import PROVES_EFA, SOCKET_FALLBACK
+from efa_fakes import PROVES_EFA, SOCKET_FALLBACK, clean_env  # noqa: F401 (autouse fixture)
 from packaging.version import Version
 from rlport_efa.preflight import capture, check, debug_files, logging_problem
 

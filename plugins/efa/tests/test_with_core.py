@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import PROVES_EFA, SOCKET_FALLBACK, efa_machine
+from efa_fakes import PROVES_EFA, SOCKET_FALLBACK, clean_env, efa_machine  # noqa: F401 (autouse fixture)
 
 from rlport import runtime as runtime_mod
 from rlport.errors import RlportError, SelectionError

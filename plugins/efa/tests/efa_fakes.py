@@ -8,8 +8,29 @@ tests from the lines NCCL and aws-ofi-nccl print (nccl init.cc, aws-ofi-nccl src
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import pytest
+
+from rlport import runtime as runtime_mod
+
+PREFIXES = ("RLPORT_", "NCCL_", "FI_", "RDMAV_")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No rlport runtime, no rlport variables and none of the variables EFA reads (autouse in every
+    module that imports it; there is no conftest.py, whose module name would clash with others')."""
+    runtime_mod.reset()
+    for key in list(os.environ):
+        if key.startswith(PREFIXES) or key == "LD_LIBRARY_PATH":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RLPORT_SUMMARY", "0")
+    yield
+    runtime_mod.reset()
+
 
 FI_INFO_OK = """#!/bin/sh
 if [ "$1" = "--version" ]; then
