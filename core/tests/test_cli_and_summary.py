@@ -66,12 +66,13 @@ def test_a_broken_plugin_never_stops_the_cli(tmp_path: Path) -> None:
     listing = rlport_cli("plugins", "--json", extra_path=tmp_path)
     assert listing.returncode == 0, listing.stderr
     statuses = {p["name"]: p["status"] for p in json.loads(listing.stdout)["plugins"]}
-    assert statuses == {"cpu": "active", "crashy": "broken"}
+    # other installed plugins (rlport-efa, ...) may be listed beside these two
+    assert (statuses["cpu"], statuses["crashy"]) == ("active", "broken")
     info = rlport_cli("info", "--json", extra_path=tmp_path)
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
     assert data["platform"]["plugin"] == "cpu"
-    assert [p["status"] for p in data["inactive_plugins"]] == ["broken"]
+    assert {p["name"]: p["status"] for p in data["inactive_plugins"]}["crashy"] == "broken"
 
 
 def test_a_tie_is_reported_by_info_and_plugins_still_lists(tmp_path: Path) -> None:
