@@ -32,3 +32,26 @@ class Plugin:
 
 plugin = Plugin()
 '''
+
+
+def fabric(name: str, *, tunes: tuple[str, ...] = (), env_var: str = "RLPORT_TEST_FABRIC") -> str:
+    """A fabric plugin that tunes the backends ``tunes`` (empty: any) and sets ``env_var`` to its name."""
+    return f'''
+import rlport
+from rlport.types import Manifest, ProbeResult
+
+
+class Fabric:
+    rlport_manifest = Manifest(name="{name}", kind="fabric", hook_api=">=1.0,<2", tunes_backends={tunes!r})
+
+    @rlport.hookimpl
+    def rlport_probe(self):
+        return ProbeResult(available=True, reason="{name} adapter present")
+
+    @rlport.hookimpl
+    def rlport_collectives_env(self, backend):
+        return {{"{env_var}": "{name}"}}
+
+
+plugin = Fabric()
+'''

@@ -103,6 +103,13 @@ def _check_manifest(record: PluginRecord) -> None:
             "fix the plugin's rlport_manifest",
         )
         return
+    tunes = manifest.tunes_backends
+    if isinstance(tunes, str) or not all(isinstance(b, str) and b for b in tunes):
+        record.mark_broken(
+            f"plugin {record.label} declares tunes_backends={tunes!r}; expected a tuple of backend names",
+            "fix the plugin's rlport_manifest, for example tunes_backends=('nccl',)",
+        )
+        return
     try:
         supported = SpecifierSet(manifest.hook_api)
     except InvalidSpecifier as exc:

@@ -6,8 +6,8 @@ and implements any of the hooks below, each decorated with :data:`rlport.hookimp
 implements only what differs on its hardware: the core registers reference implementations that
 answer last, so every hook has an answer.
 
-Only active plugins (the one selected device plugin, and every available fabric plugin) take part
-in hook calls. Hooks are called to *resolve* an implementation, never per operation: the caller keeps
+Only active plugins (the one selected device plugin, and every available fabric plugin that tunes
+its collectives backend, see ``Manifest.tunes_backends``) take part in hook calls. Hooks are called to *resolve* an implementation, never per operation: the caller keeps
 what a hook returns and calls it directly.
 
 Conventions, as in pytest: "first answer wins" marks a ``firstresult`` hook, where the first

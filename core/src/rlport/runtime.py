@@ -24,7 +24,7 @@ from rlport.discovery import PluginRecord, discover, new_plugin_manager
 from rlport.errors import ConfigError, EngineError
 from rlport.reference import NAME as REFERENCE
 from rlport.reference import Reference
-from rlport.selection import Selection, select
+from rlport.selection import Selection, leave_out_fabrics_not_tuning, select
 from rlport.settings import Settings
 from rlport.types import (
     AllocatorSettings,
@@ -74,6 +74,8 @@ class Runtime:
                 f"report it to the maintainers of {selection.device.distribution}",
             )
         self.device: DeviceInfo = info.value
+        for record in leave_out_fabrics_not_tuning(selection, self.collectives_backend, settings.fabrics):
+            self.pm.unregister(name=record.name)
         self.worker_env = self.merged("rlport_worker_env", device=self.device)
 
     # -- names -------------------------------------------------------------------------------------

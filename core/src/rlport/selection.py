@@ -1,4 +1,5 @@
-"""Choosing the active plugins: probe device and fabric plugins, pick one device, keep every fabric.
+"""Choosing the active plugins: probe device and fabric plugins, pick one device, keep every fabric
+that tunes the device's collectives backend.
 
 Rules (architecture.md, "Plugins and selection"): the highest available priority wins; a tie is an
 error naming both; ``RLPORT_DEVICE`` chooses explicitly and fails loudly; a plugin whose probe raises is
@@ -149,3 +150,30 @@ def select(records: list[PluginRecord], settings: Settings) -> Selection:
     for record in (device, *fabrics):
         record.status = "active"
     return Selection(device=device, fabrics=fabrics, reason=reason, warnings=warnings)
+
+
+def leave_out_fabrics_not_tuning(
+    selection: Selection, backend: str, explicit: tuple[str, ...] | None
+) -> list[PluginRecord]:
+    """Drop from ``selection`` the fabric plugins whose manifest lists backends other than ``backend``
+    (the active device plugin's, known once its device info is), marking each unavailable with the
+    reason. Returns the records dropped; a plugin named in ``explicit`` (``RLPORT_FABRICS``) raises."""
+    dropped = []
+    for record in list(selection.fabrics):
+        tunes = record.manifest.tunes_backends if record.manifest else ()
+        if not tunes or backend in tunes:
+            continue
+        record.status = "unavailable"
+        record.reason = (
+            f"tunes {', '.join(tunes)}; the active device plugin {selection.device.name!r} uses {backend}"
+        )
+        if explicit is not None and record.name in explicit:
+            rest = ",".join(n for n in explicit if n != record.name)
+            raise SelectionError(
+                f"{FABRICS}={','.join(explicit)} names {record.name!r}, which {record.reason}",
+                f"export {FABRICS}={rest}   (or select a device plugin whose backend it tunes: "
+                f"{DEVICE}=<name>)",
+            )
+        selection.fabrics.remove(record)
+        dropped.append(record)
+    return dropped

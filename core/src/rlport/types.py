@@ -21,12 +21,17 @@ class Manifest:
     ``hook_api`` is a packaging specifier set over :data:`rlport.HOOK_API_VERSION`
     (for example ``">=1.0,<2"``). ``kind`` is ``"device"`` (owns the accelerator, exactly one
     active) or ``"fabric"`` (tunes the interconnect, zero or more active).
+
+    ``tunes_backends`` (fabric plugins only) names the ``torch.distributed`` backends the plugin
+    tunes, for example ``("nccl",)``; once the active device plugin's backend is known, a fabric
+    plugin that does not list it is left out (shown as unavailable, with the reason). Empty: any.
     """
 
     name: str
     kind: PluginKind
     hook_api: str
     description: str = ""
+    tunes_backends: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,15 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     except RlportError as exc:
         raise _fail(exc) from None
     problem: RlportError | None = None
-    try:
-        select(records, settings)
+    try:  # the device info names the collectives backend, which decides the fabric plugins
+        runtime_mod.Runtime(settings, records, select(records, settings))
     except RlportError as exc:
         problem = exc
+    except Exception as exc:  # a device plugin whose device info raises must not hide the table
+        problem = RlportError(
+            f"the selected device plugin failed to describe its device: {type(exc).__name__}: {exc}",
+            "run `rlport doctor`, or choose another plugin: export RLPORT_DEVICE=cpu",
+        )
     if as_json:
         print(
             json.dumps(
