@@ -225,6 +225,8 @@ def test_the_preflight_reports_version_and_transport_from_the_log(
     import torch.distributed as dist
 
     monkeypatch.setenv("RLPORT_SUMMARY", "0")
+    monkeypatch.setenv("RLPORT_PLUGINS", "")  # built-ins only: the runtime under the preflight is cpu's
+    monkeypatch.delenv("RLPORT_DEVICE", raising=False)
     monkeypatch.setenv("NCCL_DEBUG_FILE", str(tmp_path / "nccl.%h.%p.log"))
     (tmp_path / f"nccl.{socket.gethostname()}.{os.getpid()}.log").write_text(
         "host:1:1 [0] NCCL INFO Using network IB\n"
@@ -234,6 +236,7 @@ def test_the_preflight_reports_version_and_transport_from_the_log(
     )
     monkeypatch.setattr(CudaPlugin, "collectives_version", lambda self: "2.21.5")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
+    runtime_mod.reset()
     try:
         (result,) = CudaPlugin().rlport_collectives_preflight("nccl", None)
     finally:
