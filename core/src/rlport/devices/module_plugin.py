@@ -18,6 +18,7 @@ from rlport.types import (
     AllocatorSettings,
     Capabilities,
     DeviceInfo,
+    EnginePlacement,
     Finding,
     MemoryBackend,
     PreflightResult,
@@ -45,6 +46,9 @@ class DeviceModulePlugin:
     attention_dtypes: tuple[str, ...] = ("bfloat16", "float16", "float32")
     attention_head_dims: tuple[int, ...] = (64, 80, 96, 128, 256)
     collectives: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+    #: Whether torch can share this device's memory between processes (``reduce_tensor`` handles):
+    #: then an engine in other processes on the same device gets weights without crossing host memory.
+    device_ipc: bool = False
 
     # -- what a subclass may refine -----------------------------------------------------------------
     def sleep_levels(self, device: DeviceInfo) -> tuple[int, ...]:
@@ -126,6 +130,16 @@ class DeviceModulePlugin:
                 else f"the {backend} all_reduce of ones returned {probe.item()}: run `rlport doctor`",
             )
         ]
+
+    @hookimpl
+    def rlport_weight_transport(self, engine: str, device: DeviceInfo, placement: EnginePlacement) -> Any:
+        """Device IPC buckets for an engine in other processes on this device, where the device can
+        share memory between processes; otherwise the reference decides (in-process or files)."""
+        if not self.device_ipc or placement.same_process or not placement.same_device:
+            return None
+        from rlport.rollout.transport import DeviceIpcTransport
+
+        return DeviceIpcTransport(device.device_type)
 
     @hookimpl
     def rlport_capabilities(self) -> Capabilities:

@@ -29,6 +29,8 @@ NCCL_ENV = {"NCCL_CUMEM_ENABLE": "0"}
 class CudaPlugin(DeviceModulePlugin):
     """``dev_root``/``proc_root``/``nvml`` point the probe elsewhere (tests); defaults are the real ones."""
 
+    device_ipc = True  # torch.cuda IPC handles (CUDA IPC, HIP IPC on ROCm)
+
     rlport_manifest = Manifest(
         name="cuda", kind="device", hook_api=">=1.0,<2", description="NVIDIA GPUs through torch.cuda"
     )

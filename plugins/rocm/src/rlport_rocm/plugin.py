@@ -31,6 +31,8 @@ SLEEP_ARCHS = ("gfx942", "gfx950")
 class RocmPlugin(DeviceModulePlugin):
     """``sys_root``/``dev_root``/``smi`` point the probe elsewhere (tests); defaults are the real ones."""
 
+    device_ipc = True  # torch.cuda IPC handles (CUDA IPC, HIP IPC on ROCm)
+
     rlport_manifest = Manifest(
         name="rocm", kind="device", hook_api=">=1.0,<2", description="AMD GPUs through torch.cuda on ROCm"
     )
