@@ -42,6 +42,8 @@ def rlport_device_info():
 
 @pytest.fixture
 def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # only the plugins under test: fixture device plugins other suites left installed must not take part
+    monkeypatch.setenv("RLPORT_PLUGINS", "efa,ncclchip")
     root = efa_machine(tmp_path / "root")
     monkeypatch.setenv("RLPORT_EFA_ROOT", str(root))
     monkeypatch.setattr(
