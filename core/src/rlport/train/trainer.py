@@ -296,7 +296,7 @@ class Trainer:
             + "; ".join(
                 f"rank {i['rank']} pid {i['pid']} {i['device']} attention={i['attn_implementation']} "
                 f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'} "
-                f"weights={i['weight_transport']}"
+                f"weights={i['weight_transport']} strategy={i['strategy']} optimizer={i['optimizer']}"
                 + (f" {i['collectives_backend']} preflight ok" if i["collectives_backend"] else "")
                 for i in worker_info
             ),
