@@ -234,6 +234,11 @@ def test_megatron_is_refused_on_cpu_before_any_work(tmp_path: Path, monkeypatch:
             "actor.offload=true",
             "actor.fsdp_config.param_offload=true",
         ),
+        (
+            ["actor.strategy=fsdp", "trainer.workers=2", "actor.fsdp_config.param_offload=true"],
+            "already is the host (cpu)",
+            "actor.fsdp_config.param_offload=false",
+        ),
     ],
 )
 def test_bad_strategy_settings_fail_before_work(

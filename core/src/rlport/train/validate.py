@@ -106,6 +106,12 @@ def check_strategy(cfg: TrainConfig, rt: Any) -> None:
             f"actor.strategy={name} splits the work over data-parallel workers, but trainer.workers=1",
             f"rlport train trainer.workers=2 actor.strategy={name} (or actor.strategy=replicated)",
         )
+    if name == "fsdp" and cfg.actor.fsdp_config.param_offload and rt.device.device_type == "cpu":
+        raise ConfigError(
+            "actor.fsdp_config.param_offload=true moves parameters to the host, and the training "
+            "device already is the host (cpu)",
+            "rlport train actor.fsdp_config.param_offload=false",
+        )
     if name == "fsdp" and cfg.actor.offload:
         raise ConfigError(
             "actor.offload=true parks whole parameters, which actor.strategy=fsdp shards",
