@@ -13,9 +13,9 @@ from rlport.train.config import TrainConfig, all_keys, default_yaml, load_config
 def test_defaults_are_documented_and_round_trip_through_yaml(tmp_path: Path) -> None:
     text = default_yaml()
     for key in all_keys():
-        section, leaf = key.split(".", 1)
+        section, *parents, leaf = key.split(".")
         assert f"\n{section}:" in "\n" + text
-        assert f"  {leaf}:" in text
+        assert f"{'  ' * (len(parents) + 1)}{leaf}:" in text  # a nested section indents its keys
     assert "# samples per prompt: the GRPO group size" in text
     f = tmp_path / "c.yaml"
     f.write_text(text)

@@ -279,3 +279,47 @@ def rlport_capabilities() -> Capabilities | None:
 
     :return: :class:`~rlport.types.Capabilities`. First answer wins.
     """
+
+
+# -------------------------------------------------------------------------------------------------
+# Training
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def rlport_optimizer(name: str, device: DeviceInfo, strategy: str) -> Any | None:
+    """The implementation of optimizer ``name`` (``"adamw"``) for the actor on this device.
+
+    Called once per training process, after the strategy (``"replicated"``, ``"ddp"``, ``"fsdp"``)
+    has wrapped the model; the actor keeps the factory. A device plugin answers where it has a
+    faster optimizer (a fused kernel of its own) and returns ``None`` for names it does not know.
+
+    :return: a callable ``factory(params, *, lr, betas, weight_decay) -> torch.optim.Optimizer``.
+        First answer wins; the reference builds ``torch.optim.AdamW`` with ``fused=True`` where
+        torch has a fused kernel for the device, else ``foreach=True``.
+    """
+
+
+@hookspec
+def rlport_before_model_build(strategy: str, device: DeviceInfo) -> None:
+    """Prepare the process before the actor's model is built for ``strategy``.
+
+    Called once per training process, on every active plugin, device plugin first, before the
+    model is loaded and wrapped: the place for imports that must come before a training library's
+    own (an adaptor that patches Megatron for the device). Raise an
+    :class:`~rlport.errors.RlportError` naming the fix when the preparation fails.
+
+    :return: nothing; a returned value is ignored.
+    """
+
+
+@hookspec(firstresult=True)
+def rlport_unsupported_strategies(device: DeviceInfo) -> dict[str, str] | None:
+    """The training strategies (``actor.strategy`` values) this device cannot run, with why.
+
+    Called once by the driver, before any model is loaded: a strategy named here stops the run at
+    once with the reason and a fix. A device plugin that runs every strategy returns ``{}``.
+
+    :return: a mapping ``{strategy: reason}``. First answer wins; the reference refuses
+        ``megatron``, whose model needs device kernels only a device plugin can vouch for.
+    """

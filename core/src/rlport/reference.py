@@ -84,3 +84,22 @@ class Reference:
         from rlport.rollout.transport import FileTransport, InProcessTransport
 
         return InProcessTransport() if placement.same_process else FileTransport()
+
+    # -- training ------------------------------------------------------------------------------
+
+    @hookimpl(trylast=True)
+    def rlport_optimizer(self, name: str, device: DeviceInfo, strategy: str) -> Any | None:
+        if name != "adamw":
+            return None
+        from rlport.train.optim import AdamWFactory
+
+        return AdamWFactory(device.device_type)
+
+    @hookimpl(trylast=True)
+    def rlport_unsupported_strategies(self, device: DeviceInfo) -> dict[str, str]:
+        return {
+            "megatron": f"megatron-core's model needs device kernels (fused attention, fused "
+            f"layer norm) that no device plugin declares for device type {device.device_type!r}; "
+            "only a device plugin that answers rlport_unsupported_strategies without 'megatron' "
+            "enables it"
+        }

@@ -29,6 +29,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "rollout": ("rlport_rollout_engines", "rlport_engine_args", "rlport_weight_transport"),
     "patches": ("rlport_patches",),
     "conformance": ("rlport_capabilities",),
+    "training": ("rlport_optimizer", "rlport_before_model_build", "rlport_unsupported_strategies"),
 }
 
 

@@ -59,7 +59,16 @@ class RolloutConfig:
 
 
 @dataclass
+class FsdpConfig:
+    param_dtype: str = ""  # compute dtype of the gathered parameters; "": the stored dtype (model.dtype)
+    reduce_dtype: str = "float32"  # dtype of the gradient reduce-scatter; "": the parameters' dtype
+    param_offload: bool = False  # parameters, gradients and optimizer state on the host (CPUOffloadPolicy)
+
+
+@dataclass
 class ActorConfig:
+    strategy: str = ""  # replicated | ddp | fsdp (megatron: later); "": fsdp with trainer.workers > 1
+    fsdp_config: FsdpConfig = field(default_factory=FsdpConfig)  # actor.strategy=fsdp only
     lr: float = 1e-5
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -409,6 +418,16 @@ def check_ranges(cfg: TrainConfig) -> None:
         f"more than rollout.max_new_tokens ({r.max_new_tokens})",
         f"rollout.max_model_len={r.max_new_tokens + 256}",
     )
+    dtypes = ("", "float32", "bfloat16", "float16")
+    for key in ("param_dtype", "reduce_dtype"):
+        value = getattr(a.fsdp_config, key)
+        _require(
+            value in dtypes,
+            f"actor.fsdp_config.{key}",
+            value,
+            "one of float32, bfloat16, float16 or empty",
+            f"actor.fsdp_config.{key}=float32",
+        )
     _require(a.lr > 0, "actor.lr", a.lr, "above 0", "actor.lr=1e-5")
     _require(len(a.betas) == 2, "actor.betas", a.betas, "two numbers", "actor.betas=[0.9,0.999]")
     _require(a.grad_clip >= 0, "actor.grad_clip", a.grad_clip, "0 (off) or more", "actor.grad_clip=1.0")
@@ -536,11 +555,22 @@ def default_yaml(cfg: TrainConfig | None = None) -> str:
     lines = ["# rlport train configuration. Override any key on the command line: section.key=value"]
     for section in dataclasses.fields(cfg):
         body = getattr(cfg, section.name)
-        comments = _comments(type(body))
         lines.append(f"{section.name}:")
-        for f in dataclasses.fields(body):
-            text = f"  {f.name}: {_yaml_value(getattr(body, f.name))}"
-            if f.name in comments:
-                text = f"{text:<40}# {comments[f.name]}"
-            lines.append(text)
+        lines.extend(_yaml_fields(body, "  "))
     return "\n".join(lines) + "\n"
+
+
+def _yaml_fields(body: Any, indent: str) -> list[str]:
+    """One section's fields, a nested section (``actor.fsdp_config``) as an indented block."""
+    comments = _comments(type(body))
+    lines = []
+    for f in dataclasses.fields(body):
+        value = getattr(body, f.name)
+        nested = dataclasses.is_dataclass(value)
+        text = f"{indent}{f.name}:" if nested else f"{indent}{f.name}: {_yaml_value(value)}"
+        if f.name in comments:
+            text = f"{text:<40}# {comments[f.name]}"
+        lines.append(text)
+        if nested:
+            lines.extend(_yaml_fields(value, indent + "  "))
+    return lines

@@ -44,13 +44,12 @@ class _Pool:
     def __init__(self, cfg: TrainConfig, actor_path: str, optimizer_state: str | None, rt: Any) -> None:
         self.world = cfg.trainer.workers
         self.ray = self.world > 1
-        cfg_dict = cfg.to_dict()
         if not self.ray:
             from rlport.train.workers import Worker
 
-            self.workers: list[Any] = [
-                Worker(cfg_dict, actor_path=actor_path, optimizer_state=optimizer_state)
-            ]
+            worker = Worker(cfg, actor_path=actor_path, optimizer_state=optimizer_state)
+            worker.build()
+            self.workers: list[Any] = [worker]
             return
         import ray
 
@@ -80,14 +79,13 @@ class _Pool:
             options["resources"] = {resource: 1}
         cls = ray_worker_class().options(**options)
         self.workers = [
-            cls.remote(
-                cfg_dict, rank=r, world=self.world, actor_path=actor_path, optimizer_state=optimizer_state
-            )
+            cls.remote(cfg, rank=r, world=self.world, actor_path=actor_path, optimizer_state=optimizer_state)
             for r in range(self.world)
         ]
         # Rank 0's node hosts the rendezvous (it may be another machine of the cluster).
         init_method = ray.get(self.workers[0].rendezvous_address.remote())
         ray.get([w.join_group.remote(init_method) for w in self.workers])
+        ray.get([w.build.remote() for w in self.workers])  # sharded strategies need the group
 
     def call(self, method: str, args_per_worker: list[tuple[Any, ...]] | None = None) -> list[Any]:
         args_per_worker = args_per_worker or [() for _ in self.workers]
@@ -192,8 +190,8 @@ class Trainer:
         return calls
 
     def step(self, pool: _Pool, step: int) -> dict[str, Any]:
+        from rlport.train.actor import Sample
         from rlport.train.grpo import group_advantages
-        from rlport.train.workers import Sample
 
         cfg = self.cfg
         t_step = time.perf_counter()
@@ -271,12 +269,7 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------------------
     def save(self, pool: _Pool, step: int) -> Path:
         folder = checkpoint_dir(self.out, step)
-        if pool.ray:
-            import ray
-
-            ray.get(pool.workers[0].save.remote(str(folder)))
-        else:
-            pool.workers[0].save(str(folder))
+        pool.call("save", [(str(folder),)] * pool.world)  # every rank gathers; rank 0 writes
         state = TrainerState(
             step=step, sampler=self.sampler.state(), config=self.cfg.to_dict(), version=__version__
         )
@@ -303,7 +296,7 @@ class Trainer:
             + "; ".join(
                 f"rank {i['rank']} pid {i['pid']} {i['device']} attention={i['attn_implementation']} "
                 f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'} "
-                f"weights={i['weight_transport']}"
+                f"weights={i['weight_transport']} strategy={i['strategy']} optimizer={i['optimizer']}"
                 + (f" {i['collectives_backend']} preflight ok" if i["collectives_backend"] else "")
                 for i in worker_info
             ),

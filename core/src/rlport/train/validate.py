@@ -94,6 +94,31 @@ def check_output_dir(cfg: TrainConfig) -> None:
         ) from exc
 
 
+def check_strategy(cfg: TrainConfig, rt: Any) -> None:
+    """``actor.strategy`` is built and the device can run it (the training hooks say)."""
+    from rlport.train.device_parts import check_strategy as check_device
+    from rlport.train.strategies import resolve_name
+
+    name = resolve_name(cfg.actor.strategy, cfg.trainer.workers)
+    check_device(name, rt)
+    if name in ("ddp", "fsdp") and cfg.trainer.workers < 2:
+        raise ConfigError(
+            f"actor.strategy={name} splits the work over data-parallel workers, but trainer.workers=1",
+            f"rlport train trainer.workers=2 actor.strategy={name} (or actor.strategy=replicated)",
+        )
+    if name == "fsdp" and cfg.actor.fsdp_config.param_offload and rt.device.device_type == "cpu":
+        raise ConfigError(
+            "actor.fsdp_config.param_offload=true moves parameters to the host, and the training "
+            "device already is the host (cpu)",
+            "rlport train actor.fsdp_config.param_offload=false",
+        )
+    if name == "fsdp" and cfg.actor.offload:
+        raise ConfigError(
+            "actor.offload=true parks whole parameters, which actor.strategy=fsdp shards",
+            "rlport train actor.fsdp_config.param_offload=true (FSDP's own CPU offload) instead",
+        )
+
+
 def validate(cfg: TrainConfig, rt: Any) -> None:
     """Everything that can be checked without loading a model."""
     check_data_files(cfg)
@@ -104,6 +129,7 @@ def validate(cfg: TrainConfig, rt: Any) -> None:
 
         read_state(folder)
     check_engine(cfg, rt)
+    check_strategy(cfg, rt)
     check_attention(cfg)
     check_ray(cfg)
     check_output_dir(cfg)

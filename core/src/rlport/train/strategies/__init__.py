@@ -1,0 +1,105 @@
+"""How the actor's model is spread over the data-parallel ranks (``actor.strategy``).
+
+A strategy wraps the model once (:meth:`Strategy.wrap`), says how micro-batch gradients
+accumulate (:meth:`Strategy.accumulate`) and are averaged over the ranks (:meth:`Strategy.reduce`),
+and hands out the full, unsharded weights for the engine and checkpoints
+(:meth:`Strategy.full_parameters`, :meth:`Strategy.full_state_dict`). One module per strategy:
+
+``replicated`` (:mod:`.replicated`): a full model and optimizer on every rank, gradients averaged
+in one flat all-reduce after the backward passes. ``ddp`` (:mod:`.ddp`): torch's
+``DistributedDataParallel``, gradients all-reduced in buckets during the last backward of a
+mini-batch. ``fsdp`` (:mod:`.fsdp`): FSDP2 (``fully_shard``), parameters, gradients and optimizer
+state sharded over the ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+
+#: every strategy ``actor.strategy`` can name; ``megatron`` is refused until it is built.
+KNOWN = ("replicated", "ddp", "fsdp", "megatron")
+BUILT = ("replicated", "ddp", "fsdp")
+
+
+class Strategy(Protocol):
+    name: str
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module to train (called once, after the process group is up)."""
+
+    def accumulate(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """Context for one micro-batch's backward; ``last`` is the mini-batch's final one."""
+
+    def reduce(self, model: torch.nn.Module) -> None:
+        """Average the accumulated gradients over the ranks (a no-op where backward did it)."""
+
+    def full_parameters(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(Hugging Face name, full tensor)`` per parameter, one at a time, on every rank."""
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The whole model's state dict, unsharded, on CPU (every rank must call it; only rank 0
+        is sure to receive it)."""
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer's state, unsharded (every rank must call it; rank 0 saves it)."""
+
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        """Load a state :meth:`optimizer_state` returned (every rank, the same full state)."""
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face module inside a DDP wrapper (FSDP2 wraps in place)."""
+    return (
+        getattr(model, "module", model)
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        else model
+    )
+
+
+def resolve_name(strategy: str, workers: int) -> str:
+    """``actor.strategy`` as set, or its default: ``fsdp`` with more than one worker."""
+    if strategy:
+        return strategy
+    return "fsdp" if workers > 1 else "replicated"
+
+
+def build(name: str, *, world: int, device_type: str, fsdp: Any = None) -> Strategy:
+    """The strategy object for ``name`` (one of :data:`BUILT`)."""
+    if name == "ddp":
+        from rlport.train.strategies.ddp import DdpStrategy
+
+        return DdpStrategy(world)
+    if name == "fsdp":
+        from rlport.train.strategies.fsdp import FsdpStrategy
+
+        return FsdpStrategy(world, device_type, fsdp)
+    from rlport.train.strategies.replicated import ReplicatedStrategy
+
+    return ReplicatedStrategy(world)
+
+
+class Local:
+    """Full weights and optimizer state for strategies where every rank holds the whole model."""
+
+    def full_parameters(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        return ((name, p.detach()) for name, p in unwrap(model).named_parameters())
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        optimizer.load_state_dict(state)
+
+
+__all__ = ["BUILT", "KNOWN", "Strategy", "build", "resolve_name", "unwrap"]

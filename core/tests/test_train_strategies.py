@@ -1,0 +1,265 @@
+"""Training strategies (``actor.strategy``): FSDP2 and DDP over two gloo ranks compute what one
+process computes on the same batch; the engine serves the trainer's weights after a sync; the demo
+learns with each strategy; strategies a device cannot run are refused before any work.
+
+The two-rank runs are real ``torch.distributed`` process groups (gloo, on CPU) started with
+``torch.multiprocessing.spawn``; the single process runs ``replicated`` on the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+
+from rlport.errors import ConfigError
+from rlport.train.actor import Actor, Sample
+from rlport.train.cli import build_config
+from rlport.train.trainer import Trainer
+
+#: AdamW's first step moves every weight by about lr (m / sqrt(v) is about sign(g)), so weights are
+#: compared as their update, relative to lr; losses as float32 sums of different partial orders.
+LR = 1e-3
+UPDATE_TOL = 1e-3  # max |update_2ranks - update_1process| / lr
+LOSS_TOL = 1e-5
+
+
+def _tiny(folder: Path) -> Path:
+    from rlport.rollout.tiny import build_tiny_model
+
+    model = folder / "model"
+    if not (model / "config.json").is_file():
+        build_tiny_model(model, vocab=None, hidden_size=64, heads=2, kv_heads=1, layers=2, seed=0)
+    return model
+
+
+def _samples() -> list[Sample]:
+    """Eight rollouts of equal response length (so the token-mean over the batch equals the mean of
+    the two halves' token-means), with advantages of both signs."""
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for i in range(8):
+        prompt = torch.randint(3, 100, (5 + i % 3,), generator=g).tolist()
+        response = torch.randint(3, 100, (6,), generator=g).tolist()
+        out.append(Sample(prompt, response, [0.0] * 6, advantage=float(i % 4) - 1.5))
+    return out
+
+
+def _cfg(model: Path, strategy: str, workers: int) -> Any:
+    return build_config(
+        [
+            f"model.path={model}",
+            f"actor.strategy={strategy}",
+            f"trainer.workers={workers}",
+            f"actor.lr={LR}",
+            "actor.micro_batch_size=2",  # two micro-batches per rank: accumulation is exercised
+            "actor.grad_clip=0.5",  # clipping on (sharded) gradients is exercised
+            "model.attn_implementation=sdpa",
+        ],
+        demo=False,
+    )
+
+
+def _digest(named: Any) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(named, key=lambda kv: kv[0]):
+        h.update(name.encode())
+        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _train(model: Path, strategy: str, rank: int, world: int, out: Path) -> None:
+    import rlport
+
+    rt = rlport.init()
+    samples = _samples()
+    share = samples[rank * len(samples) // world : (rank + 1) * len(samples) // world]
+    actor = Actor(_cfg(model, strategy, world), path=str(model), device="cpu", rank=rank, world=world, rt=rt)
+    stats = actor.update(share, actor.logprobs(share))
+    weights = {name: t.clone() for name, t in actor.full_parameters()}
+    if rank == 0:
+        torch.save({"stats": stats, "weights": weights, "optimizer": actor.optimizer_name}, out)
+
+
+def _rank(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
+    import torch.distributed as dist
+
+    os.environ["RLPORT_SUMMARY"] = "0"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        _train(model, strategy, rank, 2, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def single(model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("single") / "r.pt"
+    _train(model, "replicated", 0, 1, out)
+    return torch.load(out, weights_only=False)
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp", "replicated"])
+def test_two_ranks_match_one_process(
+    strategy: str, model: Path, single: dict[str, Any], tmp_path: Path
+) -> None:
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "r.pt"
+    mp.spawn(_rank, args=(model, strategy, str(tmp_path / "store"), out), nprocs=2, join=True)
+    two = torch.load(out, weights_only=False)
+    from safetensors.torch import load_file
+
+    before = load_file(model / "model.safetensors")
+    assert two["weights"].keys() == single["weights"].keys()
+    moved = 0.0
+    for name, w in single["weights"].items():
+        start = before[name]
+        delta_1, delta_2 = w - start, two["weights"][name] - start
+        moved = max(moved, float(delta_1.abs().max()))
+        err = float((delta_2 - delta_1).abs().max()) / LR
+        assert err <= UPDATE_TOL, f"{strategy}: {name} update differs by {err:.2e} x lr"
+    assert moved > LR / 2, "the update did not move the weights"
+    # each rank's loss is a token-mean over half the batch; their mean is the whole batch's
+    s1, s2 = single["stats"], two["stats"]
+    assert abs(s2["actor/grad_norm"] - s1["actor/grad_norm"]) <= 1e-4 * s1["actor/grad_norm"]
+    assert s1["actor/grad_norm"] > 0.5  # clipping took effect (grad_clip=0.5)
+
+
+def _engine_rank(rank: int, model: Path, store: str, out: Path) -> None:
+    import torch.distributed as dist
+
+    from rlport.train.workers import Worker
+
+    os.environ["RLPORT_SUMMARY"] = "0"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        w = Worker(_cfg(model, "fsdp", 2), rank=rank, world=2, actor_path=str(model))
+        w.build()
+        share = _samples()[rank * 4 : (rank + 1) * 4]
+        w.train(share)
+        trainer = _digest(w.actor.full_parameters())
+        state = w.engine.model.state_dict()
+        served = _digest((name, state[name]) for name, _ in w.actor.full_parameters())
+        start = _digest(
+            (n, t)
+            for n, t in __import__("safetensors.torch").torch.load_file(model / "model.safetensors").items()
+            if n in state
+        )
+        (out / f"rank{rank}.json").write_text(
+            json.dumps({"trainer": trainer, "served": served, "start": start})
+        )
+        w.shutdown()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_engine_serves_the_trainers_weights_after_a_fsdp_sync(model: Path, tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_engine_rank, args=(model, str(tmp_path / "store"), tmp_path), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r in ranks:
+        assert r["served"] == r["trainer"]
+        assert r["served"] != r["start"]  # the update changed the weights, and the engine has them
+    assert ranks[0]["trainer"] == ranks[1]["trainer"]  # every rank's engine gets the same weights
+
+
+def _console() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_demo_reward_rises_with_two_workers(
+    strategy: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    cfg = build_config(
+        [
+            "trainer.progress=false",
+            "trainer.workers=2",
+            "trainer.ray_num_cpus=2",
+            f"actor.strategy={strategy}",
+            "trainer.steps=20",
+            f"trainer.output_dir={tmp_path / 'run'}",
+        ],
+        demo=True,
+    )
+    res = Trainer(cfg, console=_console()).fit()
+    assert {w["strategy"] for w in res.workers} == {strategy}
+    rewards = [h["reward/mean"] for h in res.history]
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3  # measured: 0.015 -> 0.21 by step 14
+    assert last - first >= 0.15, f"{strategy}: reward went from {first:.3f} to {last:.3f}"
+    assert all(h["workers/weights_in_sync"] == 1.0 for h in res.history)
+    assert (tmp_path / "run" / "checkpoints" / "step_20" / "model.safetensors").is_file()
+
+
+def test_megatron_is_refused_on_cpu_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlport.train import workers
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a worker started before the strategy was checked")
+
+    monkeypatch.setattr(workers.Worker, "__init__", refuse)
+    cfg = build_config(
+        ["actor.strategy=megatron", "trainer.workers=2", f"trainer.output_dir={tmp_path / 'run'}"], demo=True
+    )
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg, console=_console())
+    assert "actor.strategy=megatron cannot run on this device (cpu" in err.value.message
+    assert "said by plugin 'reference'" in err.value.message
+    assert err.value.fix.startswith("rlport train actor.strategy=replicated")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message", "fix"),
+    [
+        (["actor.strategy=zero3"], "'actor.strategy' is 'zero3'", "actor.strategy=fsdp"),
+        (["actor.strategy=fsdp", "trainer.workers=1"], "trainer.workers=1", "trainer.workers=2"),
+        (
+            ["actor.strategy=fsdp", "trainer.workers=2", "actor.offload=true"],
+            "actor.offload=true",
+            "actor.fsdp_config.param_offload=true",
+        ),
+        (
+            ["actor.strategy=fsdp", "trainer.workers=2", "actor.fsdp_config.param_offload=true"],
+            "already is the host (cpu)",
+            "actor.fsdp_config.param_offload=false",
+        ),
+    ],
+)
+def test_bad_strategy_settings_fail_before_work(
+    extra: list[str], message: str, fix: str, tmp_path: Path
+) -> None:
+    cfg = build_config([*extra, f"trainer.output_dir={tmp_path / 'run'}"], demo=True)
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg, console=_console())
+    assert message in err.value.message and fix in err.value.fix
+
+
+def test_reference_optimizer_is_adamw_on_its_fastest_path() -> None:
+    import rlport
+    from rlport.train.device_parts import optimizer_factory
+    from rlport.train.optim import has_fused_adamw
+
+    factory, plugin = optimizer_factory("adamw", "replicated", rlport.init())
+    assert plugin == "reference"
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = factory([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.0)
+    assert isinstance(opt, torch.optim.AdamW)
+    fused = has_fused_adamw("cpu")
+    assert opt.defaults["fused"] is (True if fused else None) or opt.defaults["fused"] == fused
+    assert opt.defaults["foreach"] is (None if fused else True)
