@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from rlport.errors import RlportError
 from rlport.types import Finding
+
+if TYPE_CHECKING:
+    from rlport.runtime import Runtime
 
 
 def _stack(runtime) -> list[Finding]:  # type: ignore[no-untyped-def]
@@ -116,30 +120,27 @@ def _process_env(runtime) -> list[Finding]:  # type: ignore[no-untyped-def]
     return out
 
 
-def _plugin_findings(runtime) -> list[Finding]:  # type: ignore[no-untyped-def]
+def _plugin_findings(runtime: Runtime) -> list[Finding]:
     """What each active plugin's own ``rlport_doctor`` sees; a plugin that raises is itself a finding."""
-    out: list[Finding] = []
-    for impl in runtime._impls("rlport_doctor"):
-        try:
-            answer = runtime._call(impl, {"device": runtime.device})
-        except Exception as exc:
-            out.append(
-                Finding(
-                    "plugins",
-                    f"rlport_doctor of plugin {impl.plugin_name!r} raised {type(exc).__name__}: {exc}",
-                    f"report it to the maintainers of {impl.plugin_name}",
-                )
-            )
-            continue
-        for finding in answer or ():
+    answers, failures = runtime.each_guarded("rlport_doctor", device=runtime.device)
+    out = [
+        Finding(
+            "plugins",
+            f"rlport_doctor of plugin {failed.plugin!r} raised {type(failed.value).__name__}: {failed.value}",
+            f"report it to the maintainers of {failed.plugin}",
+        )
+        for failed in failures
+    ]
+    for answer in answers:
+        for finding in answer.value:
             if isinstance(finding, Finding):
                 out.append(finding)
             else:
                 out.append(
                     Finding(
                         "plugins",
-                        f"rlport_doctor of plugin {impl.plugin_name!r} returned {finding!r}; expected a Finding",
-                        f"report it to the maintainers of {impl.plugin_name}",
+                        f"rlport_doctor of plugin {answer.plugin!r} returned {finding!r}; expected a Finding",
+                        f"report it to the maintainers of {answer.plugin}",
                     )
                 )
     return out

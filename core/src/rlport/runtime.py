@@ -125,6 +125,24 @@ class Runtime:
                 out.append(Resolved(value, impl.plugin_name))
         return out
 
+    def each_guarded(self, hook_name: str, **kwargs: Any) -> tuple[list[Resolved], list[Resolved]]:
+        """Like :meth:`each`, but an implementation that raises does not stop the others.
+
+        Returns ``(answers, failures)``; a failure's ``value`` is the exception it raised. For
+        diagnostics (``rlport doctor``), where one broken plugin must not hide what the others see.
+        """
+        answers: list[Resolved] = []
+        failures: list[Resolved] = []
+        for impl in self._impls(hook_name):
+            try:
+                value = self._call(impl, kwargs)
+            except Exception as exc:
+                failures.append(Resolved(exc, impl.plugin_name))
+                continue
+            if value is not None:
+                answers.append(Resolved(value, impl.plugin_name))
+        return answers, failures
+
     def merged(self, hook_name: str, **kwargs: Any) -> dict[str, str]:
         """Merge mapping answers; two plugins disagreeing on a key is an error naming both."""
         merged: dict[str, str] = {}
