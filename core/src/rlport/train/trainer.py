@@ -141,7 +141,9 @@ class _Pool:
         return [getattr(w, method).remote(*a) for w, a in zip(self.workers, args_per_worker, strict=True)]
 
     def gather(self, method: str, refs: list[Any]) -> list[Any]:
-        """The results in rank order; the first worker that dies or raises ends the wait."""
+        """The results in rank order; the first worker that dies or raises ends the wait. When a
+        worker raises (say, a collective that lost its peer), a worker that died meanwhile is the
+        cause and is the one reported."""
         import ray
 
         pending = list(refs)
@@ -154,6 +156,14 @@ class _Pool:
                 raise self._lost(refs.index(done[0]), method, exc) from exc
             except Exception:
                 self.failed = True
+                ready = ray.wait(pending, num_returns=len(pending), timeout=5.0)[0] if pending else []
+                for ref in ready:
+                    try:
+                        ray.get(ref)
+                    except ray.exceptions.RayActorError as dead:
+                        raise self._lost(refs.index(ref), method, dead) from dead
+                    except Exception:
+                        pass
                 raise
         return ray.get(refs)
 
