@@ -21,6 +21,7 @@ from rich.console import Console
 
 from rlport.errors import ConfigError, RlportError
 from rlport.train import placement
+from rlport.train import trainer as trainer_mod
 from rlport.train.cli import build_config
 from rlport.train.trainer import Trainer
 
@@ -56,6 +57,24 @@ def test_a_cluster_too_small_is_refused_naming_both_sides() -> None:
     assert "ray start --address=<head-ip>:6379" in err.value.fix
     cpu_only = placement.Request(nnodes=1, per_node=2, cpus_per_worker=1, resource=None)
     assert cpu_only.bundle() == {"CPU": 1.0}
+
+
+def test_a_worker_resolving_another_plugin_is_refused() -> None:
+    from types import SimpleNamespace
+
+    pool = trainer_mod._Pool.__new__(trainer_mod._Pool)
+    pool.where = ["10.0.0.1 (node 01010101)", "10.0.0.2 (node 02020202)"]
+    rt = SimpleNamespace(device_plugin="cpu", collectives_backend="gloo")
+    same = {"device_plugin": "cpu", "collectives_backend": "gloo"}
+    pool._check_plugins([{"rank": 0, **same}, {"rank": 1, **same}], rt)
+    other = {"rank": 1, "device_plugin": "cuda", "collectives_backend": "nccl"}
+    with pytest.raises(RlportError) as err:
+        pool._check_plugins([{"rank": 0, **same}, other], rt)
+    assert err.value.message == (
+        "worker rank 1 on 10.0.0.2 (node 02020202) resolved device plugin 'cuda' with collectives 'nccl', "
+        "the driver 'cpu' with 'gloo'"
+    )
+    assert "install the same rlport plugins on every node" in err.value.fix
 
 
 @pytest.mark.parametrize(

@@ -170,12 +170,14 @@ class _Pool:
     def _lost(self, rank: int, method: str, exc: BaseException) -> WorkerError:
         when = f" of step {self.step}" if self.step is not None else " while starting"
         reason = str(getattr(exc, "error_msg", "") or exc).strip().splitlines()
-        t = self.cfg.trainer
+        last = checkpoint.latest(Path(self.cfg.trainer.output_dir).expanduser())
         return WorkerError(
             f"worker rank {rank} on {self.where[rank]} died during {method!r}{when}: "
             f"{reason[0] if reason else type(exc).__name__}",
-            "the last complete checkpoint is intact: rlport train ... trainer.resume_from=latest "
-            f"trainer.output_dir={t.output_dir} continues from it",
+            f"the last complete checkpoint, {last}, is intact: continue from it with the same command "
+            "and trainer.resume_from=latest"
+            if last
+            else "no checkpoint was complete yet: run again (trainer.save_every=N saves every N steps)",
             rank=rank,
             node=self.where[rank],
             step=self.step,
