@@ -160,8 +160,14 @@ def place(req: Request, timeout_s: float) -> Placement:
                     f"{_fmt(_plain(ray.available_resources()))}; " + _cluster_text(cluster_nodes()),
                     _fix(req) + ", or wait for other jobs to release their resources",
                 ) from exc
-            table = placement_group_table(pg)
-            placement.nodes.append(str(next(iter(table["bundles_to_node_id"].values()))))
+            node = str(next(iter(placement_group_table(pg)["bundles_to_node_id"].values())))
+            if node in placement.nodes:  # a Ray that does not honour bundle label selectors
+                raise RlportError(
+                    f"Ray {ray.__version__} placed two nodes' worker groups on node {node[:8]}: "
+                    "trainer.nnodes > 1 needs placement label selectors that Ray honours",
+                    'pip install "ray>=2.50"',
+                )
+            placement.nodes.append(node)
     except BaseException:
         placement.remove()
         raise
