@@ -49,7 +49,10 @@ def test_a_checkpoint_appears_only_when_complete(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_2"]
 
     # a body that never writes trainer_state.json commits nothing
-    with pytest.raises(RuntimeError, match=r"trainer_state\.json"), checkpoint.writing(tmp_path, 4) as partial:
+    with (
+        pytest.raises(RuntimeError, match=r"trainer_state\.json"),
+        checkpoint.writing(tmp_path, 4) as partial,
+    ):
         (partial / "model.safetensors").write_bytes(b"no state")
     assert checkpoint.latest(tmp_path) == folder
 

@@ -34,9 +34,9 @@ ARGS = [
 ]
 
 
-def _trainer(out: Path, *extra: str) -> Trainer:
+def _trainer(out: Path, *extra: str, log: io.StringIO | None = None) -> Trainer:
     cfg = build_config([*ARGS, f"trainer.output_dir={out}", *extra], demo=True)
-    return Trainer(cfg, console=Console(file=io.StringIO(), width=200))
+    return Trainer(cfg, console=Console(file=log or io.StringIO(), width=400))
 
 
 def test_a_worker_killed_mid_step_is_named_and_the_run_resumes(
@@ -79,8 +79,16 @@ def test_a_worker_killed_mid_step_is_named_and_the_run_resumes(
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
 
-    # resume: steps 3 and 4, the batches an uninterrupted run would draw
-    resumed = _trainer(out, "trainer.resume_from=latest")
+    # resume: steps 3 and 4, the batches an uninterrupted run would draw; a save some run did not
+    # finish is reported and left alone
+    (ckpts / "step_4.partial-0badf00d").mkdir()
+    log = io.StringIO()
+    resumed = _trainer(out, "trainer.resume_from=latest", log=log)
+    assert (
+        f"note: ignoring {ckpts / 'step_4.partial-0badf00d'}: a checkpoint a run stopped writing"
+        in log.getvalue()
+    )
+    assert f"resuming from {ckpts / 'step_2'} (step 2, data epoch 0 position 8)" in log.getvalue()
     assert resumed.start_step == 2 and resumed.resume_from == ckpts / "step_2"
     drawn: list[list[int]] = []
     next_batch = Sampler.next_batch
@@ -99,3 +107,9 @@ def test_a_worker_killed_mid_step_is_named_and_the_run_resumes(
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert json.loads((ckpts / "step_4" / "trainer_state.json").read_text())["step"] == 4
+    assert sorted(p.name for p in ckpts.iterdir()) == [
+        "latest",
+        "step_2",
+        "step_4",
+        "step_4.partial-0badf00d",
+    ]

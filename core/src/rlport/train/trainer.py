@@ -113,7 +113,8 @@ class _Pool:
             for r in range(self.world)
         ]
         self._check_plugins(self.call("identity"), rt)
-        host, port = ray.get(self.workers[0].host_rendezvous.remote())  # rank 0 keeps the port bound
+        # rank 0 opens the store and keeps its port bound; the others connect to it
+        host, port = self.gather("host_rendezvous", [self.workers[0].host_rendezvous.remote()])[0]
         self.call("join_group", [(host, port)] * self.world)
         self.call("build")  # sharded strategies need the group
 
