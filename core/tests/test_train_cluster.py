@@ -77,6 +77,27 @@ def test_a_worker_resolving_another_plugin_is_refused() -> None:
     assert "install the same rlport plugins on every node" in err.value.fix
 
 
+def test_a_worker_error_is_named_with_its_rank_node_and_step() -> None:
+    """What Ray hands the driver when a worker raises: its exception as ``cause``."""
+    from types import SimpleNamespace
+
+    from rlport.errors import WorkerError
+
+    pool = trainer_mod._Pool.__new__(trainer_mod._Pool)
+    pool.where, pool.step = ["10.0.0.1 (node 01010101)", "10.0.0.2 (node 02020202)"], 7
+    wrapped = SimpleNamespace(cause=RlportError("preflight all_reduce exact failed", "rlport doctor"))
+    err = pool._raised(1, "train", wrapped)  # type: ignore[arg-type]
+    assert isinstance(err, WorkerError) and (err.rank, err.step) == (1, 7)
+    assert err.message == (
+        "worker rank 1 on 10.0.0.2 (node 02020202) failed during 'train' of step 7: "
+        "preflight all_reduce exact failed"
+    )
+    assert err.fix == "rlport doctor"
+    pool.step = None
+    err = pool._raised(0, "build", ValueError("bad shape"))
+    assert err.message.endswith("failed during 'build' while starting: ValueError: bad shape")
+
+
 @pytest.mark.parametrize(
     ("extra", "message", "fix"),
     [

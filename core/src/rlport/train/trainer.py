@@ -155,7 +155,7 @@ class _Pool:
             except ray.exceptions.RayActorError as exc:
                 self.failed = True
                 raise self._lost(refs.index(done[0]), method, exc) from exc
-            except Exception:
+            except Exception as exc:
                 self.failed = True
                 ready = ray.wait(pending, num_returns=len(pending), timeout=5.0)[0] if pending else []
                 for ref in ready:
@@ -165,15 +165,29 @@ class _Pool:
                         raise self._lost(refs.index(ref), method, dead) from dead
                     except Exception:
                         pass
-                raise
+                raise self._raised(refs.index(done[0]), method, exc) from exc
         return ray.get(refs)
 
+    def _when(self) -> str:
+        return f" of step {self.step}" if self.step is not None else " while starting"
+
+    def _raised(self, rank: int, method: str, exc: BaseException) -> WorkerError:
+        """A worker's own error, named with its rank, node and step (its fix kept)."""
+        cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
+        text = cause.message if isinstance(cause, RlportError) else f"{type(cause).__name__}: {cause}"
+        return WorkerError(
+            f"worker rank {rank} on {self.where[rank]} failed during {method!r}{self._when()}: {text}",
+            cause.fix if isinstance(cause, RlportError) else "see the worker's traceback above",
+            rank=rank,
+            node=self.where[rank],
+            step=self.step,
+        )
+
     def _lost(self, rank: int, method: str, exc: BaseException) -> WorkerError:
-        when = f" of step {self.step}" if self.step is not None else " while starting"
         reason = str(getattr(exc, "error_msg", "") or exc).strip().splitlines()
         last = checkpoint.latest(Path(self.cfg.trainer.output_dir).expanduser())
         return WorkerError(
-            f"worker rank {rank} on {self.where[rank]} died during {method!r}{when}: "
+            f"worker rank {rank} on {self.where[rank]} died during {method!r}{self._when()}: "
             f"{reason[0] if reason else type(exc).__name__}",
             f"the last complete checkpoint, {last}, is intact: continue from it with the same command "
             "and trainer.resume_from=latest"
