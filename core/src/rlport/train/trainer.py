@@ -416,7 +416,7 @@ class Trainer:
         self.console.print(
             f"workers ready in {time.perf_counter() - t0:.2f}s: "
             + "; ".join(
-                f"rank {i['rank']} pid {i['pid']} {i['device']} attention={i['attn_implementation']} "
+                f"rank {i['rank']} pid {i['pid']} on {i['node']} {i['device']} attention={i['attn_implementation']} "
                 f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'} "
                 f"weights={i['weight_transport']} strategy={i['strategy']} optimizer={i['optimizer']}"
                 + (f" {i['collectives_backend']} preflight ok" if i["collectives_backend"] else "")
