@@ -53,8 +53,12 @@ def init_process_group(
     init_method: str | None = None,
     timeout_s: float = 300.0,
     check: bool = True,
+    store: Any = None,
 ) -> list[PreflightResult]:
     """Start the default process group with the plugin-chosen backend and run the preflight.
+
+    ``store`` (a ``torch.distributed.Store`` every rank is already connected to) replaces
+    ``init_method`` as the rendezvous.
 
     Returns the preflight results; raises :class:`RlportError` naming the failed check and its fix.
     """
@@ -68,12 +72,11 @@ def init_process_group(
             )
         os.environ[key] = value
     backend = rt.collectives_backend
+    where: dict[str, Any] = (
+        {"store": store} if store is not None else {"init_method": init_method or "env://"}
+    )
     dist.init_process_group(
-        backend=backend,
-        init_method=init_method or "env://",
-        rank=rank,
-        world_size=world_size,
-        timeout=timedelta(seconds=timeout_s),
+        backend=backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s), **where
     )
     if not check:
         return []

@@ -44,3 +44,11 @@ class PatchError(RlportError):
 
 class EngineError(RlportError):
     """A rollout engine could not be found, constructed, or asked to do what it cannot."""
+
+
+class WorkerError(RlportError):
+    """A training worker died or failed: ``rank``, ``node`` and ``step`` say which and when."""
+
+    def __init__(self, message: str, fix: str = "", *, rank: int, node: str, step: int | None) -> None:
+        super().__init__(message, fix)
+        self.rank, self.node, self.step = rank, node, step

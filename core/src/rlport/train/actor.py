@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from rlport.train.checkpoint import OPTIMIZER_FILE
 from rlport.train.config import TrainConfig
 from rlport.train.grpo import clipped_policy_loss, entropy_from_logits, kl_k3, masked_mean, token_logprobs
 from rlport.train.modeling import load_causal_lm
@@ -54,7 +53,7 @@ class Actor:
         rank: int = 0,
         world: int = 1,
         rt: Any,
-        optimizer_state: str | None = None,
+        resume_from: str | None = None,
     ) -> None:
         from rlport.train.device_parts import before_model_build, optimizer_factory
 
@@ -84,9 +83,8 @@ class Actor:
             betas=(a.betas[0], a.betas[1]),
             weight_decay=a.weight_decay,
         )
-        if optimizer_state:
-            state = torch.load(optimizer_state, map_location="cpu", weights_only=True)
-            self.strategy.load_optimizer_state(self.model, self.optimizer, state)
+        if resume_from:  # the optimizer state (and a sharded strategy's model shards) of a checkpoint
+            self.strategy.load_training_state(self.model, self.optimizer, Path(resume_from))
 
     @property
     def module(self) -> torch.nn.Module:
@@ -99,15 +97,14 @@ class Actor:
         return self.strategy.full_parameters(self.model)
 
     def save(self, folder: str | Path) -> None:
-        """The model in Hugging Face format and the optimizer state, written by rank 0 (every rank
-        must call it: sharded strategies gather here)."""
+        """The model in Hugging Face format (written by rank 0) and what resuming needs (the
+        optimizer state; a sharded strategy's shards from every rank). Every rank must call it:
+        sharded strategies gather the Hugging Face weights here."""
+        out = Path(folder)
         state = self.strategy.full_state_dict(self.model)
-        optim = self.strategy.optimizer_state(self.model, self.optimizer)
-        if self.rank != 0:
-            return
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        self.module.save_pretrained(folder, state_dict=state)
-        torch.save(optim, Path(folder) / OPTIMIZER_FILE)
+        self.strategy.save_training_state(self.model, self.optimizer, out, self.rank)
+        if self.rank == 0:
+            self.module.save_pretrained(out, state_dict=state)
 
     @torch.no_grad()
     def checksum(self) -> float:

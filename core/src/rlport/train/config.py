@@ -100,13 +100,20 @@ class RewardConfig:
 class TrainerConfig:
     steps: int = 50  # optimizer steps (each: rollout, reward, update, weight sync)
     workers: int = 1  # data-parallel workers; more than 1 runs Ray actors
+    nnodes: int = 1  # nodes the workers are spread over (verl's key); the workers split evenly over them
+    n_gpus_per_node: int = (
+        0  # devices (one worker each) per node, verl's key; 0: trainer.workers / trainer.nnodes
+    )
     seed: int = 0
     output_dir: str = "outputs/rlport"  # metrics.jsonl, reward_curve.png and checkpoints/ go here
     save_every: int = 0  # save a checkpoint every N steps; 0: only at the end
-    resume_from: str = ""  # a checkpoint folder (output_dir/checkpoints/step_N) to continue from
+    resume_from: str = (
+        ""  # a checkpoint folder (output_dir/checkpoints/step_N), or latest: the newest complete one
+    )
     ray_address: str = ""  # "": start Ray on this machine; "auto" or host:port: join a running cluster
     ray_num_cpus: int = 0  # CPUs for a local Ray; 0: as many as the machine has
     cpus_per_worker: float = 1.0  # Ray CPUs each worker requests
+    startup_timeout_s: float = 120.0  # seconds to wait for Ray's placement and the workers' rendezvous
     progress: bool = True  # a live progress bar (off in logs and tests)
 
 
@@ -467,6 +474,36 @@ def check_ranges(cfg: TrainConfig) -> None:
     _require(al.kl_coef >= 0, "algorithm.kl_coef", al.kl_coef, "0 or more", "algorithm.kl_coef=0.001")
     _require(t.steps >= 1, "trainer.steps", t.steps, "at least 1", "trainer.steps=50")
     _require(t.workers >= 1, "trainer.workers", t.workers, "at least 1", "trainer.workers=2")
+    _require(t.nnodes >= 1, "trainer.nnodes", t.nnodes, "at least 1", "trainer.nnodes=1")
+    _require(
+        t.n_gpus_per_node >= 0,
+        "trainer.n_gpus_per_node",
+        t.n_gpus_per_node,
+        "0 (trainer.workers / trainer.nnodes) or more",
+        "trainer.n_gpus_per_node=8",
+    )
+    if t.n_gpus_per_node:
+        _require(
+            t.workers == t.nnodes * t.n_gpus_per_node,
+            "trainer.workers",
+            t.workers,
+            f"trainer.nnodes x trainer.n_gpus_per_node = {t.nnodes * t.n_gpus_per_node}",
+            f"trainer.workers={t.nnodes * t.n_gpus_per_node}",
+        )
+    _require(
+        t.workers % t.nnodes == 0,
+        "trainer.workers",
+        t.workers,
+        f"a multiple of trainer.nnodes ({t.nnodes}), the same number of workers on every node",
+        f"trainer.workers={t.nnodes * max(1, t.workers // t.nnodes)}",
+    )
+    _require(
+        t.startup_timeout_s > 0,
+        "trainer.startup_timeout_s",
+        t.startup_timeout_s,
+        "above 0",
+        "trainer.startup_timeout_s=120",
+    )
     _require(
         d.train_batch_size % t.workers == 0,
         "data.train_batch_size",

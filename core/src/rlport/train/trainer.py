@@ -17,10 +17,10 @@ from typing import Any
 
 import rlport
 from rlport._version import __version__
-from rlport.errors import ConfigError
+from rlport.errors import ConfigError, RlportError, WorkerError
 from rlport.rollout.protocol import SamplingParams
 from rlport.rollout.seeding import step_seed
-from rlport.train.checkpoint import OPTIMIZER_FILE, TrainerState, checkpoint_dir, read_state, write_state
+from rlport.train import checkpoint
 from rlport.train.config import TrainConfig
 from rlport.train.data import Example, Sampler, read_parquet, tokenize
 from rlport.train.metrics import MetricsLog, plot_rewards, read_jsonl, step_line
@@ -39,20 +39,43 @@ class TrainResult:
 
 
 class _Pool:
-    """The workers, behind one interface whether they are local objects or Ray actors."""
+    """The workers, behind one interface whether they are local objects or Ray actors.
 
-    def __init__(self, cfg: TrainConfig, actor_path: str, optimizer_state: str | None, rt: Any) -> None:
+    On Ray the workers are placed first (:mod:`rlport.train.placement`: placement groups, failing
+    fast when the cluster cannot hold them), then checked to resolve the driver's device plugin,
+    then joined in one process group on a store rank 0 keeps bound (:mod:`rlport.train.rendezvous`),
+    then built. A worker that dies, or raises, ends the call at once with a :class:`WorkerError`
+    naming its rank, its node and ``step`` (set by the trainer), without waiting on the others
+    (they may be blocked in a collective with the dead one)."""
+
+    def __init__(self, cfg: TrainConfig, actor_path: str, resume_from: str | None, rt: Any) -> None:
+        self.cfg = cfg
         self.world = cfg.trainer.workers
         self.ray = self.world > 1
+        self.step: int | None = None
+        self.failed = False
+        self.where = ["this process"]
+        self.placement: Any = None
+        self._started_ray = False
+        self.workers: list[Any] = []
         if not self.ray:
             from rlport.train.workers import Worker
 
-            worker = Worker(cfg, actor_path=actor_path, optimizer_state=optimizer_state)
+            worker = Worker(cfg, actor_path=actor_path, resume_from=resume_from)
             worker.build()
-            self.workers: list[Any] = [worker]
+            self.workers = [worker]
             return
+        try:
+            self._start_ray(cfg, actor_path, resume_from, rt)
+        except BaseException:
+            self.failed = True
+            self.close()
+            raise
+
+    def _start_ray(self, cfg: TrainConfig, actor_path: str, resume_from: str | None, rt: Any) -> None:
         import ray
 
+        from rlport.train import placement
         from rlport.train.workers import ray_worker_class
 
         t = cfg.trainer
@@ -65,47 +88,128 @@ class _Pool:
                 kwargs["num_cpus"] = t.ray_num_cpus or os.cpu_count() or 1
             ray.init(**kwargs)
             self._started_ray = True
-        else:
-            self._started_ray = False
         env = {k: v for k, v in os.environ.items() if k.startswith("RLPORT_")}
         env.update({k: v for k, v in rt.worker_env.items() if k not in env})
         if os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        options: dict[str, Any] = {"num_cpus": t.cpus_per_worker, "runtime_env": {"env_vars": env}}
-        resource = rt.device.ray_resource
-        if resource == "GPU":
-            options["num_gpus"] = 1
-        elif resource:
-            options["resources"] = {resource: 1}
-        cls = ray_worker_class().options(**options)
+        request = placement.Request(
+            nnodes=t.nnodes,
+            per_node=t.n_gpus_per_node or self.world // t.nnodes,
+            cpus_per_worker=t.cpus_per_worker,
+            resource=rt.device.ray_resource,
+        )
+        self.placement = placement.place(request, t.startup_timeout_s)
+        addresses = {n["id"]: n["address"] for n in placement.cluster_nodes()}
+        self.where = [
+            f"{addresses.get(node, '?')} (node {node[:8]})"
+            for node in self.placement.nodes
+            for _ in range(request.per_node)
+        ]
+        cls = ray_worker_class()
         self.workers = [
-            cls.remote(cfg, rank=r, world=self.world, actor_path=actor_path, optimizer_state=optimizer_state)
+            cls.options(**self.placement.options(r), runtime_env={"env_vars": env}).remote(
+                cfg, rank=r, world=self.world, actor_path=actor_path, resume_from=resume_from
+            )
             for r in range(self.world)
         ]
-        # Rank 0's node hosts the rendezvous (it may be another machine of the cluster).
-        init_method = ray.get(self.workers[0].rendezvous_address.remote())
-        ray.get([w.join_group.remote(init_method) for w in self.workers])
-        ray.get([w.build.remote() for w in self.workers])  # sharded strategies need the group
+        self._check_plugins(self.call("identity"), rt)
+        # rank 0 opens the store and keeps its port bound; the others connect to it
+        host, port = self.gather("host_rendezvous", [self.workers[0].host_rendezvous.remote()])[0]
+        self.call("join_group", [(host, port)] * self.world)
+        self.call("build")  # sharded strategies need the group
+
+    def _check_plugins(self, identities: list[dict[str, Any]], rt: Any) -> None:
+        """Every worker must resolve the driver's device plugin and collectives backend."""
+        want = (rt.device_plugin, rt.collectives_backend)
+        for i in identities:
+            got = (i["device_plugin"], i["collectives_backend"])
+            if got != want:
+                raise RlportError(
+                    f"worker rank {i['rank']} on {self.where[i['rank']]} resolved device plugin {got[0]!r} "
+                    f"with collectives {got[1]!r}, the driver {want[0]!r} with {want[1]!r}",
+                    "install the same rlport plugins on every node (`rlport plugins` there lists them), "
+                    "with the same RLPORT_* settings",
+                )
 
     def call(self, method: str, args_per_worker: list[tuple[Any, ...]] | None = None) -> list[Any]:
         args_per_worker = args_per_worker or [() for _ in self.workers]
         if not self.ray:
             return [getattr(w, method)(*a) for w, a in zip(self.workers, args_per_worker, strict=True)]
+        return self.gather(method, self.submit(method, args_per_worker))
+
+    def submit(self, method: str, args_per_worker: list[tuple[Any, ...]]) -> list[Any]:
+        """Start ``method`` on every worker; the results' references, in rank order."""
+        return [getattr(w, method).remote(*a) for w, a in zip(self.workers, args_per_worker, strict=True)]
+
+    def gather(self, method: str, refs: list[Any]) -> list[Any]:
+        """The results in rank order; the first worker that dies or raises ends the wait. When a
+        worker raises (say, a collective that lost its peer), a worker that died meanwhile is the
+        cause and is the one reported."""
         import ray
 
-        return ray.get(
-            [getattr(w, method).remote(*a) for w, a in zip(self.workers, args_per_worker, strict=True)]
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayActorError as exc:
+                self.failed = True
+                raise self._lost(refs.index(done[0]), method, exc) from exc
+            except Exception as exc:
+                self.failed = True
+                ready = ray.wait(pending, num_returns=len(pending), timeout=5.0)[0] if pending else []
+                for ref in ready:
+                    try:
+                        ray.get(ref)
+                    except ray.exceptions.RayActorError as dead:
+                        raise self._lost(refs.index(ref), method, dead) from dead
+                    except Exception:
+                        pass
+                raise self._raised(refs.index(done[0]), method, exc) from exc
+        return ray.get(refs)
+
+    def _when(self) -> str:
+        return f" of step {self.step}" if self.step is not None else " while starting"
+
+    def _raised(self, rank: int, method: str, exc: BaseException) -> WorkerError:
+        """A worker's own error, named with its rank, node and step (its fix kept)."""
+        cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
+        text = cause.message if isinstance(cause, RlportError) else f"{type(cause).__name__}: {cause}"
+        return WorkerError(
+            f"worker rank {rank} on {self.where[rank]} failed during {method!r}{self._when()}: {text}",
+            cause.fix if isinstance(cause, RlportError) else "see the worker's traceback above",
+            rank=rank,
+            node=self.where[rank],
+            step=self.step,
+        )
+
+    def _lost(self, rank: int, method: str, exc: BaseException) -> WorkerError:
+        reason = str(getattr(exc, "error_msg", "") or exc).strip().splitlines()
+        last = checkpoint.latest(Path(self.cfg.trainer.output_dir).expanduser())
+        return WorkerError(
+            f"worker rank {rank} on {self.where[rank]} died during {method!r}{self._when()}: "
+            f"{reason[0] if reason else type(exc).__name__}",
+            f"the last complete checkpoint, {last}, is intact: continue from it with the same command "
+            "and trainer.resume_from=latest"
+            if last
+            else "no checkpoint was complete yet: run again (trainer.save_every=N saves every N steps)",
+            rank=rank,
+            node=self.where[rank],
+            step=self.step,
         )
 
     def close(self) -> None:
         try:
-            self.call("shutdown")
+            if not self.failed and self.workers:  # after a failure the survivors may be stuck in a collective
+                self.call("shutdown")
         finally:
             if self.ray:
                 import ray
 
                 for w in self.workers:
                     ray.kill(w)
+                if self.placement is not None:
+                    self.placement.remove()
                 if self._started_ray:
                     ray.shutdown()
 
@@ -144,22 +248,39 @@ class Trainer:
         self.sampler = Sampler(
             len(self.examples), cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
         )
+        self.out = Path(cfg.trainer.output_dir).expanduser()
+        for stale in checkpoint.stale_partials(self.out):
+            self.console.print(
+                f"note: ignoring {stale}: a checkpoint a run stopped writing (remove it: rm -r '{stale}')",
+                markup=False,
+                highlight=False,
+            )
         self.start_step = 0
         self.actor_path = cfg.model.path
-        self.optimizer_state: str | None = None
-        if cfg.trainer.resume_from:
-            state = read_state(cfg.trainer.resume_from)
+        self.resume_from = checkpoint.resolve_resume(cfg.trainer.resume_from, self.out)
+        if self.resume_from is not None:
+            state = checkpoint.read_state(self.resume_from)
             self.start_step = state.step
             self.sampler.restore(state.sampler)
-            self.actor_path = cfg.trainer.resume_from
-            opt = Path(cfg.trainer.resume_from) / OPTIMIZER_FILE
-            self.optimizer_state = str(opt) if opt.is_file() else None
+            self.actor_path = str(self.resume_from)
+            self.console.print(
+                f"resuming from {self.resume_from} (step {state.step}, data epoch "
+                f"{state.sampler.get('epoch')} position {state.sampler.get('cursor')})",
+                markup=False,
+                highlight=False,
+            )
+        elif cfg.trainer.resume_from:
+            self.console.print(
+                f"trainer.resume_from={cfg.trainer.resume_from}: no complete checkpoint under "
+                f"{checkpoint.checkpoints_root(self.out)} yet, starting at step 1",
+                markup=False,
+                highlight=False,
+            )
         if self.start_step >= cfg.trainer.steps:
             raise ConfigError(
                 f"trainer.resume_from is at step {self.start_step}, and trainer.steps={cfg.trainer.steps} leaves nothing to do",
                 f"rlport train trainer.steps={self.start_step + 10} trainer.resume_from={cfg.trainer.resume_from}",
             )
-        self.out = Path(cfg.trainer.output_dir).expanduser()
         self.metrics_path = self.out / "metrics.jsonl"
         self.plot_path = self.out / "reward_curve.png"
 
@@ -268,18 +389,19 @@ class Trainer:
 
     # -- the run -----------------------------------------------------------------------------------
     def save(self, pool: _Pool, step: int) -> Path:
-        folder = checkpoint_dir(self.out, step)
-        pool.call("save", [(str(folder),)] * pool.world)  # every rank gathers; rank 0 writes
-        state = TrainerState(
-            step=step, sampler=self.sampler.state(), config=self.cfg.to_dict(), version=__version__
-        )
-        write_state(folder, state, self.tokenizer, self.cfg.model.path)
-        return folder
+        """Write the checkpoint of ``step`` aside and rename it into place once complete."""
+        with checkpoint.writing(self.out, step) as folder:
+            pool.call("save", [(str(folder),)] * pool.world)  # every rank gathers; rank 0 writes
+            state = checkpoint.TrainerState(
+                step=step, sampler=self.sampler.state(), config=self.cfg.to_dict(), version=__version__
+            )
+            checkpoint.write_state(folder, state, self.tokenizer, self.cfg.model.path)
+        return checkpoint.checkpoint_dir(self.out, step)
 
     def fit(self) -> TrainResult:
         cfg = self.cfg
         steps = cfg.trainer.steps
-        resume = self.start_step if cfg.trainer.resume_from else None
+        resume = self.start_step if self.resume_from is not None else None
         log = MetricsLog(self.metrics_path, resume_step=resume)
         self.console.print(
             f"rlport train: {len(self.examples)} prompts ({self.dropped} dropped as too long), "
@@ -289,12 +411,12 @@ class Trainer:
             highlight=False,
         )
         t0 = time.perf_counter()
-        pool = _Pool(cfg, self.actor_path, self.optimizer_state, self.rt)
+        pool = _Pool(cfg, self.actor_path, str(self.resume_from) if self.resume_from else None, self.rt)
         worker_info = pool.call("info")
         self.console.print(
             f"workers ready in {time.perf_counter() - t0:.2f}s: "
             + "; ".join(
-                f"rank {i['rank']} pid {i['pid']} {i['device']} attention={i['attn_implementation']} "
+                f"rank {i['rank']} pid {i['pid']} on {i['node']} {i['device']} attention={i['attn_implementation']} "
                 f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'} "
                 f"weights={i['weight_transport']} strategy={i['strategy']} optimizer={i['optimizer']}"
                 + (f" {i['collectives_backend']} preflight ok" if i["collectives_backend"] else "")
@@ -308,6 +430,7 @@ class Trainer:
         try:
             with self._progress(steps) as (progress, task):
                 for step in range(self.start_step, steps):
+                    pool.step = step + 1  # named by a worker's failure
                     m = self.step(pool, step)
                     if pool.world > 1:
                         sums = pool.call("state_checksum")

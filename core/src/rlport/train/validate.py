@@ -124,10 +124,11 @@ def validate(cfg: TrainConfig, rt: Any) -> None:
     check_data_files(cfg)
     check_model_folder(cfg.model.path)
     if cfg.trainer.resume_from:
-        folder = check_model_folder(cfg.trainer.resume_from, "trainer.resume_from")
-        from rlport.train.checkpoint import read_state
+        from rlport.train.checkpoint import resolve_resume
 
-        read_state(folder)
+        folder = resolve_resume(cfg.trainer.resume_from, Path(cfg.trainer.output_dir).expanduser())
+        if folder is not None:
+            check_model_folder(str(folder), "trainer.resume_from")
     check_engine(cfg, rt)
     check_strategy(cfg, rt)
     check_attention(cfg)

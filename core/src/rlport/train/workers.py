@@ -45,11 +45,12 @@ class Worker:
         rank: int = 0,
         world: int = 1,
         actor_path: str,
-        optimizer_state: str | None = None,
+        resume_from: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.rank, self.world = rank, world
-        self.actor_path, self.optimizer_state = actor_path, optimizer_state
+        self.actor_path, self.resume_from = actor_path, resume_from
+        self._store: Any = None
         quiet_transformers()
         rt = rlport.init()
         rt.apply_allocator_settings("training")  # before the first model allocation of this process
@@ -67,7 +68,7 @@ class Worker:
             rank=self.rank,
             world=self.world,
             rt=rt,
-            optimizer_state=self.optimizer_state,
+            resume_from=self.resume_from,
         )
         a, m = self.cfg.actor, self.cfg.model
         sharded = self.actor.strategy.name == "fsdp"
@@ -107,38 +108,52 @@ class Worker:
             self.memory.sleep()
 
     # -- the process group ---------------------------------------------------------------------------
-    def rendezvous_address(self) -> str:
-        """``tcp://<this node's address>:<free port>``: rank 0 hosts the group's store here."""
-        import socket
+    def host_rendezvous(self) -> tuple[str, int]:
+        """Rank 0: open the group's store on a port it keeps bound; ``(address, port)`` to give the
+        other ranks (:mod:`rlport.train.rendezvous`)."""
+        from rlport.train import rendezvous
 
-        try:
-            import ray
+        host = rendezvous.node_address()
+        self._store = rendezvous.host_store(host, self.cfg.trainer.startup_timeout_s)
+        return host, int(self._store.port)
 
-            host = ray.util.get_node_ip_address()
-        except Exception:  # not inside Ray
-            host = "127.0.0.1"
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        return f"tcp://{host}:{port}"
-
-    def join_group(self, init_method: str) -> list[str]:
-        """Join the data-parallel group through the plugin's collectives (preflight included)."""
+    def join_group(self, host: str, port: int) -> list[str]:
+        """Join rank 0's store, wait (bounded) for every rank, then start the data-parallel group on
+        that store through the plugin's collectives (preflight included)."""
         from rlport.collectives import init_process_group
+        from rlport.train import rendezvous
 
-        results = init_process_group(self.rank, self.world, init_method=init_method)
+        timeout = self.cfg.trainer.startup_timeout_s
+        store = (
+            self._store
+            if self._store is not None
+            else rendezvous.connect_store(host, port, self.rank, timeout)
+        )
+        rendezvous.wait_for_ranks(store, self.rank, self.world, timeout)
+        results = init_process_group(self.rank, self.world, store=store)
         self.preflight = [f"{r.name}: {r.detail}" for r in results]
         return self.preflight
 
     # -- info ----------------------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any]:
+        """Where this worker runs and what it resolved (cheap: before the model is built)."""
+        from rlport.train.rendezvous import node_address
+
         rt = rlport.current()
         return {
             "rank": self.rank,
             "pid": os.getpid(),
-            "device": self.device,
+            "node": node_address(),
+            "node_id": _ray_node_id(),
             "device_plugin": rt.device_plugin,
-            "collectives_backend": rt.collectives_backend if self.world > 1 else None,
+            "collectives_backend": rt.collectives_backend,
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **self.identity(),
+            "device": self.device,
+            "collectives_backend": rlport.current().collectives_backend if self.world > 1 else None,
             "preflight": self.preflight,
             "engine": self.engine_name,
             "engine_sleep_tags": list(self.sleep_tags),
@@ -252,6 +267,16 @@ def _own_storage(model: torch.nn.Module) -> None:
         for t in [*model.parameters(), *model.buffers()]:
             if not t.untyped_storage().resizable():
                 t.data = t.data.clone()
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this worker runs on (``None`` outside Ray)."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
+    except Exception:
+        return None
 
 
 def ray_worker_class() -> Any:

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+
+from rlport.train.checkpoint import OPTIMIZER_FILE, missing_state
 
 #: every strategy ``actor.strategy`` can name; ``megatron`` is refused until it is built.
 KNOWN = ("replicated", "ddp", "fsdp", "megatron")
@@ -44,13 +47,16 @@ class Strategy(Protocol):
         """The whole model's state dict, unsharded, on CPU (every rank must call it; only rank 0
         is sure to receive it)."""
 
-    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """The optimizer's state, unsharded (every rank must call it; rank 0 saves it)."""
-
-    def load_optimizer_state(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    def save_training_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path, rank: int
     ) -> None:
-        """Load a state :meth:`optimizer_state` returned (every rank, the same full state)."""
+        """Write what a resume needs beyond the Hugging Face weights into checkpoint ``folder``:
+        the optimizer state (and, for a sharded strategy, the model's shards). Every rank calls it."""
+
+    def load_training_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path
+    ) -> None:
+        """Restore what :meth:`save_training_state` wrote into ``folder`` (every rank calls it)."""
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -93,13 +99,20 @@ class Local:
     def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
 
-    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        return optimizer.state_dict()
-
-    def load_optimizer_state(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    def save_training_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path, rank: int
     ) -> None:
-        optimizer.load_state_dict(state)
+        """Every rank holds the same optimizer state: rank 0 writes ``optimizer.pt``."""
+        if rank == 0:
+            torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+
+    def load_training_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path
+    ) -> None:
+        path = folder / OPTIMIZER_FILE
+        if not path.is_file():
+            raise missing_state(folder, OPTIMIZER_FILE, self.name)  # type: ignore[attr-defined]
+        optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 __all__ = ["BUILT", "KNOWN", "Strategy", "build", "resolve_name", "unwrap"]

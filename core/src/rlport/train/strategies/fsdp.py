@@ -7,16 +7,21 @@ compute copy, ``reduce_dtype`` for the gradient reduce-scatter) and ``param_offl
 gradients and optimizer state on the host between uses, ``CPUOffloadPolicy``). Full weights leave
 the shards in two ways: one parameter at a time on every rank (:meth:`FsdpStrategy.full_parameters`,
 for the weight sync: never the whole model twice), or the whole state dict on CPU
-(:meth:`FsdpStrategy.full_state_dict`, for Hugging Face checkpoints).
+(:meth:`FsdpStrategy.full_state_dict`, for Hugging Face checkpoints). For resuming, every rank
+writes and reads back its own shards of the model and the AdamW state through
+:mod:`torch.distributed.checkpoint` (``step_N/dcp/``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from rlport.train.checkpoint import SHARDED_DIR, missing_state
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -75,18 +80,29 @@ class FsdpStrategy:
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(
-            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-
-    def load_optimizer_state(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    def save_training_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path, rank: int
     ) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        """Each rank writes its own shards of the model and of the AdamW state into ``folder/dcp``
+        (:func:`torch.distributed.checkpoint.save`; nothing is gathered)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        set_optimizer_state_dict(
-            model, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True)
-        )
+        model_state, optim_state = get_state_dict(model, optimizer)
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(folder / SHARDED_DIR))
+
+    def load_training_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path
+    ) -> None:
+        """Read this rank's shards back from ``folder/dcp`` into the model and the optimizer, so a
+        resumed run holds bit for bit the weights and AdamW state that were saved."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        sharded = folder / SHARDED_DIR
+        if not sharded.is_dir():
+            raise missing_state(folder, SHARDED_DIR, self.name)
+        model_state, optim_state = get_state_dict(model, optimizer)  # allocates the optimizer state
+        state = {"model": model_state, "optim": optim_state}
+        dcp.load(state, checkpoint_id=str(sharded))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
