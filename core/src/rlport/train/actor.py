@@ -75,6 +75,8 @@ class Actor:
                 m.path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=device
             )
             self.reference.eval().requires_grad_(False)
+        self.peak_flops = dict(rt.device.peak_flops)
+        self.compute_dtype = (cfg.actor.fsdp_config.param_dtype if name == "fsdp" else "") or m.dtype
         factory, self.optimizer_plugin = optimizer_factory("adamw", name, rt)
         self.optimizer_name = repr(factory)
         a = cfg.actor
@@ -210,6 +212,22 @@ class Actor:
         out["actor/updates"] = float(len(grad_norms))
         out["actor/lr"] = float(self.optimizer.param_groups[0]["lr"])
         return out
+
+    def throughput(self, samples: list[Sample], seconds: float) -> dict[str, float]:
+        """``perf/update_tokens_per_s`` and ``perf/mfu`` (where the device's peak is known) of an
+        :meth:`update` on ``samples`` that took ``seconds`` (:mod:`rlport.train.perf`)."""
+        from rlport.train import perf
+
+        key = perf.peak_key(self.compute_dtype, torch.get_float32_matmul_precision())
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
+        return perf.update_metrics(
+            self.config,
+            lengths,
+            passes=self.cfg.actor.ppo_epochs,
+            seconds=seconds,
+            peak_flops=self.peak_flops,
+            key=key,
+        )
 
     def _micro_step(
         self, chunk: list[Sample], idx: list[int], lp: Logprobs, mb_tokens: int, temp: float

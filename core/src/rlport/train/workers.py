@@ -187,6 +187,7 @@ class Worker:
         t = time.perf_counter()
         stats = self.actor.update(samples, lp)
         timings["time/update"] = time.perf_counter() - t
+        stats.update(self.actor.throughput(samples, timings["time/update"]))
 
         t = time.perf_counter()
         self.sync_weights()

@@ -79,6 +79,7 @@ class CudaPlugin(DeviceModulePlugin):
         import torch
 
         from rlport.devices.module_info import describe_module
+        from rlport_cuda.peaks import TABLE
 
         found = self.scan or scan_mod.scan(dev_root=self.dev_root, proc_root=self.proc_root, nvml=self.nvml)
         extra = {"nccl": self.collectives_version()}
@@ -94,6 +95,7 @@ class CudaPlugin(DeviceModulePlugin):
             driver_version=found.driver,
             runtime_version=torch.version.cuda,
             extra=extra,
+            peak_table=TABLE,
         )
         return self.device
 

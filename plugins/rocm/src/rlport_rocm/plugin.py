@@ -90,6 +90,7 @@ class RocmPlugin(DeviceModulePlugin):
         import torch
 
         from rlport.devices.module_info import describe_module
+        from rlport_rocm.peaks import TABLE
 
         found = self._scan()
         self.device = describe_module(
@@ -102,6 +103,7 @@ class RocmPlugin(DeviceModulePlugin):
             driver_version=found.driver,
             runtime_version=torch.version.hip,
             extra={"rccl": self.collectives_version()},
+            peak_table=TABLE,
         )
         return self.device
 
