@@ -40,3 +40,47 @@ class AdamWFactory:
 
     def __repr__(self) -> str:
         return self.name
+
+
+class ImportedOptimizer:
+    """``factory(params, lr=..., betas=..., weight_decay=...)`` for an optimizer class a device's
+    stack ships (named by a plugin), with the plugin's fixed ``options`` added to every call."""
+
+    def __init__(self, cls: Any, *, label: str, options: dict[str, Any] | None = None) -> None:
+        self.cls, self.label, self.options = cls, label, dict(options or {})
+
+    def __call__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        *,
+        lr: float,
+        betas: tuple[float, float],
+        weight_decay: float,
+    ) -> torch.optim.Optimizer:
+        return self.cls(list(params), lr=lr, betas=betas, weight_decay=weight_decay, **self.options)
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+def imported_optimizer(
+    target: str, *, requires: tuple[str, ...] = (), options: dict[str, Any] | None = None
+) -> ImportedOptimizer | None:
+    """The factory for ``target`` (``"package.module:Class"``), or ``None`` when its module, or one
+    of ``requires`` (compiled extension modules the class loads when constructed), cannot be
+    imported: the caller then leaves the optimizer to the reference.
+
+    Its label names the class and the options (``"apex.optimizers.FusedAdam (adam_w_mode=True)"``),
+    so the workers' start line says which implementation runs."""
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    try:
+        for name in requires:
+            importlib.import_module(name)
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return None
+    shown = ", ".join(f"{k}={v!r}" for k, v in (options or {}).items())
+    label = f"{module_name}.{attr}" + (f" ({shown})" if shown else "")
+    return ImportedOptimizer(cls, label=label, options=options)

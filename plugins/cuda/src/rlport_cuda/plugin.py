@@ -41,6 +41,9 @@ class CudaPlugin(DeviceModulePlugin):
     collectives_backend = "nccl"
     collectives_prefix = "NCCL"
     collectives_env_vars = NCCL_ENV
+    # apex's FusedAdam (AdamW with adam_w_mode=True) calls the multi_tensor_adam kernel of amp_C, the
+    # extension apex builds with --cuda_ext; without it the constructor raises, so both must import.
+    fused_adamw = ("apex.optimizers:FusedAdam", ("amp_C",), {"adam_w_mode": True})
 
     def __init__(
         self, *, dev_root: Path | str = "/dev", proc_root: Path | str = "/proc", nvml: Any = None

@@ -43,6 +43,9 @@ class RocmPlugin(DeviceModulePlugin):
     collectives_backend = "nccl"  # RCCL, behind torch's nccl backend; it reads the NCCL_* variables
     collectives_prefix = "NCCL"
     collectives_env_vars = RCCL_ENV
+    # ROCm's apex (github.com/ROCm/apex) builds the same amp_C extension for HIP; FusedAdam (AdamW with
+    # adam_w_mode=True) needs it at construction, so both must import.
+    fused_adamw = ("apex.optimizers:FusedAdam", ("amp_C",), {"adam_w_mode": True})
 
     def __init__(
         self, *, sys_root: Path | str = "/sys", dev_root: Path | str = "/dev", smi: Any = None
