@@ -5,6 +5,7 @@ recorded) and MindSpeed's adaptor imported before Megatron for ``actor.strategy=
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -93,5 +94,7 @@ def test_megatron_imported_too_early_is_an_error(
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(sys.modules, "megatron.core", ModuleType("megatron.core"))
     rt = hook_runtime({"ascend": AscendPlugin()}, NPU)
-    with pytest.raises(RlportError, match="megatron.core was imported before mindspeed.megatron_adaptor"):
+    with pytest.raises(
+        RlportError, match=re.escape("megatron.core was imported before mindspeed.megatron_adaptor")
+    ):
         before_model_build("megatron", rt)
