@@ -54,7 +54,7 @@ def _mindspeed(root: Path) -> None:
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "megatron_adaptor.py").write_text(
-        "import sys\nBEFORE = sorted(m for m in sys.modules if m.split('.')[0] == 'megatron')\n"
+        "import sys\nBEFORE = sorted(m for m in sys.modules if m.startswith('megatron.core'))\n"
     )
 
 

@@ -65,7 +65,13 @@ class Actor:
         module = load_causal_lm(path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=device)
         self.config = module.config
         self.strategy: Strategy = build(
-            name, world=world, device_type=torch.device(device).type, fsdp=cfg.actor.fsdp_config
+            name,
+            world=world,
+            device_type=torch.device(device).type,
+            fsdp=cfg.actor.fsdp_config,
+            megatron=cfg.actor.megatron,
+            path=path,
+            backend=rt.collectives_backend,
         )
         self.model = self.strategy.wrap(module)
         self.model.train()

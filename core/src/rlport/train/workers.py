@@ -70,7 +70,7 @@ class Worker:
             optimizer_state=self.optimizer_state,
         )
         a, m = self.cfg.actor, self.cfg.model
-        sharded = self.actor.strategy.name == "fsdp"
+        sharded = self.actor.strategy.name in ("fsdp", "megatron")  # no whole HF module to park
         self.offload = (
             a.offload if a.offload is not None else (rt.device.device_type != "cpu" and not sharded)
         )

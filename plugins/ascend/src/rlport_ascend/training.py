@@ -42,7 +42,8 @@ def before_model_build(strategy: str) -> None:
     """For ``megatron``: import MindSpeed's adaptor, before Megatron is imported."""
     if strategy != "megatron":
         return
-    early = sorted(m for m in sys.modules if m == "megatron" or m.startswith("megatron."))
+    # "megatron" alone is the namespace package a find_spec("megatron.core") loads: harmless
+    early = sorted(m for m in sys.modules if m == "megatron.core" or m.startswith("megatron.core."))
     if early and ADAPTOR not in sys.modules:
         raise RlportError(
             f"{early[0]} was imported before {ADAPTOR}, so MindSpeed cannot patch Megatron for the NPU",
