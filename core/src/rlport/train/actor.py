@@ -62,7 +62,9 @@ class Actor:
         name = resolve_name(cfg.actor.strategy, world)
         self.prepared_by = before_model_build(name, rt)
         m = cfg.model
-        module = load_causal_lm(path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=device)
+        # fsdp shards the structure first and loads each rank's shards itself (never the whole model)
+        where = "meta" if name == "fsdp" else device
+        module = load_causal_lm(path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=where)
         self.config = module.config
         self.strategy: Strategy = build(
             name,

@@ -79,8 +79,8 @@ def build(
     path: str = "",
     backend: str = "gloo",
 ) -> Strategy:
-    """The strategy object for ``name`` (one of :data:`BUILT`); megatron loads its weights from
-    ``path`` itself and starts a one-rank group on ``backend`` when none is up."""
+    """The strategy object for ``name`` (one of :data:`BUILT`); fsdp and megatron load the weights
+    from ``path`` themselves (megatron starts a one-rank group on ``backend`` when none is up)."""
     if name == "megatron":
         from rlport.train.strategies.megatron import MegatronStrategy
 
@@ -92,7 +92,7 @@ def build(
     if name == "fsdp":
         from rlport.train.strategies.fsdp import FsdpStrategy
 
-        return FsdpStrategy(world, device_type, fsdp)
+        return FsdpStrategy(world, device_type, fsdp, path=path)
     from rlport.train.strategies.replicated import ReplicatedStrategy
 
     return ReplicatedStrategy(world)
