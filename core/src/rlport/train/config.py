@@ -595,7 +595,7 @@ def _yaml_fields(body: Any, indent: str) -> list[str]:
         nested = dataclasses.is_dataclass(value)
         text = f"{indent}{f.name}:" if nested else f"{indent}{f.name}: {_yaml_value(value)}"
         if f.name in comments:
-            text = f"{text:<40}# {comments[f.name]}"
+            text = f"{text:<39} # {comments[f.name]}"  # a space before "#" even past column 40
         lines.append(text)
         if nested:
             lines.extend(_yaml_fields(value, indent + "  "))
