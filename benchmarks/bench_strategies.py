@@ -16,6 +16,11 @@ run ``--steps`` GRPO updates on 8 synthetic rollouts per rank. Per strategy it p
   sync s     time to hand every full parameter out once (the weight sync's gather, no engine)
 
 and each figure relative to replicated, all measured in one run.
+
+The ranks run with ``MALLOC_MMAP_THRESHOLD_=131072`` (unless ``--glibc-default``): glibc otherwise
+raises its mmap threshold as large blocks are freed and then keeps such blocks in its heap, so the
+resident memory of a strategy that allocates and frees a layer's gathered parameters and gradients
+each step (fsdp) measures the allocator's retention, not what the strategy holds.
 """
 
 from __future__ import annotations
@@ -126,7 +131,13 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--strategies", default=",".join(STRATEGIES), help="comma-separated; replicated first"
+    )
+    parser.add_argument("--glibc-default", action="store_true", help="keep glibc's dynamic mmap threshold")
     args = parser.parse_args()
+    if not args.glibc_default:
+        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")  # read by each spawned rank at start
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model"
@@ -139,7 +150,7 @@ def main() -> None:
             layers=args.layers,
             intermediate_size=args.hidden * 8 // 3,
         )
-        for strategy in STRATEGIES:
+        for strategy in args.strategies.split(","):
             out = Path(tmp) / f"{strategy}.json"
             store = Path(tmp) / f"{strategy}.store"
             mp.spawn(
