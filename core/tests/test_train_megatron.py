@@ -157,6 +157,7 @@ def test_the_actor_saves_its_megatron_model_as_the_hf_checkpoint_it_loaded(tmp_p
             "actor.megatron.tensor_model_parallel_size=1",
         ),
         (["actor.megatron.pipeline_model_parallel_size=0"], "at least 1", "pipeline_model_parallel_size=1"),
+        (["actor.offload=true"], "actor.offload=true", "actor.offload=false"),
     ],
 )
 def test_megatron_sizes_are_checked_before_work(overrides: list[str], message: str, fix: str) -> None:

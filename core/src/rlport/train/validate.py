@@ -128,6 +128,12 @@ def check_megatron(cfg: TrainConfig) -> None:
     from rlport.extras import require
 
     require("megatron", purpose="actor.strategy=megatron")
+    if cfg.actor.offload:
+        raise ConfigError(
+            "actor.offload=true parks the Hugging Face module's parameters, and actor.strategy=megatron "
+            "trains megatron-core's model instead",
+            "rlport train actor.strategy=megatron actor.offload=false",
+        )
     m, workers = cfg.actor.megatron, cfg.trainer.workers
     model_parallel = m.tensor_model_parallel_size * m.pipeline_model_parallel_size * m.context_parallel_size
     if workers % model_parallel:
