@@ -5,16 +5,22 @@
 
 Builds a Qwen2 model locally (nothing is downloaded), then for each of replicated, ddp and fsdp
 spawns two ranks (a gloo process group) that each build the :class:`rlport.train.actor.Actor` and
-run ``--steps`` GRPO updates on 8 synthetic rollouts per rank. Per strategy it prints, for rank 0:
+run ``--steps`` GRPO updates on 8 synthetic rollouts per rank. Per strategy it prints:
 
-  state MB   parameters + gradients + AdamW state this rank holds (shards under fsdp)
-  rss MB     resident memory after the updates (psutil-free: /proc/self/statm)
-  peak MB    peak resident memory of the process (getrusage), model loading included: every rank
-             loads the full checkpoint before sharding, so the peak is not yet 1/N under fsdp
+  state MB   parameters + gradients + AdamW state rank 0 holds (shards under fsdp)
+  rss MB     rank 0's resident memory after the updates (/proc/self/statm)
+  peak MB    each rank's peak resident memory (getrusage), model loading included (fsdp builds
+             the model on the meta device and loads only each rank's shards; rank 0 reads the
+             memory-mapped checkpoint to broadcast it, tensor by tensor)
   step s     mean update time after the first update (which warms up)
   sync s     time to hand every full parameter out once (the weight sync's gather, no engine)
 
 and each figure relative to replicated, all measured in one run.
+
+The ranks run with ``MALLOC_MMAP_THRESHOLD_=131072`` (unless ``--glibc-default``): glibc otherwise
+raises its mmap threshold as large blocks are freed and then keeps such blocks in its heap, so the
+resident memory of a strategy that allocates and frees a layer's gathered parameters and gradients
+each step (fsdp) measures the allocator's retention, not what the strategy holds.
 """
 
 from __future__ import annotations
@@ -95,19 +101,18 @@ def _rank(rank: int, model: str, strategy: str, steps: int, store: str, out: str
         del tensor
     sync = time.perf_counter() - t
     params_m = sum(p.numel() for _, p in actor.full_parameters()) / 1e6  # every rank gathers
-    if rank == 0:
-        Path(out).write_text(
-            json.dumps(
-                {
-                    "state": _state_mb(actor),
-                    "rss": _rss_mb(),
-                    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                    "step": sum(times[1:]) / max(1, len(times) - 1) if len(times) > 1 else times[0],
-                    "sync": sync,
-                    "params_m": params_m,
-                }
-            )
+    Path(f"{out}.{rank}").write_text(
+        json.dumps(
+            {
+                "state": _state_mb(actor),
+                "rss": _rss_mb(),
+                "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "step": sum(times[1:]) / max(1, len(times) - 1) if len(times) > 1 else times[0],
+                "sync": sync,
+                "params_m": params_m,
+            }
         )
+    )
     dist.destroy_process_group()
 
 
@@ -126,7 +131,13 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--strategies", default=",".join(STRATEGIES), help="comma-separated; replicated first"
+    )
+    parser.add_argument("--glibc-default", action="store_true", help="keep glibc's dynamic mmap threshold")
     args = parser.parse_args()
+    if not args.glibc_default:
+        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")  # read by each spawned rank at start
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model"
@@ -139,21 +150,22 @@ def main() -> None:
             layers=args.layers,
             intermediate_size=args.hidden * 8 // 3,
         )
-        for strategy in STRATEGIES:
+        for strategy in args.strategies.split(","):
             out = Path(tmp) / f"{strategy}.json"
             store = Path(tmp) / f"{strategy}.store"
             mp.spawn(
                 _rank, args=(str(model), strategy, args.steps, str(store), str(out)), nprocs=2, join=True
             )
-            results[strategy] = json.loads(out.read_text())
+            ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]
+            results[strategy] = {**ranks[0], "peak1": ranks[1]["peak"]}
     base = results["replicated"]
-    table = Table(title=f"2 workers, {base['params_m']:.0f}M parameters, {args.steps} updates (rank 0)")
-    for col in ("strategy", "state MB", "rss MB", "peak MB", "step s", "sync s"):
+    table = Table(title=f"2 workers, {base['params_m']:.0f}M parameters, {args.steps} updates")
+    for col in ("strategy", "state MB", "rss MB", "peak MB rank 0", "peak MB rank 1", "step s", "sync s"):
         table.add_column(col, justify="right")
     for strategy, r in results.items():
         table.add_row(
             strategy,
-            *(f"{r[k]:.0f} ({r[k] / base[k]:.2f}x)" for k in ("state", "rss", "peak")),
+            *(f"{r[k]:.0f} ({r[k] / base[k]:.2f}x)" for k in ("state", "rss", "peak", "peak1")),
             *(f"{r[k]:.2f} ({r[k] / base[k]:.2f}x)" for k in ("step", "sync")),
         )
     Console(width=120).print(table)

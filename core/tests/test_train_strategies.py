@@ -84,8 +84,19 @@ def _train(model: Path, strategy: str, rank: int, world: int, out: Path) -> None
     actor = Actor(_cfg(model, strategy, world), path=str(model), device="cpu", rank=rank, world=world, rt=rt)
     stats = actor.update(share, actor.logprobs(share))
     weights = {name: t.clone() for name, t in actor.full_parameters()}
+
+    def local(t: torch.Tensor) -> int:
+        return (t.to_local() if hasattr(t, "to_local") else t).numel()
+
+    # the share of the model this rank holds: parameters and AdamW state (exp_avg, exp_avg_sq)
+    held = sum(local(p) for p in actor.model.parameters()) + sum(
+        local(v) for st in actor.optimizer.state.values() for v in st.values() if v.dim() > 0
+    )
+    share_held = held / (3 * sum(t.numel() for t in weights.values()))
     if rank == 0:
-        torch.save({"stats": stats, "weights": weights, "optimizer": actor.optimizer_name}, out)
+        torch.save(
+            {"stats": stats, "weights": weights, "optimizer": actor.optimizer_name, "held": share_held}, out
+        )
 
 
 def _rank(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
@@ -136,6 +147,8 @@ def test_two_ranks_match_one_process(
     s1, s2 = single["stats"], two["stats"]
     assert abs(s2["actor/grad_norm"] - s1["actor/grad_norm"]) <= 1e-4 * s1["actor/grad_norm"]
     assert s1["actor/grad_norm"] > 0.5  # clipping took effect (grad_clip=0.5)
+    # parameters + AdamW state per rank: 1/2 of a replica under fsdp (tied or uneven shards aside)
+    assert two["held"] == pytest.approx(0.5 if strategy == "fsdp" else 1.0, abs=0.02)
 
 
 def _engine_rank(rank: int, model: Path, store: str, out: Path) -> None:

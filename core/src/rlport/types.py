@@ -76,6 +76,11 @@ class DeviceInfo:
     ``device_module`` the dotted name of torch's per-device module (``"torch.cuda"``), or
     ``None`` for the host; ``visible_devices_env`` the variable that restricts which devices a
     process sees; ``ray_resource`` the Ray resource name workers request (``None``: CPUs only).
+
+    ``peak_flops`` is one device's dense peak in FLOP/s per compute dtype name (``"bfloat16"``,
+    ``"float16"``, ``"float32"``, ``"tfloat32"`` for float32 matmuls run as TF32), from the vendor's
+    published figures for the device model; empty where the plugin does not know the model (then
+    training reports no MFU rather than a guess).
     """
 
     device_type: str
@@ -89,6 +94,7 @@ class DeviceInfo:
     runtime_version: str | None = None
     conflicting_env: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+    peak_flops: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

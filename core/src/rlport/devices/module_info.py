@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rlport.devices.peaks import PeakTable, match
 from rlport.types import DeviceInfo
 
 
@@ -56,12 +57,14 @@ def describe_module(
     runtime_version: str | None = None,
     conflicting_env: tuple[str, ...] = (),
     extra: Mapping[str, str] | None = None,
+    peak_table: PeakTable = (),
 ) -> DeviceInfo:
     """Import ``module_name`` and describe its devices.
 
     ``architecture(props)`` names a device's architecture (``"sm_90"``); the distinct names are in
     ``extra["arch"]`` (comma-separated, in device order), and each device's memory in
-    ``extra["memory_gib"]``."""
+    ``extra["memory_gib"]``. ``peak_table`` (the plugin's published peaks per device model,
+    :mod:`rlport.devices.peaks`) fills ``peak_flops`` when every device matches one row."""
     module = importlib.import_module(module_name)
     count = int(module.device_count())
     props = [properties(module, i) for i in range(count)]
@@ -84,4 +87,5 @@ def describe_module(
         runtime_version=runtime_version,
         conflicting_env=conflicting_env,
         extra=info_extra,
+        peak_flops=match([p.name for p in props], peak_table),
     )

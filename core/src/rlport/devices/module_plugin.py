@@ -49,6 +49,14 @@ class DeviceModulePlugin:
     #: Whether torch can share this device's memory between processes (``reduce_tensor`` handles):
     #: then an engine in other processes on the same device gets weights without crossing host memory.
     device_ipc: bool = False
+    #: An AdamW the device's stack ships, for ``rlport_optimizer``: ``(import target, extension
+    #: modules it needs, fixed options)``; used where every one imports, else the reference answers.
+    fused_adamw: tuple[str, tuple[str, ...], dict[str, Any]] | None = None
+    #: The strategies whose parameters that optimizer takes (plain tensors: FSDP2's DTensors are
+    #: left to torch's own AdamW, which handles them).
+    fused_adamw_strategies: tuple[str, ...] = ("replicated", "ddp", "megatron")
+    #: ``actor.strategy`` values the device cannot run, with why (rlport_unsupported_strategies).
+    unsupported_strategies: dict[str, str] = {}  # noqa: RUF012 (read-only class default)
 
     # -- what a subclass may refine -----------------------------------------------------------------
     def sleep_levels(self, device: DeviceInfo) -> tuple[int, ...]:
@@ -140,6 +148,20 @@ class DeviceModulePlugin:
         from rlport.rollout.transport import DeviceIpcTransport
 
         return DeviceIpcTransport(device.device_type)
+
+    @hookimpl
+    def rlport_optimizer(self, name: str, device: DeviceInfo, strategy: str) -> Any | None:
+        """The class's :attr:`fused_adamw` for ``adamw`` on its strategies, where it imports."""
+        if name != "adamw" or self.fused_adamw is None or strategy not in self.fused_adamw_strategies:
+            return None
+        from rlport.train.optim import imported_optimizer
+
+        target, requires, options = self.fused_adamw
+        return imported_optimizer(target, requires=requires, options=options)
+
+    @hookimpl
+    def rlport_unsupported_strategies(self, device: DeviceInfo) -> dict[str, str]:
+        return dict(self.unsupported_strategies)
 
     @hookimpl
     def rlport_capabilities(self) -> Capabilities:

@@ -61,10 +61,18 @@ class Actor:
         name = resolve_name(cfg.actor.strategy, world)
         self.prepared_by = before_model_build(name, rt)
         m = cfg.model
-        module = load_causal_lm(path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=device)
+        # fsdp shards the structure first and loads each rank's shards itself (never the whole model)
+        where = "meta" if name == "fsdp" else device
+        module = load_causal_lm(path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=where)
         self.config = module.config
         self.strategy: Strategy = build(
-            name, world=world, device_type=torch.device(device).type, fsdp=cfg.actor.fsdp_config
+            name,
+            world=world,
+            device_type=torch.device(device).type,
+            fsdp=cfg.actor.fsdp_config,
+            megatron=cfg.actor.megatron,
+            path=path,
+            backend=rt.collectives_backend,
         )
         self.model = self.strategy.wrap(module)
         self.model.train()
@@ -74,6 +82,8 @@ class Actor:
                 m.path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=device
             )
             self.reference.eval().requires_grad_(False)
+        self.peak_flops = dict(rt.device.peak_flops)
+        self.compute_dtype = (cfg.actor.fsdp_config.param_dtype if name == "fsdp" else "") or m.dtype
         factory, self.optimizer_plugin = optimizer_factory("adamw", name, rt)
         self.optimizer_name = repr(factory)
         a = cfg.actor
@@ -207,6 +217,22 @@ class Actor:
         out["actor/updates"] = float(len(grad_norms))
         out["actor/lr"] = float(self.optimizer.param_groups[0]["lr"])
         return out
+
+    def throughput(self, samples: list[Sample], seconds: float) -> dict[str, float]:
+        """``perf/update_tokens_per_s`` and ``perf/mfu`` (where the device's peak is known) of an
+        :meth:`update` on ``samples`` that took ``seconds`` (:mod:`rlport.train.perf`)."""
+        from rlport.train import perf
+
+        key = perf.peak_key(self.compute_dtype, torch.get_float32_matmul_precision())
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
+        return perf.update_metrics(
+            self.config,
+            lengths,
+            passes=self.cfg.actor.ppo_epochs,
+            seconds=seconds,
+            peak_flops=self.peak_flops,
+            key=key,
+        )
 
     def _micro_step(
         self, chunk: list[Sample], idx: list[int], lp: Logprobs, mb_tokens: int, temp: float

@@ -66,9 +66,19 @@ class FsdpConfig:
 
 
 @dataclass
+class MegatronConfig:
+    tensor_model_parallel_size: int = 1  # ranks one layer's matrices are split over
+    pipeline_model_parallel_size: int = 1  # stages the layers are split into
+    virtual_pipeline_model_parallel_size: int | None = None  # model chunks per stage (interleaved)
+    context_parallel_size: int = 1  # ranks one sequence is split over
+    expert_model_parallel_size: int = 1  # ranks the experts of an MoE layer are split over
+
+
+@dataclass
 class ActorConfig:
-    strategy: str = ""  # replicated | ddp | fsdp (megatron: later); "": fsdp with trainer.workers > 1
+    strategy: str = ""  # replicated | ddp | fsdp | megatron; "": fsdp with trainer.workers > 1
     fsdp_config: FsdpConfig = field(default_factory=FsdpConfig)  # actor.strategy=fsdp only
+    megatron: MegatronConfig = field(default_factory=MegatronConfig)  # actor.strategy=megatron only
     lr: float = 1e-5
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -435,6 +445,22 @@ def check_ranges(cfg: TrainConfig) -> None:
             "one of float32, bfloat16, float16 or empty",
             f"actor.fsdp_config.{key}=float32",
         )
+    for key in (
+        "tensor_model_parallel_size",
+        "pipeline_model_parallel_size",
+        "context_parallel_size",
+        "expert_model_parallel_size",
+    ):
+        value = getattr(a.megatron, key)
+        _require(value >= 1, f"actor.megatron.{key}", value, "at least 1", f"actor.megatron.{key}=1")
+    vpp = a.megatron.virtual_pipeline_model_parallel_size
+    _require(
+        vpp is None or vpp >= 1,
+        "actor.megatron.virtual_pipeline_model_parallel_size",
+        vpp,
+        "null or at least 1",
+        "actor.megatron.virtual_pipeline_model_parallel_size=null",
+    )
     _require(a.lr > 0, "actor.lr", a.lr, "above 0", "actor.lr=1e-5")
     _require(len(a.betas) == 2, "actor.betas", a.betas, "two numbers", "actor.betas=[0.9,0.999]")
     _require(a.grad_clip >= 0, "actor.grad_clip", a.grad_clip, "0 (off) or more", "actor.grad_clip=1.0")
@@ -606,7 +632,7 @@ def _yaml_fields(body: Any, indent: str) -> list[str]:
         nested = dataclasses.is_dataclass(value)
         text = f"{indent}{f.name}:" if nested else f"{indent}{f.name}: {_yaml_value(value)}"
         if f.name in comments:
-            text = f"{text:<40}# {comments[f.name]}"
+            text = f"{text:<39} # {comments[f.name]}"  # a space before "#" even past column 40
         lines.append(text)
         if nested:
             lines.extend(_yaml_fields(value, indent + "  "))

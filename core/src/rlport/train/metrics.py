@@ -37,11 +37,14 @@ def step_line(m: dict[str, Any], steps: int) -> str:
         for k in ("time/rollout", "time/reward", "time/sleep", "time/logprob", "time/update", "time/sync")
         if k in m
     )
+    perf = f" step {m['perf/tokens_per_s']:.0f} tok/s" if "perf/tokens_per_s" in m else ""
+    if "perf/mfu" in m:
+        perf += f" mfu {100 * m['perf/mfu']:.1f}%"
     return (
         f"step {m['step']}/{steps} reward {m['reward/mean']:.3f}±{m['reward/std']:.3f} "
         f"loss {m['actor/pg_loss']:+.4f} kl {m['actor/kl']:.4f} ent {m['actor/entropy']:.2f} "
-        f"mismatch {m['rollout/logprob_mismatch']:.1e} {m['perf/rollout_tokens_per_s']:.0f} tok/s "
-        f"{m['time/step']:.2f}s [{phases}]"
+        f"mismatch {m['rollout/logprob_mismatch']:.1e} rollout {m['perf/rollout_tokens_per_s']:.0f} tok/s"
+        f"{perf} {m['time/step']:.2f}s [{phases}]"
     )
 
 

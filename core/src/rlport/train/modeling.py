@@ -58,15 +58,34 @@ def stop_token_ids(tokenizer: Any, model_path: str | Path) -> tuple[int, ...]:
 
 
 def load_causal_lm(path: str | Path, *, dtype: str, attn_implementation: str, device: str) -> Any:
-    """``AutoModelForCausalLM`` from ``path`` with the configured attention, on ``device``."""
+    """``AutoModelForCausalLM`` from ``path`` with the configured attention, on ``device``; on the
+    ``meta`` device, the model's structure alone (from its config, no weights read), for a strategy
+    that shards before it loads (:mod:`rlport.train.strategies.fsdp`)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if attn_implementation == "rlport":
         from rlport.attention.transformers_integration import register
 
         register()
+    if device == "meta":
+        config = AutoConfig.from_pretrained(str(path))
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(
+                config, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+            )
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation
     )
     return model.to(device)
+
+
+def checkpoint_tensors(path: str | Path) -> dict[str, Any]:
+    """Every tensor of the folder's ``*.safetensors`` files, memory-mapped (nothing is read until a
+    tensor is used)."""
+    from safetensors.torch import load_file
+
+    out: dict[str, Any] = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        out.update(load_file(str(file)))
+    return out

@@ -1,4 +1,5 @@
-"""The reference optimizer: torch's AdamW on its fastest path for the device."""
+"""Optimizer factories: the reference (torch's AdamW on its fastest path for the device) and one for
+an optimizer class a device's stack ships, which a plugin names by import path."""
 
 from __future__ import annotations
 
@@ -19,13 +20,12 @@ def has_fused_adamw(device_type: str) -> bool:
     return True
 
 
-class AdamWFactory:
-    """``factory(params, lr=..., betas=..., weight_decay=...)``: ``torch.optim.AdamW``, fused
-    where the device has the kernel, else the foreach (multi-tensor) path."""
+class OptimizerFactory:
+    """``factory(params, lr=..., betas=..., weight_decay=...)``: ``cls`` built with the actor's
+    settings and the fixed ``options`` (the path, the mode); ``repr`` is ``label``."""
 
-    def __init__(self, device_type: str) -> None:
-        self.fused = has_fused_adamw(device_type)
-        self.name = "torch AdamW (" + ("fused" if self.fused else "foreach") + ")"
+    def __init__(self, cls: Any, *, label: str, options: dict[str, Any] | None = None) -> None:
+        self.cls, self.label, self.options = cls, label, dict(options or {})
 
     def __call__(
         self,
@@ -35,8 +35,43 @@ class AdamWFactory:
         betas: tuple[float, float],
         weight_decay: float,
     ) -> torch.optim.Optimizer:
-        path: dict[str, Any] = {"fused": True} if self.fused else {"foreach": True}
-        return torch.optim.AdamW(list(params), lr=lr, betas=betas, weight_decay=weight_decay, **path)
+        return self.cls(list(params), lr=lr, betas=betas, weight_decay=weight_decay, **self.options)
 
     def __repr__(self) -> str:
-        return self.name
+        return self.label
+
+
+class AdamWFactory(OptimizerFactory):
+    """``torch.optim.AdamW``, fused where the device has the kernel, else the foreach
+    (multi-tensor) path."""
+
+    def __init__(self, device_type: str) -> None:
+        self.fused = has_fused_adamw(device_type)
+        super().__init__(
+            torch.optim.AdamW,
+            label="torch AdamW (" + ("fused" if self.fused else "foreach") + ")",
+            options={"fused": True} if self.fused else {"foreach": True},
+        )
+
+
+def imported_optimizer(
+    target: str, *, requires: tuple[str, ...] = (), options: dict[str, Any] | None = None
+) -> OptimizerFactory | None:
+    """The factory for ``target`` (``"package.module:Class"``), or ``None`` when its module, or one
+    of ``requires`` (compiled extension modules the class loads when constructed), cannot be
+    imported: the caller then leaves the optimizer to the reference.
+
+    Its label names the class and the options (``"apex.optimizers.FusedAdam (adam_w_mode=True)"``),
+    so the workers' start line says which implementation runs."""
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    try:
+        for name in requires:
+            importlib.import_module(name)
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return None
+    shown = ", ".join(f"{k}={v!r}" for k, v in (options or {}).items())
+    label = f"{module_name}.{attr}" + (f" ({shown})" if shown else "")
+    return OptimizerFactory(cls, label=label, options=options)

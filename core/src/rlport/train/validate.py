@@ -117,6 +117,44 @@ def check_strategy(cfg: TrainConfig, rt: Any) -> None:
             "actor.offload=true parks whole parameters, which actor.strategy=fsdp shards",
             "rlport train actor.fsdp_config.param_offload=true (FSDP's own CPU offload) instead",
         )
+    if name == "megatron":
+        check_megatron(cfg)
+
+
+def check_megatron(cfg: TrainConfig) -> None:
+    """megatron-core and mbridge are installed (found, not imported: a device plugin may have to
+    import its adaptor before Megatron), and ``actor.megatron``'s sizes fit the workers and what the
+    actor's loop trains."""
+    from rlport.extras import require
+
+    require("megatron", purpose="actor.strategy=megatron")
+    if cfg.actor.offload:
+        raise ConfigError(
+            "actor.offload=true parks the Hugging Face module's parameters, and actor.strategy=megatron "
+            "trains megatron-core's model instead",
+            "rlport train actor.strategy=megatron actor.offload=false",
+        )
+    m, workers = cfg.actor.megatron, cfg.trainer.workers
+    model_parallel = m.tensor_model_parallel_size * m.pipeline_model_parallel_size * m.context_parallel_size
+    if workers % model_parallel:
+        raise ConfigError(
+            f"trainer.workers={workers} is not a multiple of tensor x pipeline x context parallel sizes "
+            f"({m.tensor_model_parallel_size} x {m.pipeline_model_parallel_size} x {m.context_parallel_size})",
+            f"rlport train trainer.workers={model_parallel} actor.strategy=megatron",
+        )
+    split = {
+        k: getattr(m, k)
+        for k in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size")
+        if getattr(m, k) > 1
+    }
+    if split:
+        named = ", ".join(f"actor.megatron.{k}={v}" for k, v in split.items())
+        raise ConfigError(
+            f"{named}: the model builds and converts split so, but training it needs Megatron's "
+            "pipeline schedule and one batch per model-parallel group, which the actor's loop does not "
+            "drive yet",
+            "rlport train actor.strategy=megatron " + " ".join(f"actor.megatron.{k}=1" for k in split),
+        )
 
 
 def validate(cfg: TrainConfig, rt: Any) -> None:

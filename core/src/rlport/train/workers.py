@@ -71,7 +71,7 @@ class Worker:
             resume_from=self.resume_from,
         )
         a, m = self.cfg.actor, self.cfg.model
-        sharded = self.actor.strategy.name == "fsdp"
+        sharded = self.actor.strategy.name in ("fsdp", "megatron")  # no whole HF module to park
         self.offload = (
             a.offload if a.offload is not None else (rt.device.device_type != "cpu" and not sharded)
         )
@@ -202,6 +202,7 @@ class Worker:
         t = time.perf_counter()
         stats = self.actor.update(samples, lp)
         timings["time/update"] = time.perf_counter() - t
+        stats.update(self.actor.throughput(samples, timings["time/update"]))
 
         t = time.perf_counter()
         self.sync_weights()

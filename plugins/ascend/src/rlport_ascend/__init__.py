@@ -93,6 +93,22 @@ class AscendPlugin:
         return transformers_patches()
 
     @hookimpl
+    def rlport_optimizer(self, name: str, device: DeviceInfo, strategy: str) -> Any | None:
+        from rlport_ascend.training import optimizer
+
+        return optimizer(name, strategy)
+
+    @hookimpl
+    def rlport_before_model_build(self, strategy: str, device: DeviceInfo) -> None:
+        from rlport_ascend.training import before_model_build
+
+        before_model_build(strategy)
+
+    @hookimpl
+    def rlport_unsupported_strategies(self, device: DeviceInfo) -> dict[str, str]:
+        return {}  # megatron through MindSpeed's adaptor (rlport_before_model_build)
+
+    @hookimpl
     def rlport_capabilities(self) -> Capabilities:
         return Capabilities(
             dtypes=("bfloat16", "float16"),

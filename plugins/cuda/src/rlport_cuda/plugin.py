@@ -41,6 +41,9 @@ class CudaPlugin(DeviceModulePlugin):
     collectives_backend = "nccl"
     collectives_prefix = "NCCL"
     collectives_env_vars = NCCL_ENV
+    # apex's FusedAdam (AdamW with adam_w_mode=True) calls the multi_tensor_adam kernel of amp_C, the
+    # extension apex builds with --cuda_ext; without it the constructor raises, so both must import.
+    fused_adamw = ("apex.optimizers:FusedAdam", ("amp_C",), {"adam_w_mode": True})
 
     def __init__(
         self, *, dev_root: Path | str = "/dev", proc_root: Path | str = "/proc", nvml: Any = None
@@ -79,6 +82,7 @@ class CudaPlugin(DeviceModulePlugin):
         import torch
 
         from rlport.devices.module_info import describe_module
+        from rlport_cuda.peaks import TABLE
 
         found = self.scan or scan_mod.scan(dev_root=self.dev_root, proc_root=self.proc_root, nvml=self.nvml)
         extra = {"nccl": self.collectives_version()}
@@ -94,6 +98,7 @@ class CudaPlugin(DeviceModulePlugin):
             driver_version=found.driver,
             runtime_version=torch.version.cuda,
             extra=extra,
+            peak_table=TABLE,
         )
         return self.device
 

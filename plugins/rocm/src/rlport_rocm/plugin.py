@@ -43,6 +43,9 @@ class RocmPlugin(DeviceModulePlugin):
     collectives_backend = "nccl"  # RCCL, behind torch's nccl backend; it reads the NCCL_* variables
     collectives_prefix = "NCCL"
     collectives_env_vars = RCCL_ENV
+    # ROCm's apex (github.com/ROCm/apex) builds the same amp_C extension for HIP; FusedAdam (AdamW with
+    # adam_w_mode=True) needs it at construction, so both must import.
+    fused_adamw = ("apex.optimizers:FusedAdam", ("amp_C",), {"adam_w_mode": True})
 
     def __init__(
         self, *, sys_root: Path | str = "/sys", dev_root: Path | str = "/dev", smi: Any = None
@@ -90,6 +93,7 @@ class RocmPlugin(DeviceModulePlugin):
         import torch
 
         from rlport.devices.module_info import describe_module
+        from rlport_rocm.peaks import TABLE
 
         found = self._scan()
         self.device = describe_module(
@@ -102,6 +106,7 @@ class RocmPlugin(DeviceModulePlugin):
             driver_version=found.driver,
             runtime_version=torch.version.hip,
             extra={"rccl": self.collectives_version()},
+            peak_table=TABLE,
         )
         return self.device
 

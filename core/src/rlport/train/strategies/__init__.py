@@ -9,7 +9,8 @@ and hands out the full, unsharded weights for the engine and checkpoints
 in one flat all-reduce after the backward passes. ``ddp`` (:mod:`.ddp`): torch's
 ``DistributedDataParallel``, gradients all-reduced in buckets during the last backward of a
 mini-batch. ``fsdp`` (:mod:`.fsdp`): FSDP2 (``fully_shard``), parameters, gradients and optimizer
-state sharded over the ranks.
+state sharded over the ranks. ``megatron`` (:mod:`.megatron`): megatron-core's GPT model, converted
+from and to Hugging Face weights by mbridge.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import torch
 
 from rlport.train.checkpoint import OPTIMIZER_FILE, missing_state
 
-#: every strategy ``actor.strategy`` can name; ``megatron`` is refused until it is built.
+#: every strategy ``actor.strategy`` can name, and those this version builds.
 KNOWN = ("replicated", "ddp", "fsdp", "megatron")
-BUILT = ("replicated", "ddp", "fsdp")
+BUILT = KNOWN
 
 
 class Strategy(Protocol):
@@ -60,12 +61,11 @@ class Strategy(Protocol):
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The Hugging Face module inside a DDP wrapper (FSDP2 wraps in place)."""
-    return (
-        getattr(model, "module", model)
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel)
-        else model
-    )
+    """The Hugging Face module inside a DDP wrapper (FSDP2 wraps in place), or the one a wrapper
+    names as ``hf_module`` (megatron's)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.module
+    return getattr(model, "hf_module", model)
 
 
 def resolve_name(strategy: str, workers: int) -> str:
@@ -75,8 +75,22 @@ def resolve_name(strategy: str, workers: int) -> str:
     return "fsdp" if workers > 1 else "replicated"
 
 
-def build(name: str, *, world: int, device_type: str, fsdp: Any = None) -> Strategy:
-    """The strategy object for ``name`` (one of :data:`BUILT`)."""
+def build(
+    name: str,
+    *,
+    world: int,
+    device_type: str,
+    fsdp: Any = None,
+    megatron: Any = None,
+    path: str = "",
+    backend: str = "gloo",
+) -> Strategy:
+    """The strategy object for ``name`` (one of :data:`BUILT`); fsdp and megatron load the weights
+    from ``path`` themselves (megatron starts a one-rank group on ``backend`` when none is up)."""
+    if name == "megatron":
+        from rlport.train.strategies.megatron import MegatronStrategy
+
+        return MegatronStrategy(world, device_type, megatron, path=path, backend=backend)
     if name == "ddp":
         from rlport.train.strategies.ddp import DdpStrategy
 
@@ -84,7 +98,7 @@ def build(name: str, *, world: int, device_type: str, fsdp: Any = None) -> Strat
     if name == "fsdp":
         from rlport.train.strategies.fsdp import FsdpStrategy
 
-        return FsdpStrategy(world, device_type, fsdp)
+        return FsdpStrategy(world, device_type, fsdp, path=path)
     from rlport.train.strategies.replicated import ReplicatedStrategy
 
     return ReplicatedStrategy(world)

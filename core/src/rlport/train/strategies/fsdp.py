@@ -2,6 +2,13 @@
 over a one-dimensional ``DeviceMesh`` of the data-parallel ranks, so each rank keeps 1/N of the
 parameters, gradients and optimizer state.
 
+The model arrives on the meta device (its structure, no weights): it is sharded there, each rank
+allocates only its shards, and the weights are loaded into them from the checkpoint (rank 0 reads
+the memory-mapped files and broadcasts one tensor at a time; each rank keeps its slice:
+``set_model_state_dict`` with ``broadcast_from_rank0=True``). No rank ever holds the whole model, so
+a rank's parameters, gradients and AdamW state are 1/N of a replica's. Buffers the checkpoint does
+not hold (rotary frequencies) are computed by transformers' own initialisation of their modules.
+
 ``actor.fsdp_config`` sets the mixed precision policy (``param_dtype`` for the all-gathered
 compute copy, ``reduce_dtype`` for the gradient reduce-scatter) and ``param_offload`` (parameters,
 gradients and optimizer state on the host between uses, ``CPUOffloadPolicy``). Full weights leave
@@ -34,12 +41,26 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for lst in model.modules() if isinstance(lst, torch.nn.ModuleList) for m in lst]
 
 
+def _alias_tied(model: torch.nn.Module, full: dict[str, torch.Tensor]) -> None:
+    """Add the names of tied parameters (``lm_head.weight`` sharing the embedding) that the
+    checkpoint saved once, under the name it saved."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    for group in names.values():
+        saved = next((n for n in group if n in full), None)
+        for name in group:
+            if saved is not None and name not in full:
+                full[name] = full[saved]
+
+
 class FsdpStrategy:
     name = "fsdp"
 
-    def __init__(self, world: int, device_type: str, config: Any = None) -> None:
+    def __init__(self, world: int, device_type: str, config: Any = None, *, path: str = "") -> None:
         self.world = world
         self.device_type = device_type
+        self.path = path
         self.param_dtype = getattr(config, "param_dtype", "") or ""
         self.reduce_dtype = getattr(config, "reduce_dtype", "") or ""
         self.param_offload = bool(getattr(config, "param_offload", False))
@@ -60,7 +81,29 @@ class FsdpStrategy:
         for layer in decoder_layers(model):
             fully_shard(layer, **kwargs)
         fully_shard(model, **kwargs)
+        if any(p.is_meta for p in model.parameters()):
+            self._materialise(model, torch.device("cpu") if self.param_offload else mesh.device_type)
         return model
+
+    def _materialise(self, model: torch.nn.Module, device: Any) -> None:
+        """Allocate the shards on ``device`` and load the checkpoint at :attr:`path` into them."""
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        from rlport.train.modeling import checkpoint_tensors
+
+        model.to_empty(device=device)
+        with torch.no_grad():
+            for module in model.modules():  # buffers no checkpoint holds: transformers computes them
+                if getattr(module, "_non_persistent_buffers_set", None):
+                    model._init_weights(module)  # type: ignore[operator]
+        full = checkpoint_tensors(self.path) if dist.get_rank() == 0 else {}
+        if full:
+            _alias_tied(model, full)
+        set_model_state_dict(
+            model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        )
+        del full
 
     def accumulate(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
         # Reduce-scatter only on the mini-batch's last backward; before it, gradients stay unsharded.

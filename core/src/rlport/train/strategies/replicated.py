@@ -24,19 +24,24 @@ class ReplicatedStrategy(Local):
         return contextlib.nullcontext()
 
     def reduce(self, model: torch.nn.Module) -> None:
-        if self.world == 1:
-            return
-        import torch.distributed as dist
+        average_gradients([p for p in model.parameters() if p.requires_grad], self.world)
 
-        params = [p for p in model.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p in params:
-            n = p.grad.numel()
-            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
-            offset += n
+
+def average_gradients(params: list[torch.nn.Parameter], world: int, group: Any = None) -> None:
+    """Average the gradients of ``params`` over the ``world`` ranks of ``group`` (default: all) in
+    one flat all-reduce; a parameter without a gradient counts as zeros."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat, group=group)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
