@@ -168,3 +168,35 @@ def test_a_doctor_hook_that_raises_is_itself_a_finding(tmp_path: Path) -> None:
     result = rlport_cli("doctor", extra_path=tmp_path)
     assert result.returncode == 1
     assert "rlport_doctor of plugin 'vendor' raised RuntimeError: boom" in " ".join(result.stdout.split())
+
+
+DEFERRING_OPTIMIZER = """
+    @rlport.hookimpl
+    def rlport_optimizer(self, name, device, strategy):
+        return None  # no fused kernel of its own: the reference answers
+"""
+
+
+def test_summary_does_not_credit_a_first_answer_hook_to_a_plugin_before_it_answers(tmp_path: Path) -> None:
+    """The optimizer is resolved in each training process, after the summary: until then the
+    vendor plugin is only the first one asked (it may defer); once resolved, the summary names
+    the plugin that really answered."""
+    _vendor(tmp_path, body=DEFERRING_OPTIMIZER, reason="ok")
+    code = (
+        "import json, rlport\n"
+        "from rlport.summary import collect, render\n"
+        "from rlport.console import make_console\n"
+        "from rlport.train.device_parts import optimizer_factory\n"
+        "rt = rlport.init()\n"
+        "before = {h['hook']: h for h in collect(rt)['hooks']}['rlport_optimizer']\n"
+        "make_console().print(render(collect(rt)))\n"
+        "optimizer_factory('adamw', 'replicated', rt)\n"
+        "after = {h['hook']: h for h in collect(rt)['hooks']}['rlport_optimizer']\n"
+        "print(json.dumps([before, after]))\n"
+    )
+    result = run([sys.executable, "-c", code], extra_path=tmp_path, RLPORT_SUMMARY="0", COLUMNS="200")
+    assert result.returncode == 0, result.stderr
+    before, after = json.loads(result.stdout.splitlines()[-1])
+    assert before["served_by"] == "vendor" and before["resolved"] is False
+    assert "vendor (asked first)" in result.stdout
+    assert after["served_by"] == "reference" and after["resolved"] is True

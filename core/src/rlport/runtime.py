@@ -104,6 +104,11 @@ class Runtime:
         """Plugin names implementing ``hook_name``, in call order (reference last)."""
         return [impl.plugin_name for impl in self._impls(hook_name)]
 
+    def first_answer_wins(self, hook_name: str) -> bool:
+        """Whether ``hook_name`` is a first-answer hook (its spec says ``firstresult``)."""
+        spec = getattr(self.pm.hook, hook_name).spec
+        return bool(spec and spec.opts.get("firstresult"))
+
     def _call(self, impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
         return impl.function(*(kwargs[name] for name in impl.argnames))
 

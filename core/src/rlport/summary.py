@@ -40,13 +40,36 @@ def collect(runtime: Runtime) -> dict[str, Any]:
     from rlport.patches import get_manager
 
     device = runtime.selection.device
+    # the platform's own answers first, so that the hooks table below sees them resolved
+    resolved = {
+        "collectives_backend": runtime.collectives_backend,
+        "memory_backend": f"{runtime.memory.name} ({runtime.resolutions.get('rlport_memory_backend')})",
+        "rollout_engines": {name: plugin for name, (_, plugin) in runtime.rollout_engines().items()},
+        "allocator": {
+            phase: (s.env if (s := runtime.allocator_settings(phase)) else {})
+            for phase in ("rollout", "training")
+        },
+        "allocator_overridden_by_user": dict(runtime.allocator_overridden),
+    }
     hooks = []
     for area, names in AREAS.items():
         for name in names:
             chain = runtime.implementers(name)
             if chain:
-                served = runtime.resolutions.get(name, chain[0])
-                hooks.append({"area": area, "hook": name, "served_by": served, "chain": chain})
+                # A first-answer hook not asked yet in this process (attention is asked per shape,
+                # the optimizer in each training process) names the plugin asked first, marked as
+                # not yet resolved: that plugin may still defer to the next one.
+                served = runtime.resolutions.get(name)
+                pending = served is None and runtime.first_answer_wins(name)
+                hooks.append(
+                    {
+                        "area": area,
+                        "hook": name,
+                        "served_by": served or chain[0],
+                        "resolved": not pending,
+                        "chain": chain,
+                    }
+                )
     return {
         "rlport": {"version": __version__, "hook_api": HOOK_API_VERSION},
         "platform": {
@@ -60,16 +83,7 @@ def collect(runtime: Runtime) -> dict[str, Any]:
             {"name": r.name, "distribution": r.distribution, "version": r.version, "reason": r.reason}
             for r in runtime.selection.fabrics
         ],
-        "resolved": {
-            "collectives_backend": runtime.collectives_backend,
-            "memory_backend": f"{runtime.memory.name} ({runtime.resolutions.get('rlport_memory_backend')})",
-            "rollout_engines": {name: plugin for name, (_, plugin) in runtime.rollout_engines().items()},
-            "allocator": {
-                phase: (s.env if (s := runtime.allocator_settings(phase)) else {})
-                for phase in ("rollout", "training")
-            },
-            "allocator_overridden_by_user": dict(runtime.allocator_overridden),
-        },
+        "resolved": resolved,
         "hooks": hooks,
         "inactive_plugins": [r.to_json() for r in runtime.records if r.status != "active"],
         "warnings": list(runtime.selection.warnings),
@@ -119,7 +133,8 @@ def render(data: dict[str, Any]) -> Group:
         hooks.add_column(column)
     for row in data["hooks"]:
         rest = [p for p in row["chain"] if p != row["served_by"]]
-        hooks.add_row(*(Text(c) for c in (row["area"], row["hook"], row["served_by"], " -> ".join(rest))))
+        served = row["served_by"] if row.get("resolved", True) else f"{row['served_by']} (asked first)"
+        hooks.add_row(*(Text(c) for c in (row["area"], row["hook"], served, " -> ".join(rest))))
     parts: list[Any] = [*lines, hooks]
     if data["inactive_plugins"]:
         other = Table(title="other installed plugins", title_justify="left", box=None, pad_edge=False)
