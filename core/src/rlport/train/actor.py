@@ -111,6 +111,7 @@ class Actor:
         optimizer state; a sharded strategy's shards from every rank). Every rank must call it:
         sharded strategies gather the Hugging Face weights here."""
         out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
         state = self.strategy.full_state_dict(self.model)
         self.strategy.save_training_state(self.model, self.optimizer, out, self.rank)
         if self.rank == 0:
