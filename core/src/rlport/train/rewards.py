@@ -91,6 +91,13 @@ class RewardManager:
     def __init__(self, custom: str = "") -> None:
         self.custom: RewardFn | None = load_custom(custom) if custom else None
 
+    @classmethod
+    def from_config(cls, reward: Any) -> RewardManager:
+        """From the ``reward`` section: ``custom`` (module:function) or verl's ``path`` + ``name``."""
+        if reward.path:
+            return cls(f"{reward.path}:{reward.name or 'compute_score'}")
+        return cls(reward.custom)
+
     def check_sources(self, sources: set[str]) -> None:
         """Fail before training when a data source has no reward."""
         if self.custom is not None:
