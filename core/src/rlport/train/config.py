@@ -18,6 +18,7 @@ folder, installed engine) live in :mod:`rlport.train.validate`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -479,8 +480,12 @@ def load_config(
 
 def resolve(cfg: TrainConfig) -> None:
     """Settings given in another unit become rlport's: verl's ``ppo_mini_batch_size`` (prompts per
-    update) sets ``actor.mini_batches``; ``rollout.max_model_len=0`` is prompt + response."""
+    update) sets ``actor.mini_batches``; ``rollout.max_model_len=0`` is prompt + response; ``~`` in
+    paths is the home folder."""
     a, d, r = cfg.actor, cfg.data, cfg.rollout
+    d.train_files = [os.path.expanduser(f) for f in d.train_files]  # verl's files start with ~/
+    d.val_files = [os.path.expanduser(f) for f in d.val_files]
+    cfg.model.path = os.path.expanduser(cfg.model.path)
     if a.ppo_mini_batch_size:
         a.mini_batches = d.train_batch_size // a.ppo_mini_batch_size
     if r.max_model_len == 0:

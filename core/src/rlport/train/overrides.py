@@ -42,6 +42,7 @@ class Entry:
     where: str  # " (in override 'k=v')" or " (in run.yaml)"
     raw: str  # the value as written on the command line ("" from a file), for messages
     delete: bool = False
+    written: Any = None  # a file's value before its interpolations were resolved
 
 
 def _parser() -> Any:
@@ -114,15 +115,20 @@ def file_entries(path: str | Path) -> list[Entry]:
             f"config file '{p}' does not exist", "pass an existing YAML file, e.g. --config my.yaml"
         )
     try:
-        data = OmegaConf.to_container(OmegaConf.load(p), resolve=False)
+        tree = OmegaConf.load(p)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{p}' is not valid YAML: {exc}", "fix the YAML syntax") from exc
+    data = OmegaConf.to_container(tree, resolve=False)
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file '{p}' must hold a mapping of sections", "see rlport train --show-config"
         )
     where = f" (in {p})"
-    return [Entry(k, v, where, "") for k, v in _leaves(data)]
+    # interpolations refer to the file's own keys (verl's, in a verl file)
+    return [
+        Entry(key, verl_keys.resolve(tree, key, written), where, "", written=written)
+        for key, written in _leaves(data)  # type: ignore[arg-type]
+    ]
 
 
 def _leaves(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -178,19 +184,37 @@ def merge(
     entries = file_entries(config_file) if config_file is not None else []
     parsed, problems = parse_overrides(overrides)
     notes = notes if notes is not None else []
-    for entry in [*entries, *parsed]:
+    for entry in _last_of_each([*entries, *parsed]):
         problems.extend(_apply(cfg, entry, notes))
     raise_all(problems)
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def _last_of_each(entries: list[Entry]) -> list[Entry]:
+    """A key set twice (in the file, then on the command line) counts once: the last time, in its
+    place."""
+    seen: set[str] = set()
+    out = []
+    for e in reversed(entries):
+        if e.key not in seen:
+            seen.add(e.key)
+            out.append(e)
+    return out[::-1]
 
 
 def _apply(cfg: Any, e: Entry, notes: list[str]) -> list[ConfigError]:
     target = _rlport_target(e.key)
     if target is not None:
         value = default_value(target) if e.delete else e.value
-        problem = _set(cfg, target, value, e, shown=e.key)
+        rule = verl_keys.rule_for(target)
+        if rule is not None and rule.verl == target and rule.convert is not None:
+            value = rule.convert(value)  # a name rlport shares with verl takes verl's values too
+            if isinstance(value, verl_keys.Skip):
+                return []
+        problem = _set(cfg, target, value, e, shown=f"'{e.key}'")
         return [problem] if problem else []
-    translation = verl_keys.translate(e.key, verl_keys.defaults().get(e.key) if e.delete else e.value)
+    value = verl_keys.defaults().get(e.key) if e.delete else e.value
+    translation = verl_keys.translate(e.key, value, e.written)
     if translation is None:
         return [unknown_key(e.key, e.where)]
     if translation.refusal:
@@ -199,7 +223,14 @@ def _apply(cfg: Any, e: Entry, notes: list[str]) -> list[ConfigError]:
         notes.append(translation.note)
     out = []
     for rl_key, value in translation.sets:
-        problem = _set(cfg, rl_key, value, e, shown=f"{e.key}' (rlport's '{rl_key}")
+        if value == "???":
+            out.append(
+                ConfigError(
+                    f"verl key '{e.key}' is ??? (a value verl requires){e.where}", f"rlport train {e.key}=..."
+                )
+            )
+            continue
+        problem = _set(cfg, rl_key, value, e, shown=f"'{e.key}' (rlport's '{rl_key}')")
         if problem:
             out.append(problem)
     return out
@@ -228,7 +259,7 @@ def _set(cfg: Any, key: str, value: Any, e: Entry, *, shown: str) -> ConfigError
     except OmegaConfBaseException:
         got = e.raw or value
         return ConfigError(
-            f"config key '{shown}' expects {type_name(hint)}, got {got!r}{e.where}",
+            f"config key {shown} expects {type_name(hint)}, got {got!r}{e.where}",
             f"rlport train {example(key)}",
         )
     return None

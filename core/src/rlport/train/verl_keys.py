@@ -7,7 +7,7 @@ by one rule here:
 
 - :func:`Map`: the value goes to an rlport setting (converted where verl counts differently);
 - :func:`Accept`: rlport already behaves as the value asks (listed ``values``), so there is no
-  setting; any other value is refused with the reason;
+  setting; any other value, verl's default included, is refused with the reason;
 - :func:`Refuse`: rlport does not do it; the reason says why, or which issue plans it. A refused
   key set to verl's own default is accepted (a full verl config file names them all), and has no
   effect.
@@ -469,13 +469,29 @@ def rule_for(key: str) -> Rule | None:
     return max(prefixes, key=lambda r: len(r.verl), default=None)
 
 
-@functools.lru_cache(maxsize=1)
-def defaults() -> dict[str, Any]:
+@functools.lru_cache(maxsize=2)
+def defaults(resolved: bool = False) -> dict[str, Any]:
     """verl's default of every key of its composed ``ppo_trainer.yaml`` (dotted key -> value;
-    interpolations as verl writes them)."""
+    interpolations as verl writes them, or ``resolved``)."""
     from omegaconf import OmegaConf
 
-    return dict(flatten(OmegaConf.to_container(OmegaConf.load(DEFAULTS_FILE), resolve=False)))
+    tree = OmegaConf.load(DEFAULTS_FILE)
+    return {k: (resolve(tree, k, v) if resolved else v) for k, v in flatten(OmegaConf.to_container(tree))}
+
+
+def resolve(tree: Any, key: str, written: Any) -> Any:
+    """The value of dotted ``key`` in the OmegaConf ``tree`` with its interpolations resolved
+    against the tree itself; ``written`` when they cannot be."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if written == "???":
+        return written  # verl's mandatory value, unset
+    try:
+        value = OmegaConf.select(tree, key, throw_on_missing=False)
+    except OmegaConfBaseException:
+        return written
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -506,8 +522,18 @@ def _in_verl(key: str) -> bool:
     return any(defaults().get(".".join(parts[:i])) == {} for i in range(1, len(parts)))
 
 
-def translate(key: str, value: Any) -> Translation | None:
-    """The effect of verl's ``key=value``; None when no rule and no verl default knows ``key``."""
+def at_default(key: str, value: Any, written: Any = None) -> bool:
+    """``value`` (or ``written``, the same before interpolations were resolved) is verl's default."""
+    if key not in defaults():
+        return False
+    return _same(value, defaults(resolved=True)[key]) or _same(
+        value if written is None else written, defaults()[key]
+    )
+
+
+def translate(key: str, value: Any, written: Any = None) -> Translation | None:
+    """The effect of verl's ``key=value`` (``written``: the value before a file's interpolations
+    were resolved); None when no rule and no verl default knows ``key``."""
     rule = rule_for(key)
     if rule is None or not (rule.verl == key or rule.kind == "map" or _in_verl(key)):
         return None  # a prefix rule covers verl's keys below it, not a misspelt one
@@ -521,15 +547,15 @@ def translate(key: str, value: Any) -> Translation | None:
             rest = key[len(rule.verl) - 1 :]
             return Translation(rule, sets=((rule.rlport[0][:-1] + rest, converted),))
         return Translation(rule, sets=tuple((target, converted) for target in rule.rlport))
-    at_default = key in defaults() and _same(value, defaults()[key])
+    default = at_default(key, value, written)
     if rule.kind == "accept":
-        if not rule.values or any(_same(value, v) for v in rule.values) or at_default:
+        if not rule.values or any(_same(value, v) for v in rule.values):
             return Translation(rule, note=f"{key}={value!r}: {rule.reason}")
         shown = ", ".join(repr(v) for v in rule.values)
         return Translation(
             rule, refusal=f"verl key '{key}' is {value!r}; rlport takes only {shown}: {rule.reason}"
         )
-    if at_default:
+    if default:
         return Translation(rule, note=f"{key} at verl's default has no effect: {rule.reason}")
     return Translation(rule, refusal=f"verl key '{key}={value!r}' is refused: {rule.reason}")
 
