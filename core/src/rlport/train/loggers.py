@@ -10,7 +10,7 @@ output folder's name when empty), as in verl:
 - ``wandb``: ``wandb.init(project, name, config, dir=output_dir)``; ``WANDB_MODE=offline`` keeps it
   local;
 - ``mlflow``: an experiment named after the project, a run after the experiment, at
-  ``MLFLOW_TRACKING_URI`` or ``output_dir/mlruns``;
+  ``MLFLOW_TRACKING_URI`` or ``sqlite:///output_dir/mlflow.db``;
 - ``swanlab``: ``swanlab.init(project, experiment_name, config, logdir=output_dir/swanlog)``;
   ``SWANLAB_MODE=local`` or ``offline`` keeps it local.
 """
@@ -78,7 +78,7 @@ class Wandb:
 class Mlflow:
     def __init__(self, project: str, name: str, config: dict[str, Any], folder: Path) -> None:
         self.mlflow = import_optional("mlflow", "mlflow", purpose="trainer.logger=mlflow")
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (folder / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(folder / 'mlflow.db').resolve()}"
         self.mlflow.set_tracking_uri(uri)
         self.mlflow.set_experiment(project)
         self.run = self.mlflow.start_run(run_name=name)
