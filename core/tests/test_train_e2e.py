@@ -227,7 +227,7 @@ def test_epochs_and_total_steps_set_the_steps(tmp_path: Path) -> None:
     plan_steps(cfg, prompts=16, dropped=0, val_prompts=0)
     assert cfg.trainer.steps == 4
     cfg = build_config([*good, "trainer.test_freq=2"], demo=False)
-    with pytest.raises(ConfigError, match="data.val_files is empty"):
+    with pytest.raises(ConfigError, match=r"data\.val_files is empty"):
         Trainer(cfg, console=_console())
 
 
