@@ -97,7 +97,8 @@ def test_every_unknown_key_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(["trainer.step=5", "rolout.n=4", "trainer.steps=lots", "rollout.n=1"])
     text = err.value.message
-    assert text.startswith("3 problems in the configuration")  # types and keys first; ranges after
+    assert text.startswith("4 problems in the configuration")  # keys, types and ranges together
+    assert "'rollout.n' is 1; expected at least 2" in text
     assert "did you mean 'trainer.steps'?" in text and "did you mean 'rollout.n'?" in text
     assert "expects an integer, got 'lots'" in text
 

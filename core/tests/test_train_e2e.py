@@ -252,3 +252,29 @@ def test_validation_before_and_during_training(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert "val/reward/mean" in rows[0] and "reward/mean" not in rows[0]
     assert "val/reward/mean" in rows[2] and "val/reward/mean" not in rows[1]
+
+
+def test_input_errors_come_before_the_startup_summary(tmp_path: Path) -> None:
+    """A wrong path or data source fails before `rlport.init()` prints its summary (and before
+    torch is imported), so the error is the first thing on screen."""
+    import os
+    import subprocess
+    import sys
+
+    good = _demo_paths(tmp_path)
+    env = {**os.environ, "RLPORT_SUMMARY": "1", "RAY_AUTH_MODE": "disabled"}
+    for extra, message in (
+        ([f"data.train_files=[{tmp_path / 'missing.parquet'}]"], "missing.parquet' does not exist"),
+        ([f"data.val_files=[{tmp_path / 'nope.parquet'}]"], "(data.val_files)"),
+        (["trainer.logger=[console,nosuch]"], "'trainer.logger'"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "rlport.train", *good, *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr
+        assert "hooks" not in proc.stderr and "plugin" not in proc.stderr.split("error:")[0], proc.stderr

@@ -472,8 +472,10 @@ def load_config(
     resolved (:func:`resolve`). ``notes`` collects what the accepted verl keys mean here."""
     from rlport.train.overrides import merge
 
-    cfg = merge(base if base is not None else TrainConfig(), overrides, config_file=config_file, notes=notes)
-    check_ranges(cfg)
+    cfg, problems = merge(
+        base if base is not None else TrainConfig(), overrides, config_file=config_file, notes=notes
+    )
+    raise_all([*problems, *field_problems(cfg), *joint_problems(cfg)])
     resolve(cfg)
     return cfg
 

@@ -28,7 +28,6 @@ from rlport.train.config import (
     default_value,
     example,
     optional_inner,
-    raise_all,
     type_name,
 )
 
@@ -175,9 +174,10 @@ def merge(
     *,
     config_file: str | Path | None = None,
     notes: list[str] | None = None,
-) -> TrainConfig:
-    """``base``, then ``config_file``, then ``overrides``; raises one ConfigError for every
-    unknown, refused or mistyped key. ``notes`` collects what accepted verl keys mean here."""
+) -> tuple[TrainConfig, list[ConfigError]]:
+    """``base``, then ``config_file``, then ``overrides``; returns the configuration (without the
+    settings that failed) and a problem for every unknown, refused or mistyped key. ``notes``
+    collects what accepted verl keys mean here."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.structured(base)
@@ -186,8 +186,7 @@ def merge(
     notes = notes if notes is not None else []
     for entry in _last_of_each([*entries, *parsed]):
         problems.extend(_apply(cfg, entry, notes))
-    raise_all(problems)
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    return OmegaConf.to_object(cfg), problems  # type: ignore[return-value]
 
 
 def _last_of_each(entries: list[Entry]) -> list[Entry]:
