@@ -557,7 +557,7 @@ def translate(key: str, value: Any, written: Any = None) -> Translation | None:
         )
     if default:
         return Translation(rule, note=f"{key} at verl's default has no effect: {rule.reason}")
-    return Translation(rule, refusal=f"verl key '{key}={value!r}' is refused: {rule.reason}")
+    return Translation(rule, refusal=f"verl key '{key}' is refused (set to {value!r}): {rule.reason}")
 
 
 def verl_names_of(rlport_key: str) -> list[str]:
