@@ -67,7 +67,10 @@ def test_require_reports_every_missing_module_in_one_error(monkeypatch: pytest.M
     with pytest.raises(MissingExtra) as err:
         require("train")
     assert err.value.modules == list(TRAIN)
-    assert "pyarrow, ray, matplotlib, yaml (from pyyaml), which are not installed" in err.value.message
+    assert (
+        "pyarrow, ray, matplotlib, yaml (from pyyaml), omegaconf, hydra (from hydra-core), which are not installed"
+        in err.value.message
+    )
 
 
 def test_an_unknown_extra_is_refused() -> None:
@@ -118,10 +121,10 @@ def _plot(tmp: Path) -> object:
 
 
 def _config_file(tmp: Path) -> object:
-    from rlport.train.config import TrainConfig, apply_file
+    from rlport.train.overrides import file_entries
 
     (tmp / "run.yaml").write_text("trainer:\n  steps: 3\n")
-    return apply_file(TrainConfig(), tmp / "run.yaml")
+    return file_entries(tmp / "run.yaml")
 
 
 def _two_workers(tmp: Path) -> object:

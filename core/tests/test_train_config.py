@@ -1,4 +1,5 @@
-"""`rlport train` configuration: dotted overrides, a YAML file, and errors that name the fix."""
+"""`rlport train` configuration on OmegaConf: Hydra-grammar overrides, a YAML file, the documented
+`--show-config` text, and errors that name the fix (every problem of a run in one error)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,45 @@ from pathlib import Path
 import pytest
 
 from rlport.errors import ConfigError
-from rlport.train.config import TrainConfig, all_keys, default_yaml, load_config
+from rlport.train.config import all_fields, all_keys, doc, load_config
+from rlport.train.show_config import rlport_yaml
 
 
 def test_defaults_are_documented_and_round_trip_through_yaml(tmp_path: Path) -> None:
-    text = default_yaml()
+    yaml = pytest.importorskip("yaml")
+    text = rlport_yaml()
     for key in all_keys():
         section, *parents, leaf = key.split(".")
         assert f"\n{section}:" in "\n" + text
-        assert f"{'  ' * (len(parents) + 1)}{leaf}:" in text  # a nested section indents its keys
+        assert f"{'  ' * (len(parents) + 1)}{leaf}:" in text.replace("'n':", "n:")  # nested keys indent
+        assert doc(key), f"{key} has no doc"
     assert "# samples per prompt: the GRPO group size" in text
+    # a comment is a line of its own: no value line carries one
+    for line in text.splitlines():
+        assert line.lstrip().startswith("#") or "#" not in line, line
+    assert yaml.safe_load(text)["rollout"]["n"] == 8  # valid YAML
     f = tmp_path / "c.yaml"
     f.write_text(text)
-    assert load_config(config_file=f) == TrainConfig()
+    assert load_config(config_file=f) == load_config()
+
+
+def test_long_value_keeps_its_comment_apart(tmp_path: Path) -> None:
+    long = "/a/very/long/path/" * 8 + "model"
+    text = rlport_yaml(load_config([f"model.path={long}"]))
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("path:"))
+    assert lines[at].strip() == f"path: {long}"
+    assert lines[at - 1].strip().startswith("# a local Hugging Face causal-LM folder")
+
+
+def test_ranges_are_declared_beside_fields() -> None:
+    meta = all_fields()["rollout.n"].metadata
+    assert meta["range"].ge == 2 and "group" in meta["range"].why
+    with pytest.raises(ConfigError) as err:
+        load_config(["rollout.top_p=0", "model.dtype=int8"])
+    assert "'rollout.top_p' is 0.0; expected in (0, 1]" in err.value.message
+    assert "'model.dtype' is 'int8'; expected one of float32, bfloat16, float16" in err.value.message
+    assert "fix: rlport train rollout.top_p=1.0" in err.value.message  # the default, not a guess
 
 
 def test_dotted_overrides_set_typed_values() -> None:
@@ -35,8 +62,12 @@ def test_dotted_overrides_set_typed_values() -> None:
             "rollout.options.gpu_memory_utilization=0.5",
             "rollout.options.enforce_eager=true",
             "+reward.custom=my_mod:fn",
+            "trainer.logger=['console','jsonl']",
+            "~rollout.top_k",
         ]
     )
+    assert cfg.trainer.logger == ["console", "jsonl"]
+    assert cfg.rollout.top_k == 0
     assert cfg.data.train_files == ["a.parquet", "b.parquet"]
     assert cfg.rollout.engine == "vllm"
     assert cfg.trainer.steps == 7 and isinstance(cfg.trainer.steps, int)
@@ -60,6 +91,16 @@ def test_unknown_key_suggests_the_closest() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(["nothing_like_it.zzz=1"])
     assert "--show-config" in err.value.fix
+
+
+def test_every_unknown_key_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(["trainer.step=5", "rolout.n=4", "trainer.steps=lots", "rollout.n=1"])
+    text = err.value.message
+    assert text.startswith("4 problems in the configuration")  # keys, types and ranges together
+    assert "'rollout.n' is 1; expected at least 2" in text
+    assert "did you mean 'trainer.steps'?" in text and "did you mean 'rollout.n'?" in text
+    assert "expects an integer, got 'lots'" in text
 
 
 @pytest.mark.parametrize(
@@ -101,6 +142,10 @@ def test_yaml_file_errors(tmp_path: Path) -> None:
     assert str(bad) in err.value.message
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(config_file=tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer: [\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(config_file=broken)
     # the command line wins over the file
     good = tmp_path / "good.yaml"
     good.write_text("trainer:\n  steps: 3\nrollout:\n  n: 4\n")

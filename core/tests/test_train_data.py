@@ -53,7 +53,9 @@ def test_reads_verl_layout_and_applies_chat_template(tmp_path: Path, tiny_model:
     assert ([e.index for e in short], dropped) == ([0, 1, 2], 2)
     with pytest.raises(ConfigError) as err:
         tokenize(read_parquet([str(f)]), tok, max_prompt_length=3)
-    assert "data.max_prompt_length=12" in err.value.fix
+    longest = max(len(e.prompt_ids) for e in kept)
+    assert f"the longest has {longest}" in err.value.message
+    assert f"data.max_prompt_length={longest} (keeps every prompt)" in err.value.fix  # the measured need
 
 
 def test_several_files_and_a_string_prompt(tmp_path: Path) -> None:

@@ -202,3 +202,79 @@ def test_default_demo_reward_rises_clearly(tmp_path: Path) -> None:
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert first < 0.2, f"the untrained model should score near chance, got {first:.3f}"
     assert last - first >= 0.5, f"reward rose only from {first:.3f} to {last:.3f}"
+
+
+@pytest.mark.usefixtures("no_workers")
+def test_batch_larger_than_the_data_names_both_numbers(tmp_path: Path) -> None:
+    good = _demo_paths(tmp_path)  # 16 training prompts
+    cfg = build_config([*good, "data.train_batch_size=24"], demo=False)
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg, console=_console())
+    assert "data.train_batch_size=24 is larger than the training data: 16 prompts" in err.value.message
+    assert "data.train_batch_size=16" in err.value.fix
+
+
+@pytest.mark.usefixtures("no_workers")
+def test_epochs_and_total_steps_set_the_steps(tmp_path: Path) -> None:
+    good = _demo_paths(tmp_path)
+    cfg = build_config([*good, "data.train_batch_size=8", "trainer.total_epochs=3"], demo=False)
+    cfg.trainer.steps = 999
+    from rlport.train.trainer import plan_steps
+
+    plan_steps(cfg, prompts=16, dropped=0, val_prompts=0)
+    assert cfg.trainer.steps == 6  # 3 epochs x 16 // 8
+    cfg.trainer.total_training_steps = 4
+    plan_steps(cfg, prompts=16, dropped=0, val_prompts=0)
+    assert cfg.trainer.steps == 4
+    cfg = build_config([*good, "trainer.test_freq=2"], demo=False)
+    with pytest.raises(ConfigError, match=r"data\.val_files is empty"):
+        Trainer(cfg, console=_console())
+
+
+def test_validation_before_and_during_training(tmp_path: Path) -> None:
+    """Greedy validation reward, overall and per data source, before training, every
+    trainer.test_freq steps and after the last; logged to metrics.jsonl beside the steps."""
+    demo = tmp_path / "demo"
+    cfg = build_config([*TINY, f"trainer.output_dir={demo}"], demo=True)
+    test_file = Path(cfg.data.train_files[0]).with_name("test.parquet")
+    res = _run(
+        tmp_path / "run",
+        "trainer.steps=3",
+        f"data.val_files=[{test_file}]",
+        "trainer.test_freq=2",
+        "trainer.val_before_train=true",
+    )
+    assert [v["step"] for v in res.validation] == [0, 2, 3]
+    for v in res.validation:
+        assert 0.0 <= v["val/reward/mean"] <= 1.0
+        assert v["val/rlport/repeat_letter/reward/mean"] == v["val/reward/mean"]  # one data source
+    rows = _lines(res.metrics_path)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert "val/reward/mean" in rows[0] and "reward/mean" not in rows[0]
+    assert "val/reward/mean" in rows[2] and "val/reward/mean" not in rows[1]
+
+
+def test_input_errors_come_before_the_startup_summary(tmp_path: Path) -> None:
+    """A wrong path or data source fails before `rlport.init()` prints its summary (and before
+    torch is imported), so the error is the first thing on screen."""
+    import os
+    import subprocess
+    import sys
+
+    good = _demo_paths(tmp_path)
+    env = {**os.environ, "RLPORT_SUMMARY": "1", "RAY_AUTH_MODE": "disabled"}
+    for extra, message in (
+        ([f"data.train_files=[{tmp_path / 'missing.parquet'}]"], "missing.parquet' does not exist"),
+        ([f"data.val_files=[{tmp_path / 'nope.parquet'}]"], "(data.val_files)"),
+        (["trainer.logger=[console,nosuch]"], "'trainer.logger'"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "rlport.train", *good, *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr
+        assert "hooks" not in proc.stderr and "plugin" not in proc.stderr.split("error:")[0], proc.stderr

@@ -14,14 +14,109 @@ from rlport.train.rewards import RewardManager, extract_gsm8k_answer
 
 def test_gsm8k_rule() -> None:
     assert extract_gsm8k_answer("so 3+4=7\n#### 7") == "7"
-    assert extract_gsm8k_answer("#### 1,234.") == "1234"
+    assert extract_gsm8k_answer("#### 1,234") == "1234"
+    assert extract_gsm8k_answer("#### 1,234.") == "1234."  # verl keeps the dot, so it cannot match
+    assert extract_gsm8k_answer("####7") is None  # strict: one space after ####
     assert extract_gsm8k_answer("no marker 7") is None
+    assert extract_gsm8k_answer("#### 5 " + "x" * 400) is None  # only the last 300 characters count
     m = RewardManager()
     assert m.score("openai/gsm8k", "work... #### 72", "72", None) == 1.0
     assert m.score("openai/gsm8k", "#### 70\n then #### 72", "72", None) == 1.0  # the last one counts
     assert m.score("openai/gsm8k", "#### 71", "72", None) == 0.0
     assert m.score("openai/gsm8k", "72", "72", None) == 0.0  # no #### marker: strict rule
+    assert m.score("openai/gsm8k", "#### 72.0", "72", None) == 0.0  # compared as text, as verl does
     assert m.score("gsm8k", "#### 1,000", "1000", None) == 1.0
+
+
+def test_gsm8k_ground_truth_with_its_answer_line_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rewards, "_warned_gsm8k_truth", False)
+    with pytest.warns(UserWarning, match="holds the whole answer"):
+        score = rewards.gsm8k_reward("openai/gsm8k", "#### 72", "3 + 4 = 7 ...\n#### 72", None)
+    assert score == 0.0  # as verl scores it: text against the whole answer never matches
+
+
+def test_math_reward_through_math_verify() -> None:
+    pytest.importorskip("math_verify")
+    m = RewardManager()
+    assert m.score("lighteval/MATH", "so the answer is $\\boxed{\\frac{1}{2}}$", "0.5", None) == 1.0
+    assert m.score("HuggingFaceH4/MATH-500", "the answer is $\\frac{2}{4}$", "\\frac{1}{2}", None) == 1.0
+    assert m.score("lighteval/MATH", "the answer is $\\frac{1}{3}$", "\\frac{1}{2}", None) == 0.0
+    assert m.score("lighteval/MATH", "no idea", "2", None) == 0.0
+
+
+def test_math_reward_without_math_verify_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlport.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "math_verify", None)
+    with pytest.raises(MissingExtra) as err:
+        RewardManager().check_sources({"lighteval/MATH"})  # before training, not at the first score
+    assert err.value.fix == 'pip install "rlport[math]"'
+
+
+def _verl_gsm8k() -> object:
+    """verl's own gsm8k module: imported, or (with ``pip install --no-deps verl``, where verl's
+    package __init__ cannot import) loaded from the installed distribution's file."""
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        from verl.utils.reward_score import gsm8k
+
+        return gsm8k
+    except Exception:
+        pass
+    try:
+        path = importlib.metadata.distribution("verl").locate_file("verl/utils/reward_score/gsm8k.py")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("verl is not installed (pip install --no-deps verl)")
+    spec = importlib.util.spec_from_file_location("verl_gsm8k_reference", str(path))
+    if spec is None or spec.loader is None or not Path(str(path)).is_file():
+        pytest.skip("verl's gsm8k reward module is not importable")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gsm8k_cases() -> list[tuple[str, str]]:
+    truths = ["72", "1000", "-5", "0", "3.5", "18"]
+    bodies = [
+        "#### {t}",
+        "The answer is #### {t}",
+        "####{t}",
+        "#### {t}.",
+        "#### {t}\n",
+        "#### ${t}",
+        "#### {t},000",
+        "#### 1,{t}",
+        "steps... #### 9\nso #### {t}",
+        "#### {t} and then #### 4",
+        "{t}",
+        "the answer: {t}",
+        "#### " + "x" * 300 + " {t}",
+        "x" * 400 + " #### {t}",
+        "#### {t}" + " " * 299,
+        "####  {t}",
+        "#### -{t}",
+        "#### +{t}",
+        "answer #### {t}!!",
+    ]
+    cases = [(b.format(t=t), t) for t in truths for b in bodies]
+    cases += [("#### 1,234", "1234"), ("#### 1,234", "1,234"), ("#### 72", "72.0"), ("#### 72", " 72")]
+    return cases
+
+
+def test_gsm8k_agrees_with_verl() -> None:
+    verl = _verl_gsm8k()
+    cases = _gsm8k_cases()
+    assert len(cases) >= 50
+    disagree = [
+        (text, truth, ours, theirs)
+        for text, truth in cases
+        if (ours := rewards.gsm8k_reward("openai/gsm8k", text, truth, None))
+        != (theirs := float(verl.compute_score(text, truth)))  # type: ignore[attr-defined]
+    ]
+    assert not disagree, disagree[:5]
+    assert {rewards.gsm8k_reward("openai/gsm8k", t, g, None) for t, g in cases} == {0.0, 1.0}
 
 
 def test_demo_rule_counts_the_target_letter() -> None:
@@ -69,3 +164,21 @@ def test_custom_reward_from_module_and_file(tmp_path: Path, monkeypatch: pytest.
         RewardManager("no_such_module_xyz:score")
     assert "PYTHONPATH" in err.value.fix
     sys.modules.pop("my_rewards_mod", None)
+
+
+def test_verl_custom_reward_function_path_and_name(tmp_path: Path) -> None:
+    from rlport.train.config import load_config
+
+    f = tmp_path / "my_reward.py"
+    f.write_text(
+        "def compute_score(data_source, solution_str, ground_truth, extra_info):\n"
+        "    return float(solution_str == ground_truth) + extra_info['bonus']\n"
+        "def other(data_source, solution_str, ground_truth, extra_info):\n"
+        "    return -1.0\n"
+    )
+    cfg = load_config([f"custom_reward_function.path={f}"])  # verl's default name: compute_score
+    m = RewardManager.from_config(cfg.reward)
+    m.check_sources({"any/source"})
+    assert m.score("any/source", "yes", "yes", {"bonus": 0.5}) == 1.5
+    cfg = load_config([f"reward.custom_reward_function.path={f}", "reward.custom_reward_function.name=other"])
+    assert RewardManager.from_config(cfg.reward).score("s", "", "", None) == -1.0

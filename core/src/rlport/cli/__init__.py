@@ -165,17 +165,22 @@ def train(
         bool, typer.Option("--demo", help="Tiny local model and synthetic task; no download.")
     ] = False,
     config: Annotated[
-        str | None, typer.Option("--config", help="YAML file in the default config's layout.")
+        str | None, typer.Option("--config", help="YAML file in rlport's or verl's layout.")
     ] = None,
     show_config: Annotated[
-        bool, typer.Option("--show-config", help="Print the resolved configuration.")
+        bool,
+        typer.Option(
+            "--show-config", help="Print the resolved configuration (`--show-config verl`: verl's key names)."
+        ),
     ] = False,
 ) -> None:
     """GRPO post-training: rlport train [--demo] [--config FILE] \\[key=value ...] (dotted overrides,
     e.g. data.train_files=train.parquet rollout.engine=vllm trainer.steps=50)."""
-    from rlport.train.cli import run_train
+    from rlport.train.cli import run_train, show_config_view
 
-    raise typer.Exit(run_train(list(ctx.args), demo, config_file=config, show_config=show_config))
+    args = list(ctx.args)
+    view = show_config_view(show_config, args)
+    raise typer.Exit(run_train(args, demo, config_file=config, show_config=view))
 
 
 @app.command("new-plugin")

@@ -1,21 +1,24 @@
-"""The `rlport train` configuration: a documented default, dotted overrides, and validation.
+"""The ``rlport train`` configuration: the schema, its documentation and its ranges.
 
-The default lives in the dataclasses below (one per section: ``data``, ``model``, ``rollout``,
-``actor``, ``algorithm``, ``reward``, ``trainer``); every field's comment is its documentation and
-:func:`default_yaml` renders them. Overrides are written as in verl's ``main_ppo``::
+The schema is the dataclasses below (one per section: ``data``, ``model``, ``rollout``, ``actor``,
+``algorithm``, ``reward``, ``trainer``). Each field is declared once with :func:`setting`: its
+default, the line of documentation ``--show-config`` prints, and the range a value must lie in.
+:mod:`rlport.train.overrides` merges the defaults, a ``--config`` YAML file and the command line's
+dotted overrides (Hydra's grammar, as verl's ``main_ppo`` takes them) on OmegaConf structured
+configs; verl's own key names are translated by :mod:`rlport.train.verl_keys`::
 
     rlport train data.train_files=[a.parquet,b.parquet] rollout.engine=vllm trainer.steps=50
 
 An unknown key, a value of the wrong type or a value out of range is a :class:`ConfigError`
-naming the key, the value, what was expected and the override that fixes it, raised before any
-work starts. Checks that look at the machine (files, model folder, installed engine) live in
-:mod:`rlport.train.validate`.
+naming the key, the value, what was expected and the override that fixes it (every problem of a
+run in one error), raised before any work starts. Checks that look at the machine (files, model
+folder, installed engine) live in :mod:`rlport.train.validate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,107 +27,231 @@ from typing import Any, Union
 
 from rlport.errors import ConfigError
 
-_NULLS = {"null", "none", "~"}
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
+
+@dataclass(frozen=True)
+class Bound:
+    """The range of a number setting: ``ge``/``gt`` below, ``le``/``lt`` above; ``why`` is said
+    with the error."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    why: str = ""
+
+    def holds(self, value: float) -> bool:
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+    def text(self) -> str:
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
+        if low and high:
+            out = f"in {low}, {high}"
+        elif self.ge is not None:
+            out = f"at least {self.ge:g}"
+        elif self.gt is not None:
+            out = f"above {self.gt:g}"
+        elif self.le is not None:
+            out = f"at most {self.le:g}"
+        else:
+            out = f"below {self.lt:g}"
+        return f"{out} ({self.why})" if self.why else out
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    doc: str = "",
+    *,
+    factory: Any = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[Any, ...] = (),
+    why: str = "",
+) -> Any:
+    """A documented field: ``default`` (or ``factory`` for a list or mapping), ``doc`` (one line,
+    printed by ``--show-config``), a numeric range (``ge``/``gt``/``le``/``lt``) or ``choices``,
+    and ``why`` the range holds. Checked by :func:`check_ranges`."""
+    metadata: dict[str, Any] = {"doc": doc}
+    if any(b is not None for b in (ge, gt, le, lt)):
+        metadata["range"] = Bound(ge, gt, le, lt, why)
+    if choices:
+        metadata["choices"] = choices
+        metadata["why"] = why
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+LOGGERS = ("console", "jsonl", "tensorboard", "wandb", "mlflow", "swanlab")
 
 
 @dataclass
 class DataConfig:
-    train_files: list[str] = field(default_factory=list)  # parquet files in verl's layout
-    prompt_key: str = "prompt"  # column holding the chat messages [{role, content}, ...]
-    train_batch_size: int = 8  # prompts per step (each sampled rollout.n times)
-    max_prompt_length: int = 256  # prompts longer than this (in tokens) are dropped, with a count
-    shuffle: bool = True  # reshuffle the prompts every epoch (seeded by trainer.seed)
+    train_files: list[str] = setting(doc="parquet files in verl's layout", factory=list)
+    val_files: list[str] = setting(
+        doc="parquet files scored greedily for validation (trainer.test_freq)", factory=list
+    )
+    prompt_key: str = setting("prompt", "column holding the chat messages [{role, content}, ...]")
+    train_batch_size: int = setting(8, "prompts per step (each sampled rollout.n times)", ge=1)
+    max_prompt_length: int = setting(
+        256, "prompts longer than this (in tokens) are dropped, with a count", ge=1
+    )
+    shuffle: bool = setting(True, "reshuffle the prompts every epoch (seeded by trainer.seed)")
 
 
 @dataclass
 class ModelConfig:
-    path: str = ""  # a local Hugging Face causal-LM folder (config.json + weights + tokenizer)
-    dtype: str = "float32"  # float32 | bfloat16 | float16: the actor's and the engine's dtype
-    attn_implementation: str = "rlport"  # "rlport" routes attention through the device plugin's backend
+    path: str = setting("", "a local Hugging Face causal-LM folder (config.json + weights + tokenizer)")
+    dtype: str = setting("float32", "the actor's and the engine's dtype", choices=DTYPES)
+    attn_implementation: str = setting(
+        "rlport", '"rlport" routes attention through the device plugin\'s backend'
+    )
 
 
 @dataclass
 class RolloutConfig:
-    engine: str = "hf"  # a rollout engine offered by a plugin (`rlport plugins` lists them): hf | vllm
-    n: int = 8  # samples per prompt: the GRPO group size (at least 2)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 disables top-k
-    max_new_tokens: int = 32  # response length limit
-    max_model_len: int = 512  # prompt + response limit given to the engine
-    sleep: bool = True  # release the engine's weights and KV cache while the actor trains
-    options: dict[str, Any] = field(default_factory=dict)  # engine-specific arguments (rollout.options.x=y)
+    engine: str = setting(
+        "hf", "a rollout engine offered by a plugin (`rlport plugins` lists them): hf | vllm"
+    )
+    n: int = setting(
+        8, "samples per prompt: the GRPO group size", ge=2, why="GRPO compares samples within a group"
+    )
+    temperature: float = setting(1.0, "sampling temperature", gt=0, why="GRPO needs sampling")
+    top_p: float = setting(
+        1.0, "nucleus sampling: keep the smallest set of tokens with this mass", gt=0, le=1
+    )
+    top_k: int = setting(0, "keep the k most likely tokens; 0 disables top-k", ge=0)
+    max_new_tokens: int = setting(32, "response length limit, in tokens", ge=1)
+    max_model_len: int = setting(
+        0, "prompt + response limit given to the engine; 0: data.max_prompt_length + max_new_tokens", ge=0
+    )
+    sleep: bool = setting(True, "release the engine's weights and KV cache while the actor trains")
+    options: dict[str, Any] = setting(doc="engine-specific arguments (rollout.options.x=y)", factory=dict)
 
 
 @dataclass
 class FsdpConfig:
-    param_dtype: str = ""  # compute dtype of the gathered parameters; "": the stored dtype (model.dtype)
-    reduce_dtype: str = "float32"  # dtype of the gradient reduce-scatter; "": the parameters' dtype
-    param_offload: bool = False  # parameters, gradients and optimizer state on the host (CPUOffloadPolicy)
+    param_dtype: str = setting(
+        "",
+        'compute dtype of the gathered parameters; "": the stored dtype (model.dtype)',
+        choices=("", *DTYPES),
+    )
+    reduce_dtype: str = setting(
+        "float32", 'dtype of the gradient reduce-scatter; "": the parameters\' dtype', choices=("", *DTYPES)
+    )
+    param_offload: bool = setting(
+        False, "parameters, gradients and optimizer state on the host (CPUOffloadPolicy)"
+    )
 
 
 @dataclass
 class MegatronConfig:
-    tensor_model_parallel_size: int = 1  # ranks one layer's matrices are split over
-    pipeline_model_parallel_size: int = 1  # stages the layers are split into
-    virtual_pipeline_model_parallel_size: int | None = None  # model chunks per stage (interleaved)
-    context_parallel_size: int = 1  # ranks one sequence is split over
-    expert_model_parallel_size: int = 1  # ranks the experts of an MoE layer are split over
+    tensor_model_parallel_size: int = setting(1, "ranks one layer's matrices are split over", ge=1)
+    pipeline_model_parallel_size: int = setting(1, "stages the layers are split into", ge=1)
+    virtual_pipeline_model_parallel_size: int | None = setting(
+        None, "model chunks per stage (interleaved); null: one", ge=1
+    )
+    context_parallel_size: int = setting(1, "ranks one sequence is split over", ge=1)
+    expert_model_parallel_size: int = setting(1, "ranks the experts of an MoE layer are split over", ge=1)
 
 
 @dataclass
 class ActorConfig:
-    strategy: str = ""  # replicated | ddp | fsdp | megatron; "": fsdp with trainer.workers > 1
-    fsdp_config: FsdpConfig = field(default_factory=FsdpConfig)  # actor.strategy=fsdp only
-    megatron: MegatronConfig = field(default_factory=MegatronConfig)  # actor.strategy=megatron only
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
-    ppo_epochs: int = 1  # passes over each step's rollouts
-    mini_batches: int = 1  # optimizer updates per epoch (the step's rollouts split this many ways)
-    micro_batch_size: int = 16  # sequences per forward/backward (gradients accumulate)
-    offload: bool | None = None  # park actor/reference weights during rollout; null: only off-host
+    strategy: str = setting("", 'replicated | ddp | fsdp | megatron; "": fsdp with trainer.workers > 1')
+    fsdp_config: FsdpConfig = setting(doc="actor.strategy=fsdp only", factory=FsdpConfig)
+    megatron: MegatronConfig = setting(doc="actor.strategy=megatron only", factory=MegatronConfig)
+    lr: float = setting(1e-5, "AdamW learning rate", gt=0)
+    weight_decay: float = setting(0.0, "AdamW weight decay", ge=0)
+    betas: list[float] = setting(doc="AdamW betas", factory=lambda: [0.9, 0.999])
+    grad_clip: float = setting(1.0, "max gradient norm; 0 disables clipping", ge=0)
+    ppo_epochs: int = setting(1, "passes over each step's rollouts", ge=1)
+    mini_batches: int = setting(
+        1, "optimizer updates per epoch (the step's rollouts split this many ways)", ge=1
+    )
+    ppo_mini_batch_size: int = setting(
+        0,
+        "prompts per optimizer update, as verl counts them; 0: use actor.mini_batches "
+        "(else mini_batches = data.train_batch_size / this)",
+        ge=0,
+    )
+    micro_batch_size: int = setting(16, "sequences per forward/backward (gradients accumulate)", ge=1)
+    offload: bool | None = setting(None, "park actor/reference weights during rollout; null: only off-host")
 
 
 @dataclass
 class AlgorithmConfig:
-    adv_estimator: str = "grpo"  # only grpo is implemented
-    norm_adv_by_std: bool = True  # GRPO divides by the group's std; false gives Dr. GRPO-style advantages
-    adv_epsilon: float = 1e-6  # added to the group std
-    clip_ratio_low: float = 0.2  # ratio is clipped to [1 - low, 1 + high]
-    clip_ratio_high: float = 0.2
-    use_kl_loss: bool = False  # add kl_coef * KL(actor || reference) (k3 estimator) to the loss
-    kl_coef: float = 0.001
-    entropy_coef: float = 0.0  # subtract entropy_coef * entropy from the loss
+    adv_estimator: str = setting(
+        "grpo", "grpo (gae, PPO with a critic: not yet)", choices=("grpo",), why="only grpo is implemented"
+    )
+    norm_adv_by_std: bool = setting(
+        True, "GRPO divides by the group's std; false gives Dr. GRPO-style advantages"
+    )
+    adv_epsilon: float = setting(1e-6, "added to the group std", gt=0)
+    clip_ratio_low: float = setting(0.2, "ratio is clipped to [1 - low, 1 + high]", ge=0, lt=1)
+    clip_ratio_high: float = setting(0.2, "upper clip of the ratio", ge=0)
+    use_kl_loss: bool = setting(False, "add kl_coef * KL(actor || reference) (k3 estimator) to the loss")
+    kl_coef: float = setting(0.001, "weight of the KL loss", ge=0)
+    entropy_coef: float = setting(0.0, "subtract entropy_coef * entropy from the loss")
 
 
 @dataclass
 class RewardConfig:
-    custom: str = ""  # module:function (data_source, solution_str, ground_truth, extra_info) -> float
+    custom: str = setting(
+        "", "module:function (data_source, solution_str, ground_truth, extra_info) -> float"
+    )
+    path: str = setting(
+        "", "a .py file holding a reward function for every source (verl's custom_reward_function.path)"
+    )
+    name: str = setting("compute_score", "the function's name in reward.path")
 
 
 @dataclass
 class TrainerConfig:
-    steps: int = 50  # optimizer steps (each: rollout, reward, update, weight sync)
-    workers: int = 1  # data-parallel workers; more than 1 runs Ray actors
-    nnodes: int = 1  # nodes the workers are spread over (verl's key); the workers split evenly over them
-    n_gpus_per_node: int = (
-        0  # devices (one worker each) per node, verl's key; 0: trainer.workers / trainer.nnodes
+    steps: int = setting(
+        50, "optimizer steps (each: rollout, reward, update, weight sync); see total_epochs", ge=1
     )
-    seed: int = 0
-    output_dir: str = "outputs/rlport"  # metrics.jsonl, reward_curve.png and checkpoints/ go here
-    save_every: int = 0  # save a checkpoint every N steps; 0: only at the end
-    resume_from: str = (
-        ""  # a checkpoint folder (output_dir/checkpoints/step_N), or latest: the newest complete one
+    total_epochs: int = setting(
+        0, "passes over the training data; >0 sets steps = epochs x (prompts // train_batch_size)", ge=0
     )
-    ray_address: str = ""  # "": start Ray on this machine; "auto" or host:port: join a running cluster
-    ray_num_cpus: int = 0  # CPUs for a local Ray; 0: as many as the machine has
-    cpus_per_worker: float = 1.0  # Ray CPUs each worker requests
-    startup_timeout_s: float = 120.0  # seconds to wait for Ray's placement and the workers' rendezvous
-    progress: bool = True  # a live progress bar (off in logs and tests)
+    total_training_steps: int = setting(0, "if above 0, the number of steps (wins over total_epochs)", ge=0)
+    workers: int = setting(1, "data-parallel workers; more than 1 runs Ray actors", ge=1)
+    nnodes: int = setting(
+        1, "nodes the workers are spread over (verl's key); the workers split evenly over them", ge=1
+    )
+    n_gpus_per_node: int = setting(
+        0, "devices (one worker each) per node, verl's key; 0: trainer.workers / trainer.nnodes", ge=0
+    )
+    seed: int = setting(0, "seeds the data order, the model sampling and the demo")
+    output_dir: str = setting("outputs/rlport", "metrics.jsonl, reward_curve.png and checkpoints/ go here")
+    save_every: int = setting(0, "save a checkpoint every N steps; 0: only at the end", ge=0)
+    test_freq: int = setting(0, "validate on data.val_files every N steps (and at the end); 0: never", ge=0)
+    val_before_train: bool = setting(False, "validate once before the first step")
+    resume_from: str = setting(
+        "", "a checkpoint folder (output_dir/checkpoints/step_N), or latest: the newest complete one"
+    )
+    logger: list[str] = setting(
+        doc="where metrics go: console, jsonl, tensorboard, wandb, mlflow, swanlab",
+        factory=lambda: ["console", "jsonl"],
+    )
+    project_name: str = setting("rlport", "the project, for wandb, mlflow, swanlab")
+    experiment_name: str = setting("", "the run's name; \"\": the output folder's name")
+    ray_address: str = setting(
+        "", '"": start Ray on this machine; "auto" or host:port: join a running cluster'
+    )
+    ray_num_cpus: int = setting(0, "CPUs for a local Ray; 0: as many as the machine has", ge=0)
+    cpus_per_worker: float = setting(1.0, "Ray CPUs each worker requests", gt=0)
+    startup_timeout_s: float = setting(
+        120.0, "seconds to wait for Ray's placement and the workers' rendezvous", gt=0
+    )
+    progress: bool = setting(True, "a live progress bar (off in logs and tests)")
 
 
 @dataclass
@@ -142,19 +269,20 @@ class TrainConfig:
 
 
 # -------------------------------------------------------------------------------------------------
-# Key lookup and value coercion
+# Keys, their types and documentation
 # -------------------------------------------------------------------------------------------------
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 
 def all_keys(cls: type = TrainConfig, prefix: str = "") -> dict[str, Any]:
     """Every settable dotted key of the configuration and its type."""
     out: dict[str, Any] = {}
-    for name, tp in _field_types(cls).items():
-        key = f"{prefix}{name}"
+    for f, tp in _fields(cls):
+        key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
             out.update(all_keys(tp, key + "."))
         else:
@@ -162,183 +290,213 @@ def all_keys(cls: type = TrainConfig, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _type_name(tp: Any) -> str:
+def all_fields(cls: type = TrainConfig, prefix: str = "") -> dict[str, dataclasses.Field[Any]]:
+    """Every dotted key and its dataclass field (``field.metadata`` holds doc, range, choices);
+    sections included."""
+    out: dict[str, dataclasses.Field[Any]] = {}
+    for f, tp in _fields(cls):
+        key = f"{prefix}{f.name}"
+        out[key] = f
+        if dataclasses.is_dataclass(tp):
+            out.update(all_fields(tp, key + "."))
+    return out
+
+
+def doc(key: str) -> str:
+    """The documentation of dotted ``key`` ("" when it has none)."""
+    f = all_fields().get(key)
+    return str(f.metadata.get("doc", "")) if f is not None else ""
+
+
+def default_value(key: str) -> Any:
+    """The default of dotted ``key``."""
+    obj: Any = TrainConfig()
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def optional_inner(tp: Any) -> Any:
+    """``T`` for ``T | None``, else ``tp``."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
+
+
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType) and type(None) in args:
-        inner = [a for a in args if a is not type(None)]
-        return f"{_type_name(inner[0])} or null"
+        return f"{type_name(optional_inner(tp))} or null"
     if origin is list:
-        return f"a list of {_type_name(args[0])} ([a,b,...])"
+        return f"a list of {type_name(args[0])} ([a,b,...])"
     if origin is dict:
         return "a mapping (set entries as key.sub=value)"
+    if dataclasses.is_dataclass(tp):
+        return "a section (set its keys as section.key=value)"
     return {int: "an integer", float: "a number", bool: "a boolean (true/false)", str: "a string"}.get(
         tp, str(tp)
     )
 
 
-def _example(key: str, tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        tp = next(a for a in args if a is not type(None))
-        origin = typing.get_origin(tp)
-    if origin is list:
-        return f"{key}=[a,b]" if typing.get_args(tp)[0] is str else f"{key}=[0.9,0.999]"
-    return f"{key}=" + {int: "50", float: "0.5", bool: "true", str: "VALUE"}.get(tp, "VALUE")
+def example(key: str) -> str:
+    """``key=<a value that works>``: the default where it is a plain value."""
+    tp = all_keys().get(key)
+    if tp is None:
+        return f"{key}=..."
+    value = default_value(key)
+    inner = optional_inner(tp)
+    if typing.get_origin(inner) is list:
+        return f"{key}=[{','.join(str(v) for v in value)}]" if value else f"{key}=[a,b]"
+    if typing.get_origin(inner) is dict:
+        return f"{key}.NAME=VALUE"
+    if value is None or value == "":
+        return f"{key}=" + {int: "1", float: "0.5", bool: "true", str: "VALUE"}.get(inner, "VALUE")
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
+    return f"{key}={value}"
 
 
-def _bad(key: str, value: Any, tp: Any, where: str) -> ConfigError:
-    return ConfigError(
-        f"config key '{key}' expects {_type_name(tp)}, got {value!r}{where}",
-        f"rlport train {_example(key, tp)}",
-    )
+# -------------------------------------------------------------------------------------------------
+# Ranges
+# -------------------------------------------------------------------------------------------------
 
 
-def _scalar_from_text(text: str) -> Any:
-    """Parse an untyped override value (inside ``rollout.options``): int, float, bool, null or text."""
-    low = text.lower()
-    if low in _NULLS:
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return _unquote(text)
+def _problem(key: str, value: Any, expected: str, fix: str) -> ConfigError:
+    return ConfigError(f"config key '{key}' is {value!r}; expected {expected}", f"rlport train {fix}")
 
 
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
+def field_problems(cfg: TrainConfig) -> list[ConfigError]:
+    """Values outside the range or choices declared beside their field."""
+    out = []
+    for key, f in all_fields().items():
+        if "range" not in f.metadata and "choices" not in f.metadata:
+            continue
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        bound: Bound | None = f.metadata.get("range")
+        if bound is not None and value is not None and not bound.holds(value):
+            out.append(_problem(key, value, bound.text(), example(key)))
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            why = f" ({f.metadata['why']})" if f.metadata.get("why") else ""
+            shown = ", ".join(repr(c) if c == "" else str(c) for c in choices)
+            out.append(_problem(key, value, f"one of {shown}{why}", example(key)))
+    return out
 
 
-def coerce(key: str, value: Any, tp: Any, where: str = "") -> Any:
-    """Turn ``value`` (command-line text or a YAML value) into ``tp``, or raise a ConfigError."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        inner = next(a for a in args if a is not type(None))
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NULLS):
-            return None
-        try:
-            return coerce(key, value, inner, where)
-        except ConfigError:
-            raise _bad(key, value, tp, where) from None
-    if origin is list:
-        (item_tp,) = args
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("[") and text.endswith("]"):
-                body = text[1:-1].strip()
-                items: list[Any] = [s.strip() for s in body.split(",")] if body else []
-            else:
-                items = [text]
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            raise _bad(key, value, tp, where)
-        try:
-            return [coerce(key, item, item_tp, where) for item in items]
-        except ConfigError:
-            raise _bad(key, value, tp, where) from None
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _bad(key, value, tp, where)
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise _bad(key, value, tp, where)
-    if tp is int or tp is float:
-        if isinstance(value, bool):  # bool is an int subclass, never a number setting
-            raise _bad(key, value, tp, where)
-        if isinstance(value, int) or (tp is float and isinstance(value, float)):
-            return tp(value)
-        if isinstance(value, str):
-            try:
-                return tp(value.strip())
-            except ValueError:
-                pass
-        raise _bad(key, value, tp, where)
-    if tp is str:
-        if isinstance(value, str):
-            return _unquote(value.strip())
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _bad(key, value, tp, where)
-    raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}", "report this as an rlport bug")
-
-
-def _unknown_key(key: str, where: str) -> ConfigError:
-    keys = list(all_keys())
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-    if not close:
-        # A misspelt section or leaf: match on the last part too.
-        leaf = key.rsplit(".", 1)[-1]
-        by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
-        near = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
-        close = [by_leaf[near[0]]] if near else []
-    fix = (
-        f"did you mean '{close[0]}'? e.g. rlport train {close[0]}=..."
-        if close
-        else "run `rlport train --show-config` to list every key"
-    )
-    return ConfigError(f"unknown config key '{key}'{where}", fix)
-
-
-def set_key(cfg: TrainConfig, key: str, value: Any, where: str = "") -> None:
-    """Set dotted ``key`` of ``cfg`` to ``value`` (coerced to the field's type)."""
-    parts = key.split(".")
-    obj: Any = cfg
-    for i, part in enumerate(parts):
-        if isinstance(obj, dict):
-            # Free-form mapping (rollout.options): the rest of the key is one entry name.
-            name = ".".join(parts[i:])
-            obj[name] = _scalar_from_text(value) if isinstance(value, str) else value
-            return
-        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
-            raise _unknown_key(key, where)
-        tp = _field_types(type(obj))[part]
-        last = i == len(parts) - 1
-        if last:
-            if dataclasses.is_dataclass(tp):
-                if not isinstance(value, dict):
-                    raise ConfigError(
-                        f"config key '{key}' is a section, not a value{where}",
-                        f"set one of its keys, e.g. rlport train {key}.{dataclasses.fields(tp)[0].name}=...",
-                    )
-                for sub, sub_value in value.items():
-                    set_key(cfg, f"{key}.{sub}", sub_value, where)
-                return
-            if typing.get_origin(tp) is dict and isinstance(value, dict):
-                getattr(obj, part).update(value)
-                return
-            setattr(obj, part, coerce(key, value, tp, where))
-            return
-        child = getattr(obj, part)
-        if not (dataclasses.is_dataclass(child) or isinstance(child, dict)):
-            raise _unknown_key(key, where)
-        obj = child
-
-
-def parse_override(text: str) -> tuple[str, str]:
-    """Split ``key=value`` (a leading ``+`` as in Hydra is accepted and ignored)."""
-    if "=" not in text:
-        raise ConfigError(
-            f"override {text!r} is not of the form key=value",
-            "write overrides as dotted key=value pairs, e.g. rlport train trainer.steps=50",
+def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
+    """Settings that are each in range but do not fit together; the fix names the value that does."""
+    d, r, a, t = cfg.data, cfg.rollout, cfg.actor, cfg.trainer
+    out = []
+    if r.max_model_len and r.max_model_len <= r.max_new_tokens:
+        out.append(
+            _problem(
+                "rollout.max_model_len",
+                r.max_model_len,
+                f"more than rollout.max_new_tokens ({r.max_new_tokens})",
+                f"rollout.max_model_len={r.max_new_tokens + d.max_prompt_length}"
+                " (rollout.max_new_tokens + data.max_prompt_length)",
+            )
         )
-    key, value = text.split("=", 1)
-    key = key.strip().lstrip("+")
-    if not key:
-        raise ConfigError(f"override {text!r} has no key", "e.g. rlport train trainer.steps=50")
-    return key, value
+    if len(a.betas) != 2:
+        out.append(_problem("actor.betas", a.betas, "two numbers", example("actor.betas")))
+    if t.workers >= 1 and d.train_batch_size % t.workers:
+        fit = t.workers * max(1, d.train_batch_size // t.workers)
+        out.append(
+            _problem(
+                "data.train_batch_size",
+                d.train_batch_size,
+                f"a multiple of trainer.workers ({t.workers}) so every worker gets whole prompt groups",
+                f"data.train_batch_size={fit}",
+            )
+        )
+    if t.n_gpus_per_node and t.workers != t.nnodes * t.n_gpus_per_node:
+        out.append(
+            _problem(
+                "trainer.workers",
+                t.workers,
+                f"trainer.nnodes x trainer.n_gpus_per_node = {t.nnodes * t.n_gpus_per_node}",
+                f"trainer.workers={t.nnodes * t.n_gpus_per_node}",
+            )
+        )
+    if t.nnodes >= 1 and t.workers % t.nnodes:
+        out.append(
+            _problem(
+                "trainer.workers",
+                t.workers,
+                f"a multiple of trainer.nnodes ({t.nnodes}), the same number of workers on every node",
+                f"trainer.workers={t.nnodes * max(1, t.workers // t.nnodes)}",
+            )
+        )
+    if a.ppo_mini_batch_size and d.train_batch_size % a.ppo_mini_batch_size:
+        out.append(
+            _problem(
+                "actor.ppo_mini_batch_size",
+                a.ppo_mini_batch_size,
+                f"a divisor of data.train_batch_size ({d.train_batch_size})",
+                f"actor.ppo_mini_batch_size={d.train_batch_size}",
+            )
+        )
+    mini_batches = d.train_batch_size // a.ppo_mini_batch_size if a.ppo_mini_batch_size else a.mini_batches
+    per_worker = d.train_batch_size // max(1, t.workers)
+    if mini_batches and per_worker * r.n < mini_batches:
+        out.append(
+            _problem(
+                "actor.mini_batches",
+                mini_batches,
+                f"at most the sequences per worker and step ({per_worker * r.n})",
+                f"actor.mini_batches={per_worker * r.n}",
+            )
+        )
+    unknown = [name for name in t.logger if name not in LOGGERS]
+    if unknown:
+        out.append(
+            _problem(
+                "trainer.logger",
+                t.logger,
+                f"names from {', '.join(LOGGERS)}",
+                "trainer.logger=[console,jsonl]",
+            )
+        )
+    if cfg.reward.custom and ":" not in cfg.reward.custom:
+        out.append(
+            _problem("reward.custom", cfg.reward.custom, "module:function", "reward.custom=my_rewards:score")
+        )
+    if cfg.reward.custom and cfg.reward.path:
+        out.append(
+            _problem(
+                "reward.path",
+                cfg.reward.path,
+                f"unset while reward.custom={cfg.reward.custom!r} is set (one custom reward per run)",
+                "reward.path= (or reward.custom=)",
+            )
+        )
+    return out
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Every value of the right type but outside what the run can use, in one error."""
+    raise_all([*field_problems(cfg), *joint_problems(cfg)])
+
+
+def raise_all(problems: list[ConfigError]) -> None:
+    """Raise ``problems`` as one :class:`ConfigError` (itself when there is one)."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    lines = [f"{len(problems)} problems in the configuration:"]
+    for i, p in enumerate(problems, 1):
+        lines.append(f"  {i}. {p.message}")
+        if p.fix:
+            lines.append(f"     fix: {p.fix}")
+    raise ConfigError(
+        "\n".join(lines),
+        "correct each key above; `rlport train --show-config` lists rlport's keys, "
+        "`--show-config verl` verl's names for them",
+    )
 
 
 def load_config(
@@ -346,294 +504,30 @@ def load_config(
     *,
     config_file: str | Path | None = None,
     base: TrainConfig | None = None,
+    notes: list[str] | None = None,
 ) -> TrainConfig:
-    """The default configuration, then ``config_file`` (YAML, same layout), then ``overrides``;
-    checked for types and ranges."""
-    cfg = base if base is not None else TrainConfig()
-    if config_file is not None:
-        cfg = apply_file(cfg, config_file)
-    for text in overrides:
-        key, value = parse_override(text)
-        set_key(cfg, key, value, where=f" (in override '{text}')")
-    check_ranges(cfg)
+    """The default configuration (or ``base``), then ``config_file`` (YAML, rlport's or verl's
+    layout), then ``overrides`` (Hydra's grammar); checked for keys, types and ranges, then
+    resolved (:func:`resolve`). ``notes`` collects what the accepted verl keys mean here."""
+    from rlport.train.overrides import merge
+
+    cfg, problems = merge(
+        base if base is not None else TrainConfig(), overrides, config_file=config_file, notes=notes
+    )
+    raise_all([*problems, *field_problems(cfg), *joint_problems(cfg)])
+    resolve(cfg)
     return cfg
 
 
-def apply_file(cfg: TrainConfig, path: str | Path) -> TrainConfig:
-    from rlport.extras import import_optional
-
-    yaml = import_optional("yaml", "train", purpose="reading a --config file")
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(
-            f"config file '{p}' does not exist", "pass an existing YAML file, e.g. --config my.yaml"
-        )
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{p}' is not valid YAML: {exc}", "fix the YAML syntax") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file '{p}' must hold a mapping of sections", "see rlport train --show-config"
-        )
-    for section, body in data.items():
-        set_key(cfg, str(section), body, where=f" (in {p})")
-    return cfg
-
-
-def _require(ok: bool, key: str, value: Any, expected: str, example: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}' is {value!r}; expected {expected}", f"rlport train {example}")
-
-
-def check_ranges(cfg: TrainConfig) -> None:
-    """Values of the right type but outside what the run can use."""
-    d, r, a, al, t = cfg.data, cfg.rollout, cfg.actor, cfg.algorithm, cfg.trainer
-    _require(
-        d.train_batch_size >= 1,
-        "data.train_batch_size",
-        d.train_batch_size,
-        "at least 1",
-        "data.train_batch_size=8",
-    )
-    _require(
-        d.max_prompt_length >= 1,
-        "data.max_prompt_length",
-        d.max_prompt_length,
-        "at least 1",
-        "data.max_prompt_length=256",
-    )
-    _require(
-        cfg.model.dtype in ("float32", "bfloat16", "float16"),
-        "model.dtype",
-        cfg.model.dtype,
-        "one of float32, bfloat16, float16",
-        "model.dtype=bfloat16",
-    )
-    _require(r.n >= 2, "rollout.n", r.n, "at least 2 (GRPO compares samples within a group)", "rollout.n=8")
-    _require(
-        r.temperature > 0,
-        "rollout.temperature",
-        r.temperature,
-        "above 0 (GRPO needs sampling)",
-        "rollout.temperature=1.0",
-    )
-    _require(0 < r.top_p <= 1, "rollout.top_p", r.top_p, "in (0, 1]", "rollout.top_p=1.0")
-    _require(r.top_k >= 0, "rollout.top_k", r.top_k, "0 (off) or more", "rollout.top_k=0")
-    _require(
-        r.max_new_tokens >= 1,
-        "rollout.max_new_tokens",
-        r.max_new_tokens,
-        "at least 1",
-        "rollout.max_new_tokens=32",
-    )
-    _require(
-        r.max_model_len > r.max_new_tokens,
-        "rollout.max_model_len",
-        r.max_model_len,
-        f"more than rollout.max_new_tokens ({r.max_new_tokens})",
-        f"rollout.max_model_len={r.max_new_tokens + 256}",
-    )
-    dtypes = ("", "float32", "bfloat16", "float16")
-    for key in ("param_dtype", "reduce_dtype"):
-        value = getattr(a.fsdp_config, key)
-        _require(
-            value in dtypes,
-            f"actor.fsdp_config.{key}",
-            value,
-            "one of float32, bfloat16, float16 or empty",
-            f"actor.fsdp_config.{key}=float32",
-        )
-    for key in (
-        "tensor_model_parallel_size",
-        "pipeline_model_parallel_size",
-        "context_parallel_size",
-        "expert_model_parallel_size",
-    ):
-        value = getattr(a.megatron, key)
-        _require(value >= 1, f"actor.megatron.{key}", value, "at least 1", f"actor.megatron.{key}=1")
-    vpp = a.megatron.virtual_pipeline_model_parallel_size
-    _require(
-        vpp is None or vpp >= 1,
-        "actor.megatron.virtual_pipeline_model_parallel_size",
-        vpp,
-        "null or at least 1",
-        "actor.megatron.virtual_pipeline_model_parallel_size=null",
-    )
-    _require(a.lr > 0, "actor.lr", a.lr, "above 0", "actor.lr=1e-5")
-    _require(len(a.betas) == 2, "actor.betas", a.betas, "two numbers", "actor.betas=[0.9,0.999]")
-    _require(a.grad_clip >= 0, "actor.grad_clip", a.grad_clip, "0 (off) or more", "actor.grad_clip=1.0")
-    _require(a.ppo_epochs >= 1, "actor.ppo_epochs", a.ppo_epochs, "at least 1", "actor.ppo_epochs=1")
-    _require(a.mini_batches >= 1, "actor.mini_batches", a.mini_batches, "at least 1", "actor.mini_batches=1")
-    _require(
-        a.micro_batch_size >= 1,
-        "actor.micro_batch_size",
-        a.micro_batch_size,
-        "at least 1",
-        "actor.micro_batch_size=16",
-    )
-    _require(
-        al.adv_estimator == "grpo",
-        "algorithm.adv_estimator",
-        al.adv_estimator,
-        "'grpo'",
-        "algorithm.adv_estimator=grpo",
-    )
-    _require(
-        al.adv_epsilon > 0, "algorithm.adv_epsilon", al.adv_epsilon, "above 0", "algorithm.adv_epsilon=1e-6"
-    )
-    _require(
-        0 <= al.clip_ratio_low < 1,
-        "algorithm.clip_ratio_low",
-        al.clip_ratio_low,
-        "in [0, 1)",
-        "algorithm.clip_ratio_low=0.2",
-    )
-    _require(
-        al.clip_ratio_high >= 0,
-        "algorithm.clip_ratio_high",
-        al.clip_ratio_high,
-        "0 or more",
-        "algorithm.clip_ratio_high=0.2",
-    )
-    _require(al.kl_coef >= 0, "algorithm.kl_coef", al.kl_coef, "0 or more", "algorithm.kl_coef=0.001")
-    _require(t.steps >= 1, "trainer.steps", t.steps, "at least 1", "trainer.steps=50")
-    _require(t.workers >= 1, "trainer.workers", t.workers, "at least 1", "trainer.workers=2")
-    _require(t.nnodes >= 1, "trainer.nnodes", t.nnodes, "at least 1", "trainer.nnodes=1")
-    _require(
-        t.n_gpus_per_node >= 0,
-        "trainer.n_gpus_per_node",
-        t.n_gpus_per_node,
-        "0 (trainer.workers / trainer.nnodes) or more",
-        "trainer.n_gpus_per_node=8",
-    )
-    if t.n_gpus_per_node:
-        _require(
-            t.workers == t.nnodes * t.n_gpus_per_node,
-            "trainer.workers",
-            t.workers,
-            f"trainer.nnodes x trainer.n_gpus_per_node = {t.nnodes * t.n_gpus_per_node}",
-            f"trainer.workers={t.nnodes * t.n_gpus_per_node}",
-        )
-    _require(
-        t.workers % t.nnodes == 0,
-        "trainer.workers",
-        t.workers,
-        f"a multiple of trainer.nnodes ({t.nnodes}), the same number of workers on every node",
-        f"trainer.workers={t.nnodes * max(1, t.workers // t.nnodes)}",
-    )
-    _require(
-        t.startup_timeout_s > 0,
-        "trainer.startup_timeout_s",
-        t.startup_timeout_s,
-        "above 0",
-        "trainer.startup_timeout_s=120",
-    )
-    _require(
-        d.train_batch_size % t.workers == 0,
-        "data.train_batch_size",
-        d.train_batch_size,
-        f"a multiple of trainer.workers ({t.workers}) so every worker gets whole prompt groups",
-        f"data.train_batch_size={t.workers * max(1, d.train_batch_size // t.workers)}",
-    )
-    per_worker = d.train_batch_size // t.workers
-    _require(
-        per_worker * r.n >= a.mini_batches,
-        "actor.mini_batches",
-        a.mini_batches,
-        f"at most the sequences per worker and step ({per_worker * r.n})",
-        "actor.mini_batches=1",
-    )
-    _require(
-        t.save_every >= 0, "trainer.save_every", t.save_every, "0 (end only) or more", "trainer.save_every=10"
-    )
-    _require(
-        t.ray_num_cpus >= 0,
-        "trainer.ray_num_cpus",
-        t.ray_num_cpus,
-        "0 (all) or more",
-        "trainer.ray_num_cpus=2",
-    )
-    _require(
-        t.cpus_per_worker > 0,
-        "trainer.cpus_per_worker",
-        t.cpus_per_worker,
-        "above 0",
-        "trainer.cpus_per_worker=1",
-    )
-    if cfg.reward.custom:
-        _require(
-            ":" in cfg.reward.custom,
-            "reward.custom",
-            cfg.reward.custom,
-            "module:function",
-            "reward.custom=my_rewards:score",
-        )
-
-
-# -------------------------------------------------------------------------------------------------
-# The documented default
-# -------------------------------------------------------------------------------------------------
-
-
-def _comments(cls: type) -> dict[str, str]:
-    """Field comments from the source (``name: type = default  # comment``)."""
-    import inspect
-
-    out: dict[str, str] = {}
-    try:
-        src = inspect.getsource(cls)
-    except OSError:  # pragma: no cover - source unavailable (zipped install)
-        return out
-    for line in src.splitlines():
-        stripped = line.strip()
-        if ":" in stripped and "#" in stripped and not stripped.startswith(("#", "class", '"')):
-            name = stripped.split(":", 1)[0].strip()
-            out[name] = stripped.split("#", 1)[1].strip()
-    return out
-
-
-def _yaml_value(value: Any) -> str:
-    import json
-
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value) if (value == "" or any(c in value for c in ":#{}[],&*!|>'\"%@`")) else value
-    if isinstance(value, list):
-        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def default_yaml(cfg: TrainConfig | None = None) -> str:
-    """The configuration as commented YAML (the documented default when ``cfg`` is None)."""
-    cfg = cfg if cfg is not None else TrainConfig()
-    lines = ["# rlport train configuration. Override any key on the command line: section.key=value"]
-    for section in dataclasses.fields(cfg):
-        body = getattr(cfg, section.name)
-        lines.append(f"{section.name}:")
-        lines.extend(_yaml_fields(body, "  "))
-    return "\n".join(lines) + "\n"
-
-
-def _yaml_fields(body: Any, indent: str) -> list[str]:
-    """One section's fields, a nested section (``actor.fsdp_config``) as an indented block."""
-    comments = _comments(type(body))
-    lines = []
-    for f in dataclasses.fields(body):
-        value = getattr(body, f.name)
-        nested = dataclasses.is_dataclass(value)
-        text = f"{indent}{f.name}:" if nested else f"{indent}{f.name}: {_yaml_value(value)}"
-        if f.name in comments:
-            text = f"{text:<39} # {comments[f.name]}"  # a space before "#" even past column 40
-        lines.append(text)
-        if nested:
-            lines.extend(_yaml_fields(value, indent + "  "))
-    return lines
+def resolve(cfg: TrainConfig) -> None:
+    """Settings given in another unit become rlport's: verl's ``ppo_mini_batch_size`` (prompts per
+    update) sets ``actor.mini_batches``; ``rollout.max_model_len=0`` is prompt + response; ``~`` in
+    paths is the home folder."""
+    a, d, r = cfg.actor, cfg.data, cfg.rollout
+    d.train_files = [os.path.expanduser(f) for f in d.train_files]  # verl's files start with ~/
+    d.val_files = [os.path.expanduser(f) for f in d.val_files]
+    cfg.model.path = os.path.expanduser(cfg.model.path)
+    if a.ppo_mini_batch_size:
+        a.mini_batches = d.train_batch_size // a.ppo_mini_batch_size
+    if r.max_model_len == 0:
+        r.max_model_len = d.max_prompt_length + r.max_new_tokens

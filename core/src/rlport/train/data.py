@@ -33,23 +33,23 @@ class Example:
     prompt_ids: list[int] = field(default_factory=list)
 
 
-def read_parquet(paths: list[str], prompt_key: str = "prompt") -> list[Example]:
-    """Read every row of ``paths``; errors name the file, the column and the fix."""
+def read_parquet(
+    paths: list[str], prompt_key: str = "prompt", *, key: str = "data.train_files"
+) -> list[Example]:
+    """Read every row of ``paths`` (the setting ``key``); errors name the file, the column and the
+    fix. A prompt given as a plain string is one user message."""
     from rlport.extras import import_optional
 
     pq = import_optional("pyarrow.parquet", "train", purpose="reading parquet data")
     if not paths:
-        raise ConfigError(
-            "data.train_files is empty",
-            "rlport train data.train_files=[train.parquet] (or rlport train --demo)",
-        )
+        raise ConfigError(f"{key} is empty", f"rlport train {key}=[train.parquet] (or rlport train --demo)")
     out: list[Example] = []
     for path in paths:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(
-                f"data file '{p}' does not exist (data.train_files)",
-                f"rlport train data.train_files=[/path/to/train.parquet] (checked {p.resolve()})",
+                f"data file '{p}' does not exist ({key})",
+                f"rlport train {key}=[/path/to/train.parquet] (checked {p.resolve()})",
             )
         try:
             table = pq.read_table(p)
@@ -107,18 +107,21 @@ def tokenize(examples: list[Example], tokenizer: Any, max_prompt_length: int) ->
             "use an instruct model folder whose tokenizer_config.json has a chat_template",
         )
     kept: list[Example] = []
+    longest = 0
     for ex in examples:
         ids = tokenizer.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         ids = list(ids)
+        longest = max(longest, len(ids))
         if len(ids) <= max_prompt_length:
             ex.prompt_ids = ids
             kept.append(ex)
     if not kept:
         raise ConfigError(
-            f"every prompt is longer than data.max_prompt_length={max_prompt_length} tokens",
-            f"rlport train data.max_prompt_length={max_prompt_length * 4}",
+            f"every prompt is longer than data.max_prompt_length={max_prompt_length} tokens "
+            f"(the longest has {longest})",
+            f"rlport train data.max_prompt_length={longest} (keeps every prompt)",
         )
     return kept, len(examples) - len(kept)
 

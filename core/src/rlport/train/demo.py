@@ -71,8 +71,9 @@ def write_demo_data(folder: str | Path, *, length: int, copies: int = 4, seed: i
     return train, test
 
 
-def prepare_demo(output_dir: str | Path, *, length: int, seed: int = 0) -> dict[str, str]:
-    """Build the model and data under ``output_dir``; return the overrides that point at them."""
+def prepare_demo(output_dir: str | Path, *, length: int, seed: int = 0) -> tuple[Path, Path]:
+    """Build the model and data under ``output_dir``; return the model folder and the training
+    file."""
     from rlport.rollout.tiny import build_tiny_model
     from rlport.train.modeling import quiet_transformers
 
@@ -83,4 +84,4 @@ def prepare_demo(output_dir: str | Path, *, length: int, seed: int = 0) -> dict[
     if not (model / "config.json").is_file():
         build_tiny_model(model, vocab=None, hidden_size=128, heads=4, kv_heads=2, layers=2, seed=seed)
     train, _ = write_demo_data(out / "data", length=length, seed=seed)
-    return {"model.path": str(model), "data.train_files": f"[{train}]"}
+    return model, train

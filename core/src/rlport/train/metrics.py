@@ -48,6 +48,18 @@ def step_line(m: dict[str, Any], steps: int) -> str:
     )
 
 
+def val_line(m: dict[str, Any], when: str) -> str:
+    """The line printed after a validation: the greedy reward, overall and per data source."""
+    sources = " ".join(
+        f"{k[4:-12]} {v:.3f}"
+        for k, v in sorted(m.items())
+        if k.startswith("val/") and k.endswith("/reward/mean") and k != "val/reward/mean"
+    )
+    return (
+        f"validation {when}: reward {m['val/reward/mean']:.3f} [{sources}] {m.get('time/validate', 0.0):.2f}s"
+    )
+
+
 def plot_rewards(records: Iterable[dict[str, Any]], path: str | Path, title: str = "rlport train") -> Path:
     """Reward mean (with a band of one std) per step, written as a PNG (matplotlib, Agg)."""
     from rlport.extras import import_optional
@@ -56,7 +68,7 @@ def plot_rewards(records: Iterable[dict[str, Any]], path: str | Path, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted(records, key=lambda r: r["step"])
+    rows = sorted((r for r in records if "reward/mean" in r), key=lambda r: r["step"])
     steps = [r["step"] for r in rows]
     mean = [r["reward/mean"] for r in rows]
     std = [r.get("reward/std", 0.0) for r in rows]

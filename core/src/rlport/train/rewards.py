@@ -11,7 +11,12 @@ the decorator::
         return float(solution_str.strip() == ground_truth)
 
 or point the config at a function that handles every source: ``reward.custom=my_module:score``
-(``my_module`` importable, or a path ``path/to/file.py:score``).
+(``my_module`` importable, or a path ``path/to/file.py:score``), or as verl does,
+``custom_reward_function.path=my_reward.py custom_reward_function.name=compute_score``
+(``reward.path`` / ``reward.name``).
+
+Built in: verl's strict GSM8K rule (``openai/gsm8k``) and math through math-verify (verl's math
+sources, ``rlport[math]``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import importlib
 import importlib.util
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,11 +97,24 @@ class RewardManager:
     def __init__(self, custom: str = "") -> None:
         self.custom: RewardFn | None = load_custom(custom) if custom else None
 
+    @classmethod
+    def from_config(cls, reward: Any) -> RewardManager:
+        """From the ``reward`` section: ``custom`` (module:function) or verl's ``path`` + ``name``."""
+        if reward.path:
+            return cls(f"{reward.path}:{reward.name or 'compute_score'}")
+        return cls(reward.custom)
+
     def check_sources(self, sources: set[str]) -> None:
         """Fail before training when a data source has no reward."""
         if self.custom is not None:
             return
         missing = sorted(s for s in sources if s not in _REGISTRY)
+        from rlport.extras import require
+
+        for source in sorted(sources - set(missing)):
+            needs = getattr(_REGISTRY[source], "requires", None)
+            if needs:
+                require(needs[0], needs[1], purpose=f"the reward of data_source {source!r}")
         if missing:
             raise ConfigError(
                 f"no reward function for data_source {missing} (registered: {sorted(_REGISTRY)})",
@@ -114,29 +133,65 @@ class RewardManager:
 # Built-in rules
 # -------------------------------------------------------------------------------------------------
 
-_GSM8K_ANSWER = re.compile(r"#### *(-?[0-9.,]+)")
+#: verl's strict GSM8K rule: the number after "#### " (one space), in the response's last 300
+#: characters; commas and dollar signs dropped; compared as text with the ground truth.
+_GSM8K_ANSWER = re.compile(r"#### (-?[0-9.,]+)")
+GSM8K_TAIL = 300
 
 
 def extract_gsm8k_answer(text: str) -> str | None:
-    """The number after the last ``####`` (commas removed), or None."""
-    found = _GSM8K_ANSWER.findall(text)
+    """The number after the last ``#### `` in the last 300 characters (commas and ``$`` removed),
+    or None: verl's ``strict`` extraction."""
+    found = _GSM8K_ANSWER.findall(text[-GSM8K_TAIL:])
     if not found:
         return None
-    return found[-1].replace(",", "").rstrip(".")
+    return found[-1].replace(",", "").replace("$", "")
+
+
+_warned_gsm8k_truth = False
 
 
 @register("openai/gsm8k", "gsm8k")
 def gsm8k_reward(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> float:
-    """1.0 when the number after ``####`` equals the ground truth, else 0.0 (verl's strict rule,
-    without the format bonus)."""
+    """1.0 when the strict answer equals the ground truth as text, else 0.0, as verl scores it
+    (``verl.utils.reward_score.gsm8k.compute_score``, format score 0). The ground truth is the
+    number alone, as verl's preprocessing writes it; one holding the whole GSM8K answer
+    (``... #### 72``) never matches, and is warned about once."""
+    global _warned_gsm8k_truth
+    truth = str(ground_truth)
+    if "####" in truth and not _warned_gsm8k_truth:
+        _warned_gsm8k_truth = True
+        warnings.warn(
+            f"gsm8k ground truth {truth[-60:]!r} holds the whole answer with its '####' line, so no "
+            "response can match it; write the number after '####' only, as verl's "
+            "examples/data_preprocess/gsm8k.py does (extract_solution)",
+            stacklevel=2,
+        )
     answer = extract_gsm8k_answer(solution_str)
-    if answer is None:
+    return float(answer is not None and answer == truth)
+
+
+#: verl's math data sources (its default_compute_score), scored here through math-verify
+MATH_SOURCES = ("lighteval/MATH", "DigitalLearningGmbH/MATH-lighteval", "HuggingFaceH4/MATH-500", "math")
+
+
+@register(*MATH_SOURCES)
+def math_reward(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> float:
+    """1.0 when math-verify finds the response's answer (a LaTeX or plain expression) equal to
+    the ground truth (read as ``\\boxed{ground_truth}``), else 0.0. Needs ``rlport[math]``."""
+    from rlport.extras import import_optional
+
+    import_optional("math_verify", "math", purpose=f"the math reward (data_source {data_source!r})")
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    gold = parse("\\boxed{" + str(ground_truth) + "}", (LatexExtractionConfig(),))
+    pred = parse(solution_str, (ExprExtractionConfig(), LatexExtractionConfig()))
+    if not gold or not pred:
         return 0.0
-    truth = str(ground_truth).replace(",", "").strip()
-    try:
-        return float(float(answer) == float(truth))
-    except ValueError:
-        return float(answer == truth)
+    return float(verify(gold, pred))
+
+
+math_reward.requires = ("math", ("math_verify",))  # type: ignore[attr-defined]
 
 
 DEMO_SOURCE = "rlport/repeat_letter"

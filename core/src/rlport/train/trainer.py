@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,13 @@ from rlport.errors import ConfigError, RlportError, WorkerError
 from rlport.rollout.protocol import SamplingParams
 from rlport.rollout.seeding import step_seed
 from rlport.train import checkpoint
-from rlport.train.config import TrainConfig
+from rlport.train.batching import generate_calls
+from rlport.train.batching import shards as split
+from rlport.train.config import TrainConfig, resolve
 from rlport.train.data import Example, Sampler, read_parquet, tokenize
-from rlport.train.metrics import MetricsLog, plot_rewards, read_jsonl, step_line
+from rlport.train.evaluate import greedy_params, validate_policy
+from rlport.train.loggers import open_loggers
+from rlport.train.metrics import MetricsLog, plot_rewards, read_jsonl, step_line, val_line
 from rlport.train.rewards import RewardManager
 from rlport.train.validate import validate
 
@@ -36,6 +40,7 @@ class TrainResult:
     checkpoint: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Pool:
@@ -214,9 +219,32 @@ class _Pool:
                     ray.shutdown()
 
 
-def _split(items: list[Any], parts: int) -> list[list[Any]]:
-    size = len(items) // parts
-    return [items[i * size : (i + 1) * size] for i in range(parts)]
+def plan_steps(cfg: TrainConfig, prompts: int, dropped: int, val_prompts: int) -> None:
+    """Check the batch against the data and set ``trainer.steps`` from ``total_training_steps`` or
+    ``total_epochs`` (a step takes ``train_batch_size`` prompts; an epoch is ``prompts //
+    train_batch_size`` steps)."""
+    d, t = cfg.data, cfg.trainer
+    if d.train_batch_size > prompts:
+        fit = t.workers * max(1, prompts // t.workers)
+        raise ConfigError(
+            f"data.train_batch_size={d.train_batch_size} is larger than the training data: {prompts} prompts"
+            + (f" ({dropped} more were dropped as longer than data.max_prompt_length)" if dropped else ""),
+            f"rlport train data.train_batch_size={fit} (or add prompts to data.train_files)",
+        )
+    if val_prompts and val_prompts < t.workers:
+        raise ConfigError(
+            f"data.val_files hold {val_prompts} prompts, fewer than trainer.workers={t.workers}",
+            f"give at least {t.workers} validation prompts, or rlport train trainer.workers={val_prompts}",
+        )
+    if (t.test_freq or t.val_before_train) and not d.val_files:
+        raise ConfigError(
+            "trainer.test_freq / trainer.val_before_train ask for validation, but data.val_files is empty",
+            "rlport train data.val_files=[test.parquet] (or trainer.test_freq=0 trainer.val_before_train=false)",
+        )
+    if t.total_training_steps:
+        t.steps = t.total_training_steps
+    elif t.total_epochs:
+        t.steps = t.total_epochs * (prompts // d.train_batch_size)
 
 
 class Trainer:
@@ -225,6 +253,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, console: Any = None) -> None:
         from rlport.console import make_console
 
+        resolve(cfg)
         self.cfg = cfg
         self.console = console or make_console(stderr=True)
         self.rt = rlport.init()
@@ -234,17 +263,23 @@ class Trainer:
 
         self.tokenizer = load_tokenizer(cfg.model.path)
         self.stop_ids = stop_token_ids(self.tokenizer, cfg.model.path)
-        self.rewards = RewardManager(cfg.reward.custom)
+        self.rewards = RewardManager.from_config(cfg.reward)
         examples = read_parquet(cfg.data.train_files, cfg.data.prompt_key)
         self.rewards.check_sources({e.data_source for e in examples})
         self.examples, self.dropped = tokenize(examples, self.tokenizer, cfg.data.max_prompt_length)
-        longest = max(len(e.prompt_ids) for e in self.examples)
+        self.val_examples: list[Example] = []
+        if cfg.data.val_files:
+            val = read_parquet(cfg.data.val_files, cfg.data.prompt_key, key="data.val_files")
+            self.rewards.check_sources({e.data_source for e in val})
+            self.val_examples, _ = tokenize(val, self.tokenizer, cfg.data.max_prompt_length)
+        longest = max(len(e.prompt_ids) for e in [*self.examples, *self.val_examples])
         if longest + cfg.rollout.max_new_tokens > cfg.rollout.max_model_len:
             raise ConfigError(
                 f"rollout.max_model_len={cfg.rollout.max_model_len} is below the longest prompt ({longest} tokens) "
                 f"plus rollout.max_new_tokens={cfg.rollout.max_new_tokens}",
                 f"rlport train rollout.max_model_len={longest + cfg.rollout.max_new_tokens}",
             )
+        plan_steps(cfg, len(self.examples), self.dropped, len(self.val_examples))
         self.sampler = Sampler(
             len(self.examples), cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
         )
@@ -279,7 +314,7 @@ class Trainer:
         if self.start_step >= cfg.trainer.steps:
             raise ConfigError(
                 f"trainer.resume_from is at step {self.start_step}, and trainer.steps={cfg.trainer.steps} leaves nothing to do",
-                f"rlport train trainer.steps={self.start_step + 10} trainer.resume_from={cfg.trainer.resume_from}",
+                f"rlport train trainer.steps={self.start_step + 1} (or more) trainer.resume_from={cfg.trainer.resume_from}",
             )
         self.metrics_path = self.out / "metrics.jsonl"
         self.plot_path = self.out / "reward_curve.png"
@@ -300,15 +335,8 @@ class Trainer:
     def rollout_calls(
         self, shards: list[list[Example]], step: int
     ) -> list[tuple[list[list[int]], SamplingParams]]:
-        """Each worker's ``generate`` arguments for ``step``: its prompts, and the step's sampling
-        parameters with ``prompt_offset`` at its first prompt's batch position, so every sample of the
-        batch has its own seed however the batch is split (:mod:`rlport.rollout.seeding`)."""
-        params = self._sampling(step)
-        calls, offset = [], 0
-        for shard in shards:
-            calls.append(([e.prompt_ids for e in shard], replace(params, prompt_offset=offset)))
-            offset += len(shard)
-        return calls
+        """Each worker's ``generate`` arguments for ``step`` (:func:`rlport.train.batching.generate_calls`)."""
+        return generate_calls(shards, self._sampling(step))
 
     def step(self, pool: _Pool, step: int) -> dict[str, Any]:
         from rlport.train.actor import Sample
@@ -317,7 +345,7 @@ class Trainer:
         cfg = self.cfg
         t_step = time.perf_counter()
         batch: list[Example] = [self.examples[i] for i in self.sampler.next_batch()]
-        shards = _split(batch, pool.world)
+        shards = split(batch, pool.world)
 
         t = time.perf_counter()
         outs = pool.call("generate", self.rollout_calls(shards, step))
@@ -398,36 +426,73 @@ class Trainer:
             checkpoint.write_state(folder, state, self.tokenizer, self.cfg.model.path)
         return checkpoint.checkpoint_dir(self.out, step)
 
+    def validate(self, pool: _Pool, step: int) -> dict[str, Any]:
+        """The greedy validation reward (overall and per data source) of the current policy."""
+        t = time.perf_counter()
+        params = greedy_params(
+            self.cfg.rollout.max_new_tokens, self.stop_ids, step_seed(self.cfg.trainer.seed, step)
+        )
+        m = validate_policy(
+            pool, self.val_examples, tokenizer=self.tokenizer, rewards=self.rewards, params=params
+        )
+        m["time/validate"] = time.perf_counter() - t
+        return m
+
     def fit(self) -> TrainResult:
         cfg = self.cfg
-        steps = cfg.trainer.steps
+        t = cfg.trainer
+        steps = t.steps
         resume = self.start_step if self.resume_from is not None else None
-        log = MetricsLog(self.metrics_path, resume_step=resume)
+        log = MetricsLog(self.metrics_path, resume_step=resume) if "jsonl" in t.logger else None
         self.console.print(
             f"rlport train: {len(self.examples)} prompts ({self.dropped} dropped as too long), "
-            f"model {cfg.model.path}, engine {cfg.rollout.engine}, {cfg.trainer.workers} worker(s), "
+            f"model {cfg.model.path}, engine {cfg.rollout.engine}, {t.workers} worker(s), "
             f"steps {self.start_step + 1}..{steps}, output {self.out}",
             markup=False,
             highlight=False,
         )
         t0 = time.perf_counter()
         pool = _Pool(cfg, self.actor_path, str(self.resume_from) if self.resume_from else None, self.rt)
-        worker_info = pool.call("info")
-        self.console.print(
-            f"workers ready in {time.perf_counter() - t0:.2f}s: "
-            + "; ".join(
-                f"rank {i['rank']} pid {i['pid']} on {i['node']} {i['device']} attention={i['attn_implementation']} "
-                f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'} "
-                f"weights={i['weight_transport']} strategy={i['strategy']} optimizer={i['optimizer']}"
-                + (f" {i['collectives_backend']} preflight ok" if i["collectives_backend"] else "")
-                for i in worker_info
-            ),
-            markup=False,
-            highlight=False,
-        )
+        loggers: list[Any] = []
         history: list[dict[str, Any]] = []
+        validation: list[dict[str, Any]] = []
         last_ckpt: Path | None = None
         try:
+            worker_info = pool.call("info")
+            self.console.print(
+                f"workers ready in {time.perf_counter() - t0:.2f}s: "
+                + "; ".join(
+                    f"rank {i['rank']} pid {i['pid']} on {i['node']} {i['device']} attention={i['attn_implementation']} "
+                    f"engine={i['engine']} sleep={','.join(i['engine_sleep_tags']) or 'none'} "
+                    f"weights={i['weight_transport']} strategy={i['strategy']} optimizer={i['optimizer']}"
+                    + (f" {i['collectives_backend']} preflight ok" if i["collectives_backend"] else "")
+                    for i in worker_info
+                ),
+                markup=False,
+                highlight=False,
+            )
+            loggers = open_loggers(
+                t.logger,
+                project=t.project_name,
+                name=t.experiment_name or self.out.name,
+                config=cfg.to_dict(),
+                folder=self.out,
+            )
+
+            def record(m: dict[str, Any], line: str, progress: Any = None) -> None:
+                if log is not None:
+                    log.write(m)
+                for logger in loggers:
+                    logger.log(m, m["step"])
+                if "console" in t.logger:
+                    (progress.console if progress is not None else self.console).print(
+                        line, markup=False, highlight=False
+                    )
+
+            if t.val_before_train and self.val_examples:
+                v = {"step": self.start_step, **self.validate(pool, self.start_step)}
+                validation.append(v)
+                record(v, val_line(v, "before training"))
             with self._progress(steps) as (progress, task):
                 for step in range(self.start_step, steps):
                     pool.step = step + 1  # named by a worker's failure
@@ -437,26 +502,33 @@ class Trainer:
                         m["workers/weights_in_sync"] = float(
                             max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0]))
                         )
-                    log.write(m)
-                    history.append(m)
                     line = step_line(m, steps)
-                    if progress is not None:
-                        progress.console.print(line, markup=False, highlight=False)
-                        progress.update(task, advance=1, reward=m["reward/mean"])
-                    else:
-                        self.console.print(line, markup=False, highlight=False)
                     if (
-                        cfg.trainer.save_every
-                        and (step + 1) % cfg.trainer.save_every == 0
-                        and step + 1 < steps
+                        self.val_examples
+                        and t.test_freq
+                        and ((step + 1) % t.test_freq == 0 or step + 1 == steps)
                     ):
+                        v = self.validate(pool, step + 1)
+                        m.update(v)
+                        validation.append({"step": step + 1, **v})
+                        line += "\n" + val_line(m, f"at step {step + 1}")
+                    record(m, line, progress)
+                    history.append(m)
+                    if progress is not None:
+                        progress.update(task, advance=1, reward=m["reward/mean"])
+                    if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < steps:
                         last_ckpt = self.save(pool, step + 1)
                 last_ckpt = self.save(pool, steps)
         finally:
+            for logger in loggers:
+                logger.close()
             pool.close()
-        plot_rewards(read_jsonl(self.metrics_path), self.plot_path, title=f"rlport train: {cfg.model.path}")
+        rows = read_jsonl(self.metrics_path) if log is not None else history
+        plot_rewards(rows, self.plot_path, title=f"rlport train: {cfg.model.path}")
         self._report(history, last_ckpt)
-        return TrainResult(self.out, self.metrics_path, self.plot_path, last_ckpt, history, worker_info)
+        return TrainResult(
+            self.out, self.metrics_path, self.plot_path, last_ckpt, history, worker_info, validation
+        )
 
     def _progress(self, steps: int) -> Any:
         from contextlib import contextmanager

@@ -51,13 +51,32 @@ def check_data_files(cfg: TrainConfig) -> None:
             "data.train_files is empty; expected parquet files in verl's layout",
             "rlport train data.train_files=[train.parquet] (or rlport train --demo)",
         )
-    for f in cfg.data.train_files:
-        if not Path(f).expanduser().is_file():
-            raise ConfigError(
-                f"data file '{f}' does not exist (data.train_files)",
-                f"check the path (looked at {Path(f).expanduser().resolve()}), e.g. "
-                "rlport train data.train_files=[$HOME/data/gsm8k/train.parquet]",
-            )
+    for key, files in (("data.train_files", cfg.data.train_files), ("data.val_files", cfg.data.val_files)):
+        for f in files:
+            if not Path(f).expanduser().is_file():
+                raise ConfigError(
+                    f"data file '{f}' does not exist ({key})",
+                    f"check the path (looked at {Path(f).expanduser().resolve()}), e.g. "
+                    f"rlport train {key}=[$HOME/data/gsm8k/train.parquet]",
+                )
+
+
+def check_inputs(cfg: TrainConfig) -> None:
+    """What needs neither torch nor the plugins: the files, the model folder, the data's columns and
+    rewards, the loggers' libraries. Run before the startup summary prints, so a typo in a path is
+    the first thing a user sees."""
+    from rlport.train.data import read_parquet
+    from rlport.train.loggers import check_installed
+    from rlport.train.rewards import RewardManager
+
+    check_data_files(cfg)
+    check_model_folder(cfg.model.path)
+    check_installed(cfg.trainer.logger)
+    rewards = RewardManager.from_config(cfg.reward)
+    for key, files in (("data.train_files", cfg.data.train_files), ("data.val_files", cfg.data.val_files)):
+        if files:
+            rows = read_parquet(files, cfg.data.prompt_key, key=key)
+            rewards.check_sources({e.data_source for e in rows})
 
 
 def check_engine(cfg: TrainConfig, rt: Any) -> None:
@@ -172,3 +191,6 @@ def validate(cfg: TrainConfig, rt: Any) -> None:
     check_attention(cfg)
     check_ray(cfg)
     check_output_dir(cfg)
+    from rlport.train.loggers import check_installed
+
+    check_installed(cfg.trainer.logger)

@@ -1,0 +1,147 @@
+"""`trainer.logger`: metrics through the real tensorboard, wandb (offline), mlflow and swanlab
+libraries, read back from what each wrote; a missing library is an error naming its extra."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from rlport.extras import MissingExtra
+from rlport.train.cli import build_config
+from rlport.train.loggers import check_installed, open_loggers
+from rlport.train.trainer import Trainer
+
+METRICS = [
+    {"step": 1, "reward/mean": 0.25, "actor/kl": 0.5},
+    {"step": 2, "reward/mean": 0.75, "actor/kl": 0.125},
+]
+
+
+def _scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def _wandb_history(run: Path) -> list[dict]:
+    """The history records of an offline run, read back by wandb's own log inspector."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [r["history"]["item"] for r in records if r.get("type") == "history"]
+
+
+def test_tensorboard_events_read_back(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    (logger,) = open_loggers(["console", "tensorboard"], project="p", name="n", config={}, folder=tmp_path)
+    for m in METRICS:
+        logger.log(m, m["step"])
+    logger.close()
+    assert _scalars(tmp_path / "tensorboard", "reward/mean") == [(1, 0.25), (2, 0.75)]
+    assert _scalars(tmp_path / "tensorboard", "actor/kl") == [(1, 0.5), (2, 0.125)]
+
+
+def test_wandb_offline_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (logger,) = open_loggers(
+        ["wandb"], project="proj", name="exp", config={"trainer": {"seed": 3}}, folder=tmp_path
+    )
+    for m in METRICS:
+        logger.log(m, m["step"])
+    logger.close()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    history = _wandb_history(run)
+    assert [(h["_step"], h["reward/mean"], h["actor/kl"]) for h in history] == [
+        (1, 0.25, 0.5),
+        (2, 0.75, 0.125),
+    ]
+
+
+def test_mlflow_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against mlflow's file store (what mlflow-skinny has; the default, sqlite, needs full mlflow)."""
+    mlflow = pytest.importorskip("mlflow")
+    uri = (tmp_path / "mlruns").resolve().as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    (logger,) = open_loggers(
+        ["mlflow"], project="proj", name="exp", config={"actor": {"lr": 1e-5}}, folder=tmp_path
+    )
+    for m in METRICS:
+        logger.log(m, m["step"])
+    run_id = logger.run.info.run_id  # type: ignore[attr-defined]
+    logger.close()
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    history = client.get_metric_history(run_id, "reward/mean")
+    assert [(h.step, h.value) for h in history] == [(1, 0.25), (2, 0.75)]
+    assert client.get_run(run_id).data.params["actor.lr"] == "1e-05"
+
+
+def test_swanlab_offline_run_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("swanlab")
+    monkeypatch.setenv("SWANLAB_MODE", "offline")
+    """swanlab's offline run folder: its record file and the run's configuration (its record format
+    has no public reader, so the metrics themselves are not read back here)."""
+    (logger,) = open_loggers(
+        ["swanlab"], project="proj", name="exp", config={"trainer": {"seed": 3}}, folder=tmp_path
+    )
+    for m in METRICS:
+        logger.log(m, m["step"])
+    logger.close()
+    (run,) = (tmp_path / "swanlog").glob("run-*")
+    assert list(run.glob("run-*.swanlab"))
+    assert "seed" in (run / "files" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", ["tensorboard", "wandb", "mlflow", "swanlab"])
+def test_missing_library_names_the_extra(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(MissingExtra) as err:
+        check_installed(["console", name])
+    assert f"trainer.logger={name} needs {name}" in err.value.message
+    assert err.value.fix == f'pip install "rlport[{name}]"'
+
+
+def test_a_run_logs_to_tensorboard_and_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    cfg = build_config(
+        [
+            "trainer.progress=false",
+            "data.train_batch_size=4",
+            "rollout.n=4",
+            "rollout.max_new_tokens=4",
+            "trainer.steps=2",
+            f"trainer.output_dir={out}",
+            "trainer.logger=[tensorboard,wandb]",
+            "trainer.experiment_name=demo-run",
+        ],
+        demo=True,
+    )
+    console = Console(file=io.StringIO(), width=200)
+    res = Trainer(cfg, console=console).fit()
+    assert "step 1/2" not in console.file.getvalue()  # no console logger
+    assert not (out / "metrics.jsonl").exists()  # no jsonl logger
+    assert res.plot_path.is_file()
+    tb = _scalars(out / "tensorboard", "reward/mean")
+    assert tb == [(h["step"], pytest.approx(h["reward/mean"])) for h in res.history]
+    (run,) = (out / "wandb").glob("offline-run-*")
+    history = _wandb_history(run)
+    assert [h["reward/mean"] for h in history] == pytest.approx([h["reward/mean"] for h in res.history])
