@@ -98,6 +98,14 @@ def test_a_worker_error_is_named_with_its_rank_node_and_step() -> None:
     assert err.message.endswith("failed during 'build' while starting: ValueError: bad shape")
 
 
+def test_verl_devices_per_node_set_the_workers() -> None:
+    """verl counts devices per node; rlport's trainer.workers follows unless given otherwise."""
+    cfg = build_config(
+        ["data.train_batch_size=24", "trainer.nnodes=2", "trainer.n_gpus_per_node=3"], demo=False
+    )
+    assert cfg.trainer.workers == 6
+
+
 @pytest.mark.parametrize(
     ("extra", "message", "fix"),
     [
@@ -108,7 +116,7 @@ def test_a_worker_error_is_named_with_its_rank_node_and_step() -> None:
             "trainer.nnodes x trainer.n_gpus_per_node = 8",
             "trainer.workers=8",
         ),
-        (["trainer.n_gpus_per_node=-1"], "'trainer.n_gpus_per_node' is -1", "trainer.n_gpus_per_node=8"),
+        (["trainer.n_gpus_per_node=-1"], "'trainer.n_gpus_per_node' is -1", "trainer.n_gpus_per_node=0"),
         (
             ["trainer.startup_timeout_s=0"],
             "'trainer.startup_timeout_s' is 0",

@@ -47,7 +47,6 @@ def test_refusals_say_why_or_which_issue() -> None:
         "algorithm.kl_ctrl.kl_coef": 0.01,
         "actor_rollout_ref.model.lora_rank": 8,
         "actor_rollout_ref.rollout.tensor_model_parallel_size": 2,
-        "trainer.nnodes": 2,
         "reward_model.enable": True,
     }
     for key, value in cases.items():

@@ -227,7 +227,10 @@ class TrainerConfig:
         1, "nodes the workers are spread over (verl's key); the workers split evenly over them", ge=1
     )
     n_gpus_per_node: int = setting(
-        0, "devices (one worker each) per node, verl's key; 0: trainer.workers / trainer.nnodes", ge=0
+        0,
+        "devices (one worker each) per node, verl's key: sets trainer.workers to nnodes x this; "
+        "0: trainer.workers / trainer.nnodes",
+        ge=0,
     )
     seed: int = setting(0, "seeds the data order, the model sampling and the demo")
     output_dir: str = setting("outputs/rlport", "metrics.jsonl, reward_curve.png and checkpoints/ go here")
@@ -412,7 +415,7 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
                 f"data.train_batch_size={fit}",
             )
         )
-    if t.n_gpus_per_node and t.workers != t.nnodes * t.n_gpus_per_node:
+    if t.n_gpus_per_node > 0 and t.workers != t.nnodes * t.n_gpus_per_node:
         out.append(
             _problem(
                 "trainer.workers",
@@ -514,6 +517,9 @@ def load_config(
     cfg, problems = merge(
         base if base is not None else TrainConfig(), overrides, config_file=config_file, notes=notes
     )
+    t = cfg.trainer
+    if t.n_gpus_per_node > 0 and t.nnodes >= 1 and t.workers == 1:
+        t.workers = t.nnodes * t.n_gpus_per_node  # verl counts devices per node, rlport workers
     raise_all([*problems, *field_problems(cfg), *joint_problems(cfg)])
     resolve(cfg)
     return cfg
