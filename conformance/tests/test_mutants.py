@@ -28,7 +28,7 @@ def test_mutant_is_rejected(mutant: Mutant, tmp_path: Path) -> None:
             f"{case_id} is {_status(report, case_id)}, expected a failure"
         )
     for case_id in mutant.must_pass:
-        assert _status(report, case_id) == "PASS"
+        assert _status(report, case_id) in ("PASS", "QUALITY_WARNING", "COMPATIBILITY_WARNING")
 
 
 def test_crash_is_one_case_not_the_run(tmp_path: Path) -> None:

@@ -28,6 +28,49 @@ def _lookup(target: str) -> Any:
     return obj
 
 
+def _target(plugin: str, spec: Any, found: Any) -> dict[str, Any]:
+    """Whether ``spec``'s target exists in the installed version of its distribution (for an
+    ``added`` patch: whether its parent exists and the name is still free), where that version is
+    one the patch declares itself right for."""
+    from importlib import metadata
+
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        installed: str | None = metadata.version(spec.distribution)
+    except metadata.PackageNotFoundError:
+        installed = None
+    try:
+        in_range = installed is not None and SpecifierSet(spec.versions).contains(
+            Version(installed), prereleases=True
+        )
+    except (InvalidSpecifier, InvalidVersion):
+        in_range = False
+    exists = found is not _ABSENT
+    if spec.action == "added":
+        module_name, _, qualname = spec.target.partition(":")
+        parent = module_name + (":" + qualname.rsplit(".", 1)[0] if "." in qualname else "")
+        try:
+            parent_found = _lookup(parent) is not _ABSENT
+        except ImportError:
+            parent_found = False
+        ok = parent_found and not exists
+    else:
+        ok = exists
+    return {
+        "plugin": plugin,
+        "target": spec.target,
+        "action": spec.action,
+        "distribution": spec.distribution,
+        "versions": spec.versions,
+        "installed": installed,
+        "in_range": in_range,
+        "exists": exists,
+        "ok": ok,
+    }
+
+
 def main() -> int:
     os.environ["RLPORT_SUMMARY"] = "0"
     from rlport import runtime as runtime_mod
@@ -37,6 +80,7 @@ def main() -> int:
     settings, records = runtime_mod.build()
     selection = select(records, settings)
     originals: dict[str, Any] = {}
+    out["targets"] = []
     for record in selection.active:
         hook = getattr(record.obj, "rlport_patches", None)
         specs = (hook() or []) if callable(hook) else []
@@ -45,6 +89,7 @@ def main() -> int:
                 originals[spec.target] = _lookup(spec.target)
             except ImportError:
                 originals[spec.target] = _ABSENT  # its distribution is not installed
+            out["targets"].append(_target(record.name, spec, originals[spec.target]))
     import rlport
     from rlport.patches import get_manager, revert_all
 
