@@ -4,7 +4,9 @@ applies, verifies, and reverts to the original object, identity for identity.
 Before ``rlport.init()`` it asks each active plugin for its declared patches and records the original
 object at every target (importing the target modules first, so patches apply at init rather than
 waiting for an import). Then it initialises, imports anything still pending, checks each record,
-reverts everything and compares every target with its original. Prints one JSON object.
+reverts everything and compares every target with its original. Around this, the model families
+named on the command line are run unpatched and patched (:mod:`rlport_conformance.patch_equivalence`).
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -71,12 +73,14 @@ def _target(plugin: str, spec: Any, found: Any) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def main(families: list[str]) -> int:
     os.environ["RLPORT_SUMMARY"] = "0"
     from rlport import runtime as runtime_mod
     from rlport.selection import select
+    from rlport_conformance import patch_equivalence
 
     out: dict[str, Any] = {"patches": [], "problems": []}
+    before = patch_equivalence.unpatched(families)
     settings, records = runtime_mod.build()
     selection = select(records, settings)
     originals: dict[str, Any] = {}
@@ -93,10 +97,15 @@ def main() -> int:
     import rlport
     from rlport.patches import get_manager, revert_all
 
-    rlport.init()
+    rt = rlport.init()
     manager = get_manager()
     manager.import_targets()  # every pending patch decided, as at the model's import
     overwritten = manager.verify()
+    out["equivalence"] = {
+        "device": rt.torch_device(),
+        "applied": [r.target for r in manager.records if r.status == "applied"],
+        "families": patch_equivalence.patched(before, rt.torch_device()),
+    }
     for rec in manager.records:
         entry = {
             "plugin": rec.plugin,
@@ -133,4 +142,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,37 +1,35 @@
-"""Run in a fresh subprocess by the ``patches.model_equivalence`` cases: a real transformers model of
-each family, built locally from a tiny config, gives the same logits with the active plugins'
-patches applied as without, within the attention tolerance rule.
+"""For the ``patches.model_equivalence`` cases, in the patch check's fresh subprocess
+(:mod:`rlport_conformance.patch_check`): a real transformers model of each family, built locally
+from a tiny config, gives the same logits with the active plugins' patches applied as without,
+within the attention tolerance rule.
 
-Before ``rlport.init()`` (nothing patched yet) it builds each model, seeded, with its norm weights
-moved off 1 so that a patch dropping them shows, and computes a padded batch's logits in float64
-(the reference) and float32 (plain torch) on the host. Then it initialises (the patches apply),
-imports the patch targets, builds the model again with the same weights on the plugin's device and
-computes the patched float32 logits; last it reverts every patch. Prints one JSON object: per family
-the three errors the rule needs, and the patches that were applied.
+Before ``rlport.init()`` (nothing patched yet) :func:`unpatched` builds each model, seeded, with its
+norm weights moved off 1 so that a patch dropping them shows, and computes a padded batch's logits in
+float64 (the reference) and float32 (plain torch) on the host. Once the patches apply,
+:func:`patched` builds the model again with the same weights on the plugin's device and measures the
+patched float32 logits.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from typing import Any
 
 FAMILIES = ("qwen2", "llama")
 
 
-def _config(family: str) -> Any:
+def tiny_config(family: str, hidden_size: int = 64) -> Any:
+    """A two-layer transformers config of ``family`` (4 query heads over 2 kv heads, 101 tokens)."""
     from transformers import LlamaConfig, Qwen2Config
 
     kind = {"qwen2": Qwen2Config, "llama": LlamaConfig}[family]
     return kind(
         vocab_size=101,
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=256,
         attn_implementation="sdpa",
     )
 
@@ -42,7 +40,7 @@ def _model(family: str, state: dict[str, Any] | None = None) -> Any:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
-        model = AutoModelForCausalLM.from_config(_config(family)).eval()
+        model = AutoModelForCausalLM.from_config(tiny_config(family)).eval()
     if state is None:
         gen = torch.Generator().manual_seed(99)
         with torch.no_grad():
@@ -72,8 +70,9 @@ def _logits(model: Any, ids: Any, mask: Any, device: str) -> Any:
     return out.detach().to("cpu", torch.float64)[mask.bool()]
 
 
-def main(families: list[str]) -> int:
-    os.environ["RLPORT_SUMMARY"] = "0"
+def unpatched(families: list[str]) -> dict[str, Any]:
+    """Per family, before any patch applies: the weights, and the float64 (reference) and float32
+    (plain torch) logits on the host."""
     import torch
 
     ids, mask = _inputs()
@@ -84,28 +83,23 @@ def main(families: list[str]) -> int:
         reference = _logits(model.to(torch.float64), ids, mask, "cpu")
         plain = _logits(_model(family, state).to(torch.float32), ids, mask, "cpu")
         before[family] = (state, reference, plain)
+    return before
 
-    import rlport
-    from rlport.patches import get_manager, revert_all
+
+def patched(before: dict[str, Any], device: str) -> dict[str, Any]:
+    """With the patches applied: per family the patched float32 logits' error on ``device``, plain
+    torch's error and the reference's rounding, all against the float64 reference."""
+    import torch
+
     from rlport_conformance import attention_math as am
 
-    rt = rlport.init()
-    device = rt.torch_device()
-    manager = get_manager()
-    manager.import_targets()
-    applied = [r.target for r in manager.records if r.status == "applied"]
-    out: dict[str, Any] = {"device": device, "applied": applied, "families": {}}
+    ids, mask = _inputs()
+    out = {}
     for family, (state, reference, plain) in before.items():
-        patched = _logits(_model(family, state).to(device=device, dtype=torch.float32), ids, mask, device)
-        out["families"][family] = {
-            "error": am.max_error(patched, reference),
+        logits = _logits(_model(family, state).to(device=device, dtype=torch.float32), ids, mask, device)
+        out[family] = {
+            "error": am.max_error(logits, reference),
             "reference_error": am.max_error(plain, reference),
             "rounding": am.rounding_error(reference, torch.float32),
         }
-    revert_all()
-    print(json.dumps(out))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or list(FAMILIES)))
+    return out

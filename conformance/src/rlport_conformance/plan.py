@@ -25,26 +25,7 @@ PROBE_HEAD_DIMS = (59, 64, 111, 128, 160, 192, 256)
 MODEL_HEAD_DIMS = (32, 40, 48, 64, 72, 80, 96, 112, 128, 160, 192, 224, 256)
 #: Key lengths of the single-query decode cases: 1 up to thousands, on both sides of powers of two
 #: (where split-KV kernels change their split count), sampled rather than every value.
-DECODE_KEY_LENGTHS = (
-    1,
-    2,
-    31,
-    127,
-    128,
-    129,
-    255,
-    256,
-    257,
-    1023,
-    1024,
-    1025,
-    2047,
-    2048,
-    2049,
-    4095,
-    4096,
-    4097,
-)
+DECODE_KEY_LENGTHS = (1, 2, 127, 128, 129, 255, 256, 257, 1024, 1025, 2047, 2048, 2049, 4096, 4097)
 #: Chunked prefill (1 < q_len < k_len): (q_len, k_len), causal, and with the sliding window.
 CHUNKED_SHAPES = ((2, 77), (13, 77), (64, 300))
 #: An explicit softmax scale, far from 1/sqrt(head_dim) for every head dim the suite uses.

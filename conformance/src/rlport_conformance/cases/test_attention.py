@@ -173,34 +173,30 @@ def _call(case: CaseContext, backend: Any, q: Any, k: Any, v: Any, **kwargs: Any
 def test_decode(case: CaseContext, rt: Any, device: str) -> None:
     """One query over 1 to thousands of keys (bottom-right aligned: it sees the whole cache), on both
     sides of powers of two, where split-KV kernels change how they split the keys."""
-    f = case.facet
-    dtype = am.DTYPES[f["dtype"]]
-    backend = _resolve(rt, case, _spec(rt, {**f, "causal": True}))
-    if backend is None:
-        return
-    q, k, v = _inputs(case, device, dtype, BATCH, 4, 4, f["q_len"], f["k_len"], f["head_dim"])
-    out = _call(case, backend, q, k, v, causal=True)
-    if out is None:
-        return
-    status = _judge_dense(case, out, q, k, v, causal=True)
-    _probe_outcome(case, status, "causal attention with q_len != k_len")
+    _causal_chunk(case, rt, device, "causal attention with q_len != k_len")
 
 
 @pytest.mark.rlport_case("attention.chunked_prefill")
 def test_chunked_prefill(case: CaseContext, rt: Any, device: str) -> None:
     """A chunk of queries (1 < q_len < k_len) after a cached prefix: causal bottom-right aligned
     (query i sits at key position i + k_len - q_len), alone and with the sliding window."""
+    window = case.facet["window"]
+    _causal_chunk(case, rt, device, "chunked prefill" + (f" with sliding window {window}" if window else ""))
+
+
+def _causal_chunk(case: CaseContext, rt: Any, device: str, what: str) -> None:
+    """Causal attention of ``q_len`` queries over ``k_len`` keys (and the facet's window, if any)."""
     f = case.facet
     dtype = am.DTYPES[f["dtype"]]
-    backend = _resolve(rt, case, _spec(rt, {**f, "causal": True}, window=f["window"]))
+    window = f.get("window")
+    backend = _resolve(rt, case, _spec(rt, {**f, "causal": True}, window=window))
     if backend is None:
         return
     q, k, v = _inputs(case, device, dtype, BATCH, 4, 4, f["q_len"], f["k_len"], f["head_dim"])
     out = _call(case, backend, q, k, v, causal=True)
     if out is None:
         return
-    status = _judge_dense(case, out, q, k, v, causal=True, window=f["window"])
-    what = "chunked prefill" + (f" with sliding window {f['window']}" if f["window"] else "")
+    status = _judge_dense(case, out, q, k, v, causal=True, window=window)
     _probe_outcome(case, status, what)
 
 
@@ -482,20 +478,14 @@ def _reference_attention(
 @pytest.fixture(scope="module")
 def tiny_qwen2() -> Any:
     import torch
-    from transformers import AttentionInterface, AttentionMaskInterface, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AttentionInterface, AttentionMaskInterface, Qwen2ForCausalLM
     from transformers.masking_utils import sdpa_mask
+
+    from rlport_conformance.patch_equivalence import tiny_config
 
     AttentionInterface.register(_REFERENCE_IMPL, _reference_attention)
     AttentionMaskInterface.register(_REFERENCE_IMPL, sdpa_mask)
-    config = Qwen2Config(
-        vocab_size=101,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
+    config = tiny_config("qwen2", hidden_size=128)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
         model = Qwen2ForCausalLM(config).eval()

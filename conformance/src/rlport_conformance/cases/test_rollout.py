@@ -18,6 +18,7 @@ continuation, so low-precision near-ties cannot flip a token.
 from __future__ import annotations
 
 import contextlib
+import functools
 import statistics
 import tempfile
 import time
@@ -51,7 +52,9 @@ class Models:
     engines: dict[str, Any] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=8)
 def _trainer(folder: Path, dtype: Any, impl: str) -> Any:
+    """The trainer's model of ``folder`` (loaded once per folder, dtype and attention; only read)."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=impl).eval()
@@ -377,7 +380,7 @@ def test_independent_samples(case: CaseContext, rt: Any, models: Models) -> None
 
 
 #: ``rollout.sampling``: prompts x samples x tokens sampled with the case's filters.
-FILTER_SAMPLES = 4
+FILTER_SAMPLES = 2
 FILTER_TOKENS = 8
 
 
