@@ -203,16 +203,7 @@ def _causal_chunk(case: CaseContext, rt: Any, device: str, what: str) -> None:
 @pytest.mark.rlport_case("attention.scale")
 def test_scale(case: CaseContext, rt: Any, device: str) -> None:
     """An explicit softmax ``scale`` (not 1/sqrt(head_dim)) is the one applied."""
-    f = case.facet
-    dtype = am.DTYPES[f["dtype"]]
-    backend = _resolve(rt, case, _spec(rt, f))
-    if backend is None:
-        return
-    q, k, v = _inputs(case, device, dtype, BATCH, 4, 4, SEQ, SEQ, f["head_dim"])
-    out = _call(case, backend, q, k, v, causal=f["causal"], scale=f["scale"])
-    if out is None:
-        return
-    _judge_dense(case, out, q, k, v, causal=f["causal"], scale=f["scale"])
+    _with_parameters(case, rt, device, None)
 
 
 @pytest.mark.rlport_case("attention.mask")
@@ -220,19 +211,9 @@ def test_mask(case: CaseContext, rt: Any, device: str) -> None:
     """Masks as the contract gives them: boolean (True = attend) differing per batch row, with one
     query row that may attend nothing (it must return zeros); additive float masks (finite biases
     and -inf), alone, with causality, and each kind with an explicit scale."""
-    f = case.facet
-    dtype = am.DTYPES[f["dtype"]]
-    backend = _resolve(rt, case, _spec(rt, f))
-    if backend is None:
-        return
-    q, k, v = _inputs(case, device, dtype, BATCH, 4, 4, SEQ, SEQ, f["head_dim"])
-    kind = f["mask"].split("-")[0]
-    mask = am.make_mask(kind, BATCH, SEQ, SEQ, seed=am.seed_of(case.id) + 3, dtype=dtype).to(device)
-    out = _call(case, backend, q, k, v, causal=f["causal"], scale=f["scale"], mask=mask)
-    if out is None:
-        return
-    _judge_dense(case, out, q, k, v, causal=f["causal"], scale=f["scale"], mask=mask)
-    if kind == "bool":
+    kind = case.facet["mask"].split("-")[0]
+    out = _with_parameters(case, rt, device, kind)
+    if out is not None and kind == "bool":
         b, row = am.EMPTY_ROW
         empty = out[b, :, row].detach().double().abs().max().item()
         case.check(
@@ -241,6 +222,24 @@ def test_mask(case: CaseContext, rt: Any, device: str) -> None:
             f"{empty:.3g}; such a row must return zeros",
             fully_masked_row_max=empty,
         )
+
+
+def _with_parameters(case: CaseContext, rt: Any, device: str, mask_kind: str | None) -> Any:
+    """Dense attention with the facet's ``causal`` and ``scale`` and a mask of ``mask_kind`` (see
+    :func:`attention_math.make_mask`), judged; the output, or None when it was refused."""
+    f = case.facet
+    dtype = am.DTYPES[f["dtype"]]
+    backend = _resolve(rt, case, _spec(rt, f))
+    if backend is None:
+        return None
+    q, k, v = _inputs(case, device, dtype, BATCH, 4, 4, SEQ, SEQ, f["head_dim"])
+    mask = None
+    if mask_kind is not None:
+        mask = am.make_mask(mask_kind, BATCH, SEQ, SEQ, seed=am.seed_of(case.id) + 3, dtype=dtype).to(device)
+    out = _call(case, backend, q, k, v, causal=f["causal"], scale=f["scale"], mask=mask)
+    if out is not None:
+        _judge_dense(case, out, q, k, v, causal=f["causal"], scale=f["scale"], mask=mask)
+    return out
 
 
 def _packed(
