@@ -66,8 +66,10 @@ class {cls}Plugin:
     def rlport_probe(self) -> ProbeResult:
         # TODO: detect your hardware (a driver file, a shared library) without importing heavy modules.
         if os.environ.get(ENABLE) == "1":
-            return ProbeResult(True, f"{{ENABLE}}=1: running on the host until the device probe is written", PRIORITY)
-        return ProbeResult(False, f"no {name} device detected (export {{ENABLE}}=1 to run on the host)", PRIORITY)
+            reason = f"{{ENABLE}}=1: running on the host until the device probe is written"
+            return ProbeResult(True, reason, PRIORITY)
+        reason = f"no {name} device detected (export {{ENABLE}}=1 to run on the host)"
+        return ProbeResult(False, reason, PRIORITY)
 
     @rlport.hookimpl
     def rlport_device_info(self) -> DeviceInfo:
@@ -100,9 +102,16 @@ class {cls}Plugin:
     def rlport_capabilities(self) -> Capabilities:
         # What you claim is tested as must-pass by `rlport conformance --plugin {name}`;
         # head_dims may hold ranges: rlport.types.HeadDimRange(32, 256, 8).
-        return Capabilities(dtypes=("float32",), head_dims=(64, 128), causal=True, gqa=True, varlen=True,
-                            sleep_tags=("weights",), collectives=("all_reduce", "all_gather", "reduce_scatter",
-                                                                  "broadcast"), rollout_engines=("hf",))
+        return Capabilities(
+            dtypes=("float32",),
+            head_dims=(64, 128),
+            causal=True,
+            gqa=True,
+            varlen=True,
+            sleep_tags=("weights",),
+            collectives=("all_reduce", "all_gather", "reduce_scatter", "broadcast"),
+            rollout_engines=("hf",),
+        )
 
 
 plugin = {cls}Plugin()
