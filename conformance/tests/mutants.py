@@ -16,9 +16,10 @@ SOURCE = r'''
 """Mutant device plugin with one seeded defect: DEFECT."""
 
 import math
+import os
 
 from rlport.hookspecs import hookimpl
-from rlport.types import Capabilities, DeviceInfo, EngineOffer, Manifest, ProbeResult
+from rlport.types import Capabilities, DeviceInfo, EngineOffer, HeadDimRange, Manifest, PatchSpec, ProbeResult
 
 DEFECT = "@DEFECT@"
 BACKEND = "mutant_" + DEFECT
@@ -35,23 +36,39 @@ def _attend(q, k, v, causal, scale, mask):
     else:
         index = [h // group for h in range(heads)]
     k, v = k[:, index].float(), v[:, index].float()
-    if scale is None:
+    if scale is None or DEFECT == "ignores_scale":
         scale = 1.0 / q.shape[-1] if DEFECT == "softmax_scale" else 1.0 / math.sqrt(q.shape[-1])
-    scores = (q.float() @ k.transpose(-1, -2)) * scale
+    d = q.shape[-1]
+    if DEFECT == "head_dim_192" and d == 192:  # the 128-wide tile path drops the last 64 dims of q.k
+        scores = (q.float()[..., :128] @ k[..., :128].transpose(-1, -2)) * scale
+    else:
+        scores = (q.float() @ k.transpose(-1, -2)) * scale
     lq, lk = q.shape[2], k.shape[2]
     allowed = torch.ones(lq, lk, dtype=torch.bool, device=q.device)
     if causal:
-        pos = torch.arange(lq, device=q.device)[:, None] + (lk - lq)
+        offset = 0 if DEFECT == "chunked_top_left" and 1 < lq < lk else lk - lq  # top-left alignment
+        pos = torch.arange(lq, device=q.device)[:, None] + offset
         keys = torch.arange(lk, device=q.device)[None, :]
         allowed = keys <= (pos + 1 if DEFECT == "causal_off_by_one" else pos)
     if DEFECT == "bf16_tail" and dtype == torch.bfloat16:
         allowed = allowed & (torch.arange(lk, device=q.device)[None, :] < (lk // 32) * 32)  # drops the tail tile
     if mask is not None:
         if mask.dtype == torch.bool:
+            if DEFECT == "mask_polarity":  # reads True as "masked out"
+                mask = ~mask
+            if DEFECT == "mask_first_row":  # the first batch row's mask applied to every row
+                mask = mask[:1]
             allowed = allowed & mask
-        else:
+        elif DEFECT != "float_mask_ignored":
             scores = scores + mask.float()
     scores = scores.masked_fill(~allowed, float("-inf"))
+    if DEFECT == "split_kv_2048" and lk > 2048:  # split-KV: chunk results averaged, not LSE-weighted
+        parts = []
+        for start in range(0, lk, 2048):
+            chunk = scores[..., start:start + 2048]
+            probs = torch.nan_to_num(torch.softmax(chunk, dim=-1), nan=0.0)
+            parts.append(probs @ v[:, :, start:start + 2048])
+        return (sum(parts) / len(parts)).to(dtype)
     probs = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
     return (probs @ v).to(dtype)
 
@@ -88,6 +105,8 @@ class Backend:
 
         out = torch.zeros_like(q)
         cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+        if DEFECT == "varlen_same_lengths":  # assumes every sequence has as many keys as queries
+            ck = cq
         if DEFECT == "varlen_leak":  # one causal pass over the whole pack: crosses sequence boundaries
             s, e = cq[0], cq[-1]
             out[s:e] = _attend(q[s:e].transpose(0, 1)[None], k[s:e].transpose(0, 1)[None],
@@ -110,8 +129,24 @@ def _memory():
         name = "mutant-host"
 
         stale = {}
+        pool = {}
+
+        def mem_info(self):
+            info = super().mem_info()
+            if DEFECT == "held_reported_free":  # this process's own resident memory counted as free
+                with open("/proc/self/statm") as fh:
+                    resident = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                return type(info)(min(info.total_bytes, info.free_bytes + resident), info.total_bytes)
+            return info
 
         def park(self, storage):
+            if DEFECT == "pool_by_size":  # staging buffers pooled by size: equal sizes share one
+                buffer = self.pool.setdefault(storage.nbytes(), torch.empty(storage.nbytes(), dtype=torch.uint8))
+                buffer.copy_(torch.empty(0, dtype=torch.uint8).set_(storage))
+                return buffer
+            if DEFECT == "staging_256mib":  # one 256 MiB staging copy: the rest of a larger tensor is lost
+                whole = torch.empty(0, dtype=torch.uint8).set_(storage)
+                return whole[: 256 * 2**20].clone()
             if DEFECT == "sleep_frees_nothing":  # "parks" in the very memory it claims to free
                 return torch.empty(0, dtype=torch.uint8).set_(storage).clone()
             if DEFECT == "wake_stale":  # keeps the bytes of the first sleep of each storage
@@ -123,8 +158,11 @@ def _memory():
 
         def unpark(self, handle, storage):
             view = torch.empty(0, dtype=torch.uint8).set_(storage)
-            if DEFECT in ("sleep_frees_nothing", "wake_stale"):
+            if DEFECT in ("sleep_frees_nothing", "wake_stale", "pool_by_size"):
                 view.copy_(handle)
+            elif DEFECT == "staging_256mib":
+                view.zero_()
+                view[: handle.numel()].copy_(handle)
             elif DEFECT == "wake_zeroed":
                 handle.close()
                 view.zero_()
@@ -153,6 +191,11 @@ def _register_backend():
             return _create_work_from_future(future)
 
         def allreduce(self, tensors, opts):
+            if DEFECT == "min_as_sum" and opts.reduceOp == dist.ReduceOp.MIN:
+                opts = dist.AllreduceOptions()  # the MIN kernel dispatched to the SUM one
+            if DEFECT == "ring_drops_last" and self.size() > 2 and self.rank() == self.size() - 1:
+                for t in tensors:  # a ring longer than 2 loses the last rank's contribution
+                    t.zero_()
             self._inner.allreduce(tensors, opts).wait()
             if DEFECT == "all_reduce_average":
                 for t in tensors:
@@ -205,16 +248,59 @@ def make_engine(config):
     from the call's seed, so copies of one prompt get the same samples."""
     from rlport.rollout.hf_engine import HFEngine
 
+    import torch
+
+    from rlport.rollout.hf_engine import _filter_logits
+
     class RepeatEngine(HFEngine):
         name = "mutant_engine"
 
         def generate(self, prompts, params):
-            return [HFEngine.generate(self, [prompt], params)[0] for prompt in prompts]
+            if DEFECT == "repeat_samples":
+                return [HFEngine.generate(self, [prompt], params)[0] for prompt in prompts]
+            groups = HFEngine.generate(self, prompts, params)
+            if params.temperature == 0:
+                return groups
+            if DEFECT == "temperature_in_logprobs":  # logprobs of the tempered distribution
+                processed = type(params)(temperature=params.temperature)
+            else:  # top_k_in_logprobs: logprobs renormalised over the top-k filter
+                processed = type(params)(temperature=1.0, top_k=params.top_k)
+            with torch.no_grad():
+                for prompt, gens in zip(prompts, groups):
+                    for gen in gens:
+                        ids = torch.tensor([prompt + gen.token_ids], device=self.device)
+                        logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+                        logp = torch.log_softmax(_filter_logits(logits, processed), dim=-1)
+                        gen.logprobs = logp.gather(-1, torch.tensor(gen.token_ids, device=self.device)[:, None])[:, 0].tolist()
+            return groups
 
     return RepeatEngine(config)
 
 
-ENGINES = [EngineOffer("mutant_engine", factory=__name__ + ":make_engine")] if DEFECT == "repeat_samples" else []
+ENGINE_DEFECTS = ("repeat_samples", "temperature_in_logprobs", "top_k_in_logprobs")
+ENGINES = [EngineOffer("mutant_engine", factory=__name__ + ":make_engine")] if DEFECT in ENGINE_DEFECTS else []
+
+
+def rms_norm_sum(self, hidden_states):
+    """A "fused" RMSNorm that divides by the root of the sum of squares, not of their mean."""
+    import torch
+
+    variance = hidden_states.float().pow(2).sum(-1, keepdim=True)
+    return self.weight * (hidden_states.float() * torch.rsqrt(variance + 1e-6)).to(hidden_states.dtype)
+
+
+LLAMA = "transformers.models.llama.modeling_llama:"
+PATCHES = {
+    "patch_changes_logits": [
+        PatchSpec(LLAMA + "LlamaRMSNorm.forward", __name__ + ":rms_norm_sum", "replaced", "transformers",
+                  ">=4.40", "fused RMSNorm")
+    ],
+    "patch_target_missing": [
+        PatchSpec(LLAMA + "LlamaAttention.fused_qkv_forward", __name__ + ":rms_norm_sum", "replaced",
+                  "transformers", ">=4.40", "a fused qkv projection of an older release")
+    ],
+}.get(DEFECT, [])
+HEAD_DIMS = (HeadDimRange(64, 256, 32),) if DEFECT == "head_dim_192" else (64, 128)
 
 
 class Plugin:
@@ -233,7 +319,13 @@ class Plugin:
     def rlport_attention_backend(self, spec):
         if spec.window is not None:
             return None  # the reference serves sliding windows
+        if DEFECT == "bf16_deferred" and spec.dtype == "bfloat16":
+            return None  # a dtype check that leaves the claimed bfloat16 to the reference
         return Backend()
+
+    @hookimpl
+    def rlport_patches(self):
+        return PATCHES
 
     @hookimpl
     def rlport_memory_backend(self, device):
@@ -241,7 +333,7 @@ class Plugin:
 
     @hookimpl
     def rlport_collectives_backend(self, device):
-        if DEFECT in ("all_reduce_average", "all_gather_order", "broadcast_root"):
+        if DEFECT in ("all_reduce_average", "all_gather_order", "broadcast_root", "min_as_sum", "ring_drops_last"):
             _register_backend()
             return BACKEND
         return None
@@ -254,7 +346,7 @@ class Plugin:
     def rlport_capabilities(self):
         return Capabilities(
             dtypes=("float32", "bfloat16"),
-            head_dims=(64, 128),
+            head_dims=HEAD_DIMS,
             causal=True,
             varlen=True,
             gqa=True,
@@ -279,6 +371,9 @@ class Mutant:
     must_fail: tuple[str, ...]
     must_pass: tuple[str, ...] = ()
     verdict: str = "NOT_CONFORMANT"
+    #: The coverage rule (conformance README, "Coverage rules") whose cases catch the defect; None for
+    #: the defects of the suite's first cases.
+    rule: int | None = None
 
     @property
     def plugin(self) -> str:
@@ -348,6 +443,141 @@ MUTANTS = [
         "rollout.independent_samples or rollout.greedy_agreement",
         ("rollout.independent_samples[mutant_engine]",),
         ("rollout.greedy_agreement[mutant_engine]",),
+    ),
+    # -- rule 1: every contract parameter at non-default values --------------------------------------
+    Mutant(
+        "ignores_scale",
+        "(attention.scale or attention.forward) and float32 and d64 and not gqa and not mqa",
+        ("attention.scale[float32-d64-causal-s0.3]", "attention.scale[float32-d64-full-s0.3]"),
+        ("attention.forward[float32-d64-causal-mha]",),
+        rule=1,
+    ),
+    Mutant(
+        "mask_polarity",
+        "attention.mask and float32",
+        ("attention.mask[float32-d64-bool-rows]", "attention.mask[float32-d64-bool-scale]"),
+        ("attention.mask[float32-d64-float]",),
+        rule=1,
+    ),
+    Mutant(
+        "mask_first_row",
+        "attention.mask and float32",
+        ("attention.mask[float32-d64-bool-rows]",),
+        ("attention.mask[float32-d64-float]",),
+        rule=1,
+    ),
+    Mutant(
+        "float_mask_ignored",
+        "attention.mask and float32",
+        (
+            "attention.mask[float32-d64-float]",
+            "attention.mask[float32-d64-float-causal]",
+            "attention.mask[float32-d64-float-scale]",
+        ),
+        ("attention.mask[float32-d64-bool-rows]",),
+        rule=1,
+    ),
+    Mutant(
+        "temperature_in_logprobs",
+        "rollout.sampling",
+        ("rollout.sampling[mutant_engine-t0.7]", "rollout.sampling[mutant_engine-t0.7-k5-p0.8]"),
+        ("rollout.sampling[mutant_engine-k5]", "rollout.sampling[mutant_engine-p0.8]"),
+        rule=1,
+    ),
+    Mutant(
+        "top_k_in_logprobs",
+        "rollout.sampling",
+        ("rollout.sampling[mutant_engine-k5]", "rollout.sampling[mutant_engine-t0.7-k5-p0.8]"),
+        ("rollout.sampling[mutant_engine-t0.7]", "rollout.sampling[mutant_engine-p0.8]"),
+        rule=1,
+    ),
+    Mutant(
+        "min_as_sum",
+        "collectives.all_reduce_op and r2",
+        ("collectives.all_reduce_op[min-float32-n7-r2]", "collectives.all_reduce_op[min-int32-n1023-r2]"),
+        ("collectives.all_reduce_op[max-float32-n7-r2]", "collectives.all_reduce_op[product-int32-n7-r2]"),
+        rule=1,
+    ),
+    # -- rule 2: every claimed capability, and no credit for what the reference answered -------------
+    Mutant(
+        "bf16_deferred",
+        "attention.forward and d64 and mha",
+        ("attention.forward[bfloat16-d64-causal-mha]", "attention.forward[bfloat16-d64-full-mha]"),
+        ("attention.forward[float32-d64-causal-mha]",),
+        rule=2,
+    ),
+    # -- rule 3: the regimes where kernels switch algorithms ------------------------------------------
+    Mutant(
+        "split_kv_2048",
+        "attention.decode and float32",
+        ("attention.decode[float32-d64-q1-k2049]", "attention.decode[float32-d64-q1-k4097]"),
+        ("attention.decode[float32-d64-q1-k2048]", "attention.decode[float32-d64-q1-k1]"),
+        rule=3,
+    ),
+    Mutant(
+        "chunked_top_left",
+        "(attention.chunked_prefill or attention.decode) and float32",
+        (
+            "attention.chunked_prefill[float32-d64-q13-k77-causal]",
+            "attention.chunked_prefill[float32-d64-q2-k77-causal]",
+        ),
+        ("attention.decode[float32-d64-q1-k255]",),
+        rule=3,
+    ),
+    Mutant(
+        "varlen_same_lengths",
+        "attention.varlen and float32",
+        ("attention.varlen_qk[float32-d64-causal-mha]", "attention.varlen_qk[float32-d64-full-mha]"),
+        ("attention.varlen[float32-d64-causal-mha]",),
+        rule=3,
+    ),
+    Mutant(
+        "head_dim_192",
+        "attention.forward and float32 and mha",
+        ("attention.forward[float32-d192-causal-mha]", "attention.forward[float32-d192-full-mha]"),
+        ("attention.forward[float32-d160-full-mha]", "attention.forward[float32-d224-full-mha]"),
+        rule=3,
+    ),
+    Mutant(
+        "pool_by_size",
+        "memory.many_tensors or memory.wake_restores",
+        ("memory.many_tensors[weights]",),
+        ("memory.wake_restores[weights]",),
+        rule=3,
+    ),
+    Mutant(
+        "staging_256mib",
+        "memory.large_tensor or memory.wake_restores",
+        ("memory.large_tensor[weights]",),
+        ("memory.wake_restores[weights]",),
+        rule=3,
+    ),
+    # -- rule 4: real world sizes ---------------------------------------------------------------------
+    Mutant(
+        "ring_drops_last",
+        "collectives.all_reduce and float32 and n7 and (r2 or r3) and not all_reduce_op",
+        ("collectives.all_reduce[float32-n7-r3]",),
+        ("collectives.all_reduce[float32-n7-r2]",),
+        rule=4,
+    ),
+    # -- rule 5: patches preserve behaviour -----------------------------------------------------------
+    Mutant(
+        "patch_changes_logits",
+        "patches",
+        ("patches.model_equivalence[llama]",),
+        ("patches.model_equivalence[qwen2]", "patches.targets", "patches.roundtrip"),
+        rule=5,
+    ),
+    Mutant(
+        "patch_target_missing", "patches", ("patches.targets",), ("patches.model_equivalence[llama]",), rule=5
+    ),
+    # -- rule 6: independent checks -------------------------------------------------------------------
+    Mutant(
+        "held_reported_free",
+        "memory.os_figures or memory.mem_info",
+        ("memory.os_figures",),
+        ("memory.mem_info",),
+        rule=6,
     ),
     Mutant(
         "crash_bf16",

@@ -162,12 +162,38 @@ def test_new_plugin_installs_is_listed_and_runs_on_the_host(tmp_path: Path) -> N
 
 
 def test_new_plugin_rejects_a_bad_name(tmp_path: Path) -> None:
-    result = rlport_cli("new-plugin", "My-Chip", "--dest", str(tmp_path))
+    result = rlport_cli("new-plugin", "my chip=2", "--dest", str(tmp_path))
     assert result.returncode == 2
     assert (
-        "plugin name 'My-Chip' is not usable" in result.stderr
-        and "rlport new-plugin my_chip" in result.stderr
+        "plugin name 'my chip=2' is not usable" in result.stderr
+        and "rlport new-plugin my_chip_2" in result.stderr
     )
+    assert not list(tmp_path.iterdir())
+
+
+def test_new_plugin_takes_entry_point_names(tmp_path: Path) -> None:
+    """Dashes, dots and capitals (as the entry-point group accepts them) name the plugin exactly;
+    the distribution is normalised as pip does, the module is an identifier."""
+    from rlport.scaffold import names_for
+
+    assert names_for("My-Chip.v2") == {
+        "name": "My-Chip.v2",
+        "distribution": "rlport-my-chip-v2",
+        "module": "my_chip_v2",
+        "upper": "MY_CHIP_V2",
+        "cls": "MyChipV2",
+    }
+    made = rlport_cli("new-plugin", "My-Chip.v2", "--dest", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    target = pip_install(tmp_path / "rlport-my-chip-v2", tmp_path / "site")
+    listing = rlport_cli("plugins", "--json", extra_path=target, RLPORT_MY_CHIP_V2_ON_HOST="1")
+    plugin = {p["name"]: p for p in json.loads(listing.stdout)["plugins"]}["My-Chip.v2"]
+    assert (plugin["distribution"], plugin["status"], plugin["priority"]) == (
+        "rlport-my-chip-v2",
+        "active",
+        100,
+    )
+    assert {"rlport_attention_backend", "rlport_memory_backend", "rlport_patches"} <= set(plugin["hooks"])
 
 
 STACK_BODY = """

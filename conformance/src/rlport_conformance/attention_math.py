@@ -111,18 +111,52 @@ def plain_error(
     causal: bool,
     scale: float | None = None,
     window: int | None = None,
+    mask: torch.Tensor | None = None,
 ) -> float:
     """Plain torch's error against ``ref`` in the inputs' dtype: the larger of two reduction orders
-    (keys as given, and reversed, with the mask following them). One order alone is sometimes lucky
+    (keys as given, and reversed, with the masks following them). One order alone is sometimes lucky
     (float32 decode rows: up to 3x below the typical error); two make the rule's baseline stable."""
-    natural = max_error(plain_torch(q, k, v, causal=causal, scale=scale, window=window), ref)
+    natural = max_error(plain_torch(q, k, v, causal=causal, scale=scale, window=window, mask=mask), ref)
     lk = k.shape[2]
     order = torch.arange(lk - 1, -1, -1, device=k.device)
     allowed = allowed_mask(q.shape[2], lk, causal=causal, window=window).to(q.device)[:, order.cpu()]
+    combined: torch.Tensor = allowed
+    if mask is not None:
+        flipped = mask[..., order.to(mask.device)].to(q.device)
+        combined = (
+            allowed & flipped
+            if mask.dtype == torch.bool
+            else flipped.to(q.dtype).masked_fill(~allowed, float("-inf"))
+        )
     reversed_keys = _attend(
-        q, k[:, :, order], v[:, :, order], causal=False, scale=scale, window=None, mask=allowed
+        q, k[:, :, order], v[:, :, order], causal=False, scale=scale, window=None, mask=combined
     )
     return max(natural, max_error(reversed_keys, ref))
+
+
+#: (batch row, query row) that :func:`make_mask` ("bool") leaves with no key to attend.
+EMPTY_ROW = (1, 5)
+
+
+def make_mask(kind: str, batch: int, lq: int, lk: int, *, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """A ``(batch, 1, lq, lk)`` mask of ``kind`` "bool" (True = attend; drawn independently per batch
+    row, so rows differ; every query keeps its own position except :data:`EMPTY_ROW`, which attends
+    nothing) or "float" (additive in ``dtype``: normal biases, a fifth of the entries ``-inf``, never
+    a whole row)."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.rand((batch, 1, lq, lk), generator=gen) < 0.7
+    diagonal = torch.zeros(lq, lk, dtype=torch.bool)
+    diagonal[torch.arange(lq), torch.arange(lq) + (lk - lq)] = True
+    keep |= diagonal
+    if kind == "bool":
+        if batch > EMPTY_ROW[0] and lq > EMPTY_ROW[1]:
+            keep[EMPTY_ROW[0], :, EMPTY_ROW[1]] = False
+        return keep
+    if kind == "float":
+        bias = torch.randn((batch, 1, lq, lk), generator=gen)
+        blocked = (torch.rand((batch, 1, lq, lk), generator=gen) < 0.2) & ~diagonal
+        return bias.masked_fill(blocked, float("-inf")).to(dtype)
+    raise ValueError(f"mask kind {kind!r}: expected 'bool' or 'float'")
 
 
 def max_error(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -36,6 +36,34 @@ def values(rank: int, start: int, count: int) -> Any:
     return (5 * i + 3 * rank) % 7 + 1
 
 
+def reduce_inputs(reduce_op: str, rank: int, world: int, count: int) -> Any:
+    """Rank ``rank``'s all_reduce input for ``reduce_op``, built so that the exact result is
+    representable in every dtype (bfloat16 included) whatever the reduction order: 1 and 2 for
+    product (at most 2**world), :func:`values` for min and max, and for avg :func:`values` with the
+    last rank's raised so that the sum is a multiple of ``world`` (the mean is an integer)."""
+    if reduce_op == "product":
+        return values(rank, 0, count) % 2 + 1
+    if reduce_op == "avg" and rank == world - 1:
+        others = sum(values(r, 0, count) for r in range(world - 1))
+        mine = values(rank, 0, count)
+        return mine + (-(others + mine)) % world
+    return values(rank, 0, count)
+
+
+def reduce_expected(reduce_op: str, world: int, count: int) -> Any:
+    """The exact (int64) all_reduce result of :func:`reduce_inputs` over ``world`` ranks."""
+    import torch
+
+    stacked = torch.stack([reduce_inputs(reduce_op, r, world, count) for r in range(world)])
+    return {
+        "sum": lambda: stacked.sum(0),
+        "product": lambda: stacked.prod(0),
+        "min": lambda: stacked.min(0).values,
+        "max": lambda: stacked.max(0).values,
+        "avg": lambda: stacked.sum(0) // world,
+    }[reduce_op]()
+
+
 def _dtype(name: str) -> Any:
     import torch
 
@@ -43,7 +71,14 @@ def _dtype(name: str) -> Any:
 
 
 def run_case(
-    op: str, dtype_name: str, count: int, root: int | None, rank: int, world: int, device: str
+    op: str,
+    dtype_name: str,
+    count: int,
+    root: int | None,
+    rank: int,
+    world: int,
+    device: str,
+    reduce_op: str | None = None,
 ) -> dict[str, Any]:
     """Run one collective and count wrong elements against the exact expectation (computed in int64)."""
     import torch
@@ -51,10 +86,11 @@ def run_case(
 
     dtype = _dtype(dtype_name)
     if op == "all_reduce":
-        tensor = values(rank, 0, count).to(dtype).to(device)
-        dist.all_reduce(tensor)
+        name = reduce_op or "sum"
+        tensor = reduce_inputs(name, rank, world, count).to(dtype).to(device)
+        dist.all_reduce(tensor, op=getattr(dist.ReduceOp, name.upper()))
         got = tensor
-        expected = sum(values(r, 0, count) for r in range(world))
+        expected = reduce_expected(name, world, count)
     elif op == "all_gather":
         mine = values(rank, 0, count).to(dtype).to(device)
         outs = [torch.zeros(count, dtype=dtype, device=device) for _ in range(world)]
@@ -148,7 +184,7 @@ def rank_main(
         for c in cases:
             try:
                 result["cases"][c["id"]] = run_case(
-                    c["op"], c["dtype"], c["count"], c.get("root"), rank, world, device
+                    c["op"], c["dtype"], c["count"], c.get("root"), rank, world, device, c.get("reduce_op")
                 )
             except Exception as exc:
                 result["cases"][c["id"]] = {"error": f"{type(exc).__name__}: {exc}"}

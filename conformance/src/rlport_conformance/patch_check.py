@@ -4,7 +4,9 @@ applies, verifies, and reverts to the original object, identity for identity.
 Before ``rlport.init()`` it asks each active plugin for its declared patches and records the original
 object at every target (importing the target modules first, so patches apply at init rather than
 waiting for an import). Then it initialises, imports anything still pending, checks each record,
-reverts everything and compares every target with its original. Prints one JSON object.
+reverts everything and compares every target with its original. Around this, the model families
+named on the command line are run unpatched and patched (:mod:`rlport_conformance.patch_equivalence`).
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -28,15 +30,61 @@ def _lookup(target: str) -> Any:
     return obj
 
 
-def main() -> int:
+def _target(plugin: str, spec: Any, found: Any) -> dict[str, Any]:
+    """Whether ``spec``'s target exists in the installed version of its distribution (for an
+    ``added`` patch: whether its parent exists and the name is still free), where that version is
+    one the patch declares itself right for."""
+    from importlib import metadata
+
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        installed: str | None = metadata.version(spec.distribution)
+    except metadata.PackageNotFoundError:
+        installed = None
+    try:
+        in_range = installed is not None and SpecifierSet(spec.versions).contains(
+            Version(installed), prereleases=True
+        )
+    except (InvalidSpecifier, InvalidVersion):
+        in_range = False
+    exists = found is not _ABSENT
+    if spec.action == "added":
+        module_name, _, qualname = spec.target.partition(":")
+        parent = module_name + (":" + qualname.rsplit(".", 1)[0] if "." in qualname else "")
+        try:
+            parent_found = _lookup(parent) is not _ABSENT
+        except ImportError:
+            parent_found = False
+        ok = parent_found and not exists
+    else:
+        ok = exists
+    return {
+        "plugin": plugin,
+        "target": spec.target,
+        "action": spec.action,
+        "distribution": spec.distribution,
+        "versions": spec.versions,
+        "installed": installed,
+        "in_range": in_range,
+        "exists": exists,
+        "ok": ok,
+    }
+
+
+def main(families: list[str]) -> int:
     os.environ["RLPORT_SUMMARY"] = "0"
     from rlport import runtime as runtime_mod
     from rlport.selection import select
+    from rlport_conformance import patch_equivalence
 
     out: dict[str, Any] = {"patches": [], "problems": []}
+    before = patch_equivalence.unpatched(families)
     settings, records = runtime_mod.build()
     selection = select(records, settings)
     originals: dict[str, Any] = {}
+    out["targets"] = []
     for record in selection.active:
         hook = getattr(record.obj, "rlport_patches", None)
         specs = (hook() or []) if callable(hook) else []
@@ -45,13 +93,19 @@ def main() -> int:
                 originals[spec.target] = _lookup(spec.target)
             except ImportError:
                 originals[spec.target] = _ABSENT  # its distribution is not installed
+            out["targets"].append(_target(record.name, spec, originals[spec.target]))
     import rlport
     from rlport.patches import get_manager, revert_all
 
-    rlport.init()
+    rt = rlport.init()
     manager = get_manager()
     manager.import_targets()  # every pending patch decided, as at the model's import
     overwritten = manager.verify()
+    out["equivalence"] = {
+        "device": rt.torch_device(),
+        "applied": [r.target for r in manager.records if r.status == "applied"],
+        "families": patch_equivalence.patched(before, rt.torch_device()),
+    }
     for rec in manager.records:
         entry = {
             "plugin": rec.plugin,
@@ -88,4 +142,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -18,17 +18,42 @@ from typing import Any
 
 #: Attention dtypes the suite knows; the ones a plugin does not claim are probed.
 DTYPES = ("float32", "bfloat16", "float16")
-#: Head dims probed when not claimed (odd ones included: kernels often assume multiples of 8).
-PROBE_HEAD_DIMS = (59, 64, 111, 128)
+#: Head dims probed when not claimed (odd ones included: kernels often assume multiples of 8; the
+#: non-power-of-two ones between 128 and 256 that real models use, where tiled kernels switch tiles).
+PROBE_HEAD_DIMS = (59, 64, 111, 128, 160, 192, 256)
+#: Head dims real models use: inside a claimed range (``HeadDimRange``) these are tested beside its ends.
+MODEL_HEAD_DIMS = (32, 40, 48, 64, 72, 80, 96, 112, 128, 160, 192, 224, 256)
+#: Key lengths of the single-query decode cases: 1 up to thousands, on both sides of powers of two
+#: (where split-KV kernels change their split count), sampled rather than every value.
+DECODE_KEY_LENGTHS = (1, 2, 127, 128, 129, 255, 256, 257, 1024, 1025, 2047, 2048, 2049, 4096, 4097)
+#: Chunked prefill (1 < q_len < k_len): (q_len, k_len), causal, and with the sliding window.
+CHUNKED_SHAPES = ((2, 77), (13, 77), (64, 300))
+#: An explicit softmax scale, far from 1/sqrt(head_dim) for every head dim the suite uses.
+EXPLICIT_SCALE = 0.3
+#: The mask cases: boolean masks differing per batch row (one row fully masked), additive float
+#: masks alone and with causality, and each kind with an explicit scale.
+MASK_KINDS = ("bool-rows", "float", "float-causal", "bool-scale", "float-scale")
 #: Collective operations every device plugin must provide (RL training needs all four).
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 #: Elements per rank; unaligned counts included.
 COLLECTIVE_COUNTS = (1, 7, 1023, 65537)
 #: World sizes of the collectives cases when the run is on the host CPU (gloo runs them all here).
 CPU_WORLD_SIZES = (2, 3, 4)
-#: Sequence lengths of the decode-shaped (q_len != k_len) cases: (q_len, k_len).
-DECODE_SHAPES = ((1, 77), (13, 77))
 SLIDING_WINDOW = 16
+#: all_reduce operations beyond SUM (the ``collectives.all_reduce`` cases), lower-case ``ReduceOp``
+#: names; sum, product, min and max are required, avg is claimed through ``Capabilities.reduce_ops``.
+REDUCE_OPS = ("product", "min", "max", "avg")
+REQUIRED_REDUCE_OPS = ("sum", "product", "min", "max")
+REDUCE_COUNTS = (7, 1023)
+#: The rollout filters at non-default values: (label, temperature, top_k, top_p).
+SAMPLING_FILTERS = (
+    ("t0.7", 0.7, 0, 1.0),
+    ("k5", 1.0, 5, 1.0),
+    ("p0.8", 1.0, 0, 0.8),
+    ("t0.7-k5-p0.8", 0.7, 5, 0.8),
+)
+#: Model families built locally for the patched-model equivalence cases.
+PATCH_MODELS = ("qwen2", "llama")
 
 
 @dataclass(frozen=True)
@@ -110,9 +135,38 @@ def _layout(name: str) -> tuple[int, int]:
     return {"mha": (4, 4), "gqa": (4, 2), "mqa": (4, 1)}[name]
 
 
+def head_dim_entries(caps: Mapping[str, Any]) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """The declared head dims as (listed ints, ranges as ``(low, high, multiple)``), from the JSON
+    form of the capabilities (a ``HeadDimRange`` becomes ``{"low", "high", "multiple"}``)."""
+    dims: list[int] = []
+    ranges: list[tuple[int, int, int]] = []
+    for entry in caps.get("head_dims", ()):
+        if isinstance(entry, Mapping):
+            ranges.append((int(entry["low"]), int(entry["high"]), int(entry.get("multiple", 1))))
+        else:
+            dims.append(int(entry))
+    return dims, ranges
+
+
+def claims_head_dim(caps: Mapping[str, Any], dim: int) -> bool:
+    dims, ranges = head_dim_entries(caps)
+    return dim in dims or any(lo <= dim <= hi and dim % m == 0 for lo, hi, m in ranges)
+
+
+def claimed_head_dims(caps: Mapping[str, Any]) -> list[int]:
+    """The head dims the suite tests as claimed: every listed one, and for each range its ends and
+    the head dims of real models inside it (:data:`MODEL_HEAD_DIMS`), sorted."""
+    dims, ranges = head_dim_entries(caps)
+    out = set(dims)
+    for lo, hi, m in ranges:
+        first, last = -(-lo // m) * m, hi // m * m
+        out |= {first, last} | {d for d in MODEL_HEAD_DIMS if first <= d <= last and d % m == 0}
+    return sorted(out)
+
+
 def _attention(caps: Mapping[str, Any]) -> list[PlannedCase]:
     dtypes = [d for d in caps.get("dtypes", ()) if d in DTYPES]
-    head_dims = [int(d) for d in caps.get("head_dims", ())]
+    head_dims = claimed_head_dims(caps)
     causal_ok = bool(caps.get("causal", True))
     cases: list[PlannedCase] = []
     first_dtype = dtypes[0] if dtypes else "float32"
@@ -135,52 +189,99 @@ def _attention(caps: Mapping[str, Any]) -> list[PlannedCase]:
             )
         )
 
-    # Claimed: every dtype x head dim, causal and full, plain multi-head.
+    # Claimed: every dtype x head dim (listed, or sampled over a claimed range), causal and full.
     for dtype in dtypes:
         for dim in head_dims:
             forward(dtype, dim, True, "mha", causal_ok)
             forward(dtype, dim, False, "mha", True)
-    # Probes: unclaimed dtypes and head dims (causal, one head dim / one dtype).
+    # Probes: unclaimed dtypes and head dims (one head dim / one dtype).
     for dtype in DTYPES:
         if dtype not in dtypes:
             forward(dtype, first_dim, False, "mha", False)
     for dim in PROBE_HEAD_DIMS:
-        if dim not in head_dims:
+        if not claims_head_dim(caps, dim):
             forward(first_dtype, dim, False, "mha", False)
     # Grouped- and multi-query attention.
     gqa = bool(caps.get("gqa", False))
     for dtype in dtypes if gqa else [first_dtype]:
         for layout in ("gqa", "mqa"):
             forward(dtype, first_dim, causal_ok, layout, gqa)
-    # Causal with q_len != k_len (decode shapes), bottom-right aligned.
-    for dtype in dtypes if causal_ok else [first_dtype]:
-        for lq, lk in DECODE_SHAPES:
-            cases.append(
-                _case(
-                    "attention.decode",
-                    f"{dtype}-d{first_dim}-q{lq}-k{lk}",
-                    claimed=causal_ok,
-                    dtype=dtype,
-                    head_dim=first_dim,
-                    q_len=lq,
-                    k_len=lk,
-                )
-            )
-    # Packed variable-length input.
-    varlen = bool(caps.get("varlen", False))
-    for dtype in dtypes if varlen else [first_dtype]:
+    # Every parameter of forward at non-default values: an explicit scale, masks (part of the
+    # contract of every backend, so always claimed).
+    for dtype in dtypes or [first_dtype]:
         for causal in (True, False):
             cases.append(
                 _case(
-                    "attention.varlen",
-                    f"{dtype}-d{first_dim}-{'causal' if causal else 'full'}-mha",
-                    claimed=varlen,
+                    "attention.scale",
+                    f"{dtype}-d{first_dim}-{'causal' if causal else 'full'}-s{EXPLICIT_SCALE:g}",
+                    claimed=causal_ok or not causal,
                     dtype=dtype,
                     head_dim=first_dim,
                     causal=causal,
-                    layout="mha",
+                    scale=EXPLICIT_SCALE,
                 )
             )
+        for kind in MASK_KINDS:
+            cases.append(
+                _case(
+                    "attention.mask",
+                    f"{dtype}-d{first_dim}-{kind}",
+                    claimed=causal_ok or kind != "float-causal",
+                    dtype=dtype,
+                    head_dim=first_dim,
+                    mask=kind,
+                    causal=kind == "float-causal",
+                    scale=EXPLICIT_SCALE if kind.endswith("-scale") else None,
+                )
+            )
+    # Decode (one query, bottom-right aligned) over key lengths from 1 to thousands.
+    for dtype in dtypes if causal_ok else [first_dtype]:
+        for lk in DECODE_KEY_LENGTHS:
+            cases.append(
+                _case(
+                    "attention.decode",
+                    f"{dtype}-d{first_dim}-q1-k{lk}",
+                    claimed=causal_ok,
+                    dtype=dtype,
+                    head_dim=first_dim,
+                    q_len=1,
+                    k_len=lk,
+                )
+            )
+    # Chunked prefill (1 < q_len < k_len), causal and with the sliding window.
+    window = bool(caps.get("sliding_window", False))
+    for dtype in dtypes if causal_ok else [first_dtype]:
+        for lq, lk in CHUNKED_SHAPES:
+            for w in (None, SLIDING_WINDOW):
+                cases.append(
+                    _case(
+                        "attention.chunked_prefill",
+                        f"{dtype}-d{first_dim}-q{lq}-k{lk}-" + ("causal" if w is None else f"w{w}"),
+                        claimed=causal_ok and (w is None or window),
+                        dtype=dtype,
+                        head_dim=first_dim,
+                        q_len=lq,
+                        k_len=lk,
+                        window=w,
+                    )
+                )
+    # Packed variable-length input: query lengths equal to key lengths, and different from them.
+    varlen = bool(caps.get("varlen", False))
+    for kind in ("attention.varlen", "attention.varlen_qk"):
+        for dtype in dtypes if varlen else [first_dtype]:
+            for causal in (True, False):
+                cases.append(
+                    _case(
+                        kind,
+                        f"{dtype}-d{first_dim}-{'causal' if causal else 'full'}-mha",
+                        claimed=varlen,
+                        dtype=dtype,
+                        head_dim=first_dim,
+                        causal=causal,
+                        layout="mha",
+                        separate_k=kind == "attention.varlen_qk",
+                    )
+                )
     cases.append(
         _case(
             "attention.varlen",
@@ -190,10 +291,10 @@ def _attention(caps: Mapping[str, Any]) -> list[PlannedCase]:
             head_dim=first_dim,
             causal=True,
             layout="gqa",
+            separate_k=False,
         )
     )
     # Sliding window.
-    window = bool(caps.get("sliding_window", False))
     for dtype in dtypes if window else [first_dtype]:
         cases.append(
             _case(
@@ -227,6 +328,7 @@ def _attention(caps: Mapping[str, Any]) -> list[PlannedCase]:
 
 def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]:
     dtypes = ["float32", "int32"] + (["bfloat16"] if "bfloat16" in caps.get("dtypes", ()) else [])
+    reduce_ops = set(caps.get("reduce_ops", REQUIRED_REDUCE_OPS)) | set(REQUIRED_REDUCE_OPS)
     cases = []
     for world in profile.world_sizes:
         cases += [
@@ -248,19 +350,59 @@ def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]
                                 count=count,
                                 root=root,
                                 world=world,
+                                reduce_op="sum" if op in ("all_reduce", "reduce_scatter") else None,
                             )
                         )
+        # Every reduce operation, with inputs whose exact result is known.
+        for reduce_op in REDUCE_OPS:
+            # avg of integers is not an integer reduction every backend defines: floating dtypes only.
+            for dtype in [d for d in dtypes if reduce_op != "avg" or d != "int32"]:
+                for count in REDUCE_COUNTS:
+                    cases.append(
+                        _case(
+                            "collectives.all_reduce_op",
+                            f"{reduce_op}-{dtype}-n{count}-r{world}",
+                            claimed=reduce_op in reduce_ops,
+                            op="all_reduce",
+                            dtype=dtype,
+                            count=count,
+                            root=None,
+                            world=world,
+                            reduce_op=reduce_op,
+                        )
+                    )
     return cases
 
 
+#: Bytes of the one large tensor of ``memory.large_tensor`` (more than any plausible staging buffer,
+#: and not a power of two, so a chunked copy has a remainder); the case uses at most a quarter of the
+#: free memory.
+LARGE_TENSOR_BYTES = 320 * 1024 * 1024
+#: ``memory.many_tensors``: this many tensors of one size, each with its own bytes.
+MANY_TENSORS = 256
+MANY_TENSOR_BYTES = 64 * 1024
+
+
 def _memory(caps: Mapping[str, Any]) -> list[PlannedCase]:
-    cases = [_case("memory.mem_info"), _case("memory.empty_cache")]
+    cases = [_case("memory.mem_info"), _case("memory.os_figures"), _case("memory.empty_cache")]
     tags = list(caps.get("sleep_tags", ()))
     for tag in tags:
         cases.append(_case("memory.sleep_frees", tag, tag=tag))
         cases.append(_case("memory.wake_restores", tag, tag=tag))
     if tags:
         cases.append(_case("memory.untagged_untouched", tag=tags[0]))
+        cases.append(_case("memory.large_tensor", tags[0], tag=tags[0], nbytes=LARGE_TENSOR_BYTES))
+        cases.append(
+            _case(
+                "memory.many_tensors",
+                tags[0],
+                tag=tags[0],
+                count=MANY_TENSORS,
+                nbytes=MANY_TENSOR_BYTES,
+            )
+        )
+        for dtype in [d for d in caps.get("dtypes", ()) if d in DTYPES]:
+            cases.append(_case("memory.dtype_roundtrip", f"{tags[0]}-{dtype}", tag=tags[0], dtype=dtype))
     return cases
 
 
@@ -272,7 +414,26 @@ def _rollout(caps: Mapping[str, Any]) -> list[PlannedCase]:
         cases.append(_case("rollout.update_weights", engine, engine=engine))
         cases.append(_case("rollout.sleep_wake", engine, claimed=sleeps, engine=engine))
         cases.append(_case("rollout.independent_samples", engine, engine=engine))
+        for label, temperature, top_k, top_p in SAMPLING_FILTERS:
+            cases.append(
+                _case(
+                    "rollout.sampling",
+                    f"{engine}-{label}",
+                    engine=engine,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                )
+            )
     return cases
+
+
+def _patches() -> list[PlannedCase]:
+    return [
+        _case("patches.roundtrip"),
+        _case("patches.targets"),
+        *(_case("patches.model_equivalence", family, family=family) for family in PATCH_MODELS),
+    ]
 
 
 def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[PlannedCase]:
@@ -286,7 +447,7 @@ def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[Pl
         *_collectives(declared, profile),
         *_memory(declared),
         *_rollout(declared),
-        _case("patches.roundtrip"),
+        *_patches(),
     ]
 
 

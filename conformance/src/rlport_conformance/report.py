@@ -133,12 +133,14 @@ def probed(results: Iterable[dict[str, Any]], planned: list[plan_mod.PlannedCase
                 keys.append(("gqa", True))
             if f["causal"]:
                 keys.append(("causal", True))
-        elif case.kind == "attention.varlen":
+        elif case.kind in ("attention.varlen", "attention.varlen_qk"):
             keys = [("varlen", True)]
-        elif case.kind == "attention.window":
+        elif case.kind == "attention.window" or (case.kind == "attention.chunked_prefill" and f["window"]):
             keys = [("sliding_window", True)]
         elif case.kind == "attention.determinism":
             keys = [("deterministic", True)]
+        elif case.kind == "collectives.all_reduce_op":
+            keys = [("reduce_ops", f["reduce_op"])]
         elif case.kind.startswith("collectives.") and "op" in f:
             keys = [("collectives", f["op"])]
         elif case.kind in ("memory.sleep_frees", "memory.wake_restores"):

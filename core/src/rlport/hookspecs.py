@@ -125,6 +125,8 @@ def rlport_attention_backend(spec: AttentionSpec) -> AttentionBackend | None:
     Called once per distinct spec (the core caches the answer); the caller keeps the backend and
     calls it per layer. A plugin whose kernel lacks a head size, dtype or feature returns ``None``
     and the next plugin, or the core's reference (``torch`` scaled-dot-product attention), answers.
+    The conformance suite credits none of the reference's answers to the plugin: a claimed spec left
+    to it fails; to serve the reference as your own, return ``rlport.attention.sdpa.backend_for(spec)``.
 
     :return: an object satisfying :class:`~rlport.types.AttentionBackend`. First answer wins.
     """
@@ -275,7 +277,8 @@ def rlport_capabilities() -> Capabilities | None:
     """What the active device plugin claims to support, for the conformance suite.
 
     Called by ``rlport conformance`` and ``rlport plugins``. Every claim is tested as must-pass;
-    unclaimed features are probed and reported as compatibility warnings when they work.
+    unclaimed features are probed and reported as compatibility warnings when they work. Head dims
+    may be listed or given as ranges (:class:`~rlport.types.HeadDimRange`).
 
     :return: :class:`~rlport.types.Capabilities`. First answer wins.
     """

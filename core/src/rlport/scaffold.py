@@ -15,14 +15,14 @@ requires = ["setuptools>=69"]
 build-backend = "setuptools.build_meta"
 
 [project]
-name = "rlport-{name}"
+name = "{distribution}"
 version = "0.1.0"
 description = "rlport device plugin for {name}"
 requires-python = ">=3.10"
 dependencies = ["rlport>={core_version}"]
 
 [project.entry-points."rlport.plugins"]
-{name} = "rlport_{module}:plugin"
+"{name}" = "rlport_{module}:plugin"
 
 [tool.setuptools.packages.find]
 where = ["src"]
@@ -31,10 +31,11 @@ where = ["src"]
 MODULE = '''\
 """rlport device plugin for {name}.
 
-Every hook not implemented here is answered by rlport's reference implementation, so this plugin
-runs (on the host) as soon as it is installed. Replace one piece at a time; see the hook reference:
-docs/plugin_hooks.md in the rlport repository, or `python -m pydoc rlport.hookspecs`.
-Keep this module cheap to import: import your torch extension inside the hooks that need it.
+Every hook below runs on the host as soon as the package is installed: attention is torch's SDPA
+(the reference, answered here as this plugin's own), memory is the host's, there are no patches.
+Replace one piece at a time; see the hook reference: docs/plugin_hooks.md in the rlport repository,
+or `python -m pydoc rlport.hookspecs`. Keep this module cheap to import: import your torch
+extension inside the hooks that need it.
 """
 
 from __future__ import annotations
@@ -42,9 +43,20 @@ from __future__ import annotations
 import os
 
 import rlport
-from rlport.types import Capabilities, DeviceInfo, Manifest, ProbeResult
+from rlport.types import (
+    AttentionBackend,
+    AttentionSpec,
+    Capabilities,
+    DeviceInfo,
+    Manifest,
+    MemoryBackend,
+    PatchSpec,
+    ProbeResult,
+)
 
 ENABLE = "RLPORT_{upper}_ON_HOST"
+#: Vendor plugins answer priority 100 and up (the built-in CPU plugin answers 0).
+PRIORITY = 100
 
 
 class {cls}Plugin:
@@ -54,20 +66,52 @@ class {cls}Plugin:
     def rlport_probe(self) -> ProbeResult:
         # TODO: detect your hardware (a driver file, a shared library) without importing heavy modules.
         if os.environ.get(ENABLE) == "1":
-            return ProbeResult(True, f"{{ENABLE}}=1: running on the host until the device probe is written", 1)
-        return ProbeResult(False, f"no {name} device detected (export {{ENABLE}}=1 to run on the host)")
+            reason = f"{{ENABLE}}=1: running on the host until the device probe is written"
+            return ProbeResult(True, reason, PRIORITY)
+        reason = f"no {name} device detected (export {{ENABLE}}=1 to run on the host)"
+        return ProbeResult(False, reason, PRIORITY)
 
     @rlport.hookimpl
     def rlport_device_info(self) -> DeviceInfo:
-        # TODO: device_type="{name}", device_module="torch.{name}", count=..., visible_devices_env=...
+        # TODO: device_type=..., device_module="torch.<module>", count=..., visible_devices_env=...
         return DeviceInfo(device_type="cpu", count=1, names=("{name} (host stand-in)",))
 
     @rlport.hookimpl
+    def rlport_attention_backend(self, spec: AttentionSpec) -> AttentionBackend | None:
+        # TODO: return your kernel for the specs it serves. Returning None defers a spec to the
+        # reference, which conformance never credits to this plugin: a claimed spec left to the
+        # reference fails. Until your kernel exists, serve the reference as your own answer:
+        from rlport.attention.sdpa import backend_for
+
+        return backend_for(spec)
+
+    @rlport.hookimpl
+    def rlport_memory_backend(self, device: DeviceInfo) -> MemoryBackend:
+        # TODO: a device with torch's mem_get_info/empty_cache: rlport.memory.DeviceModuleMemory(device).
+        from rlport.memory import HostMemory
+
+        return HostMemory()
+
+    @rlport.hookimpl
+    def rlport_patches(self) -> list[PatchSpec]:
+        # TODO: declare each change to third-party code as a PatchSpec (the core applies, verifies and
+        # reverts it; `rlport conformance` checks the target exists and a model's logits do not change).
+        return []
+
+    @rlport.hookimpl
     def rlport_capabilities(self) -> Capabilities:
-        # What you claim is tested as must-pass by `rlport conformance --plugin {name}`.
-        return Capabilities(dtypes=("float32",), head_dims=(64, 128), causal=True, gqa=True, varlen=True,
-                            sleep_tags=("weights",), collectives=("all_reduce", "all_gather", "reduce_scatter",
-                                                                  "broadcast"), rollout_engines=("hf",))
+        # What you claim is tested as must-pass by `rlport conformance --plugin {name}`;
+        # head_dims may hold ranges: rlport.types.HeadDimRange(32, 256, 8).
+        return Capabilities(
+            dtypes=("float32",),
+            head_dims=(64, 128),
+            causal=True,
+            gqa=True,
+            varlen=True,
+            sleep_tags=("weights",),
+            collectives=("all_reduce", "all_gather", "reduce_scatter", "broadcast"),
+            rollout_engines=("hf",),
+        )
 
 
 plugin = {cls}Plugin()
@@ -88,7 +132,7 @@ def test_plugin_is_selected_on_the_host(monkeypatch):
 '''
 
 README = """\
-# rlport-{name}
+# {distribution}
 
 rlport device plugin for {name}. Made with `rlport new-plugin {name}`.
 
@@ -101,14 +145,36 @@ Status: a scaffold. It has run on no {name} hardware yet; say so here until it h
 """
 
 
+#: Names the scaffold accepts: the entry-point names the packaging specification recommends
+#: (letters, digits, ``_``, ``.`` and ``-``), with a letter or digit at both ends so that the
+#: distribution ``rlport-NAME`` is a valid project name too.
+NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
+
+
+def names_for(name: str) -> dict[str, str]:
+    """The names derived from a plugin name: its distribution (``rlport-NAME`` normalised as pip
+    does), module (``rlport_<name with _>``), environment variable part and class name."""
+    if not NAME.fullmatch(name):
+        suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.-") or "mychip"
+        raise ConfigError(
+            f"plugin name {name!r} is not usable; expected letters, digits, '_', '.' and '-' (an entry-point "
+            "name), starting and ending with a letter or digit",
+            f"rlport new-plugin {suggestion}",
+        )
+    ident = re.sub(r"[^a-z0-9]+", "_", name.lower())
+    return {
+        "name": name,
+        "distribution": "rlport-" + re.sub(r"[-_.]+", "-", name).lower(),
+        "module": ident,
+        "upper": ident.upper(),
+        "cls": "".join(part.title() for part in ident.split("_") if part) or "Device",
+    }
+
+
 def new_plugin(name: str, dest: Path) -> Path:
     """Write the package ``rlport-NAME`` into ``dest/rlport-NAME`` and return that folder."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ConfigError(
-            f"plugin name {name!r} is not usable; expected lower-case letters, digits and _ , starting with a letter",
-            f"rlport new-plugin {re.sub(r'[^a-z0-9_]', '_', name.lower()).strip('_') or 'mychip'}",
-        )
-    root = dest / f"rlport-{name}"
+    fields: dict[str, object] = dict(names_for(name))
+    root = dest / str(fields["distribution"])
     if root.exists():
         raise ConfigError(
             f"{root} already exists; nothing was written", f"rlport new-plugin {name} --dest OTHER_DIR"
@@ -116,18 +182,10 @@ def new_plugin(name: str, dest: Path) -> Path:
     major = int(HOOK_API_VERSION.split(".")[0])
     from rlport._version import __version__
 
-    fields = {
-        "name": name,
-        "module": name,
-        "upper": name.upper(),
-        "cls": "".join(part.title() for part in name.split("_")),
-        "major": major,
-        "next_major": major + 1,
-        "core_version": __version__,
-    }
+    fields.update(major=major, next_major=major + 1, core_version=__version__)
     files = {
         "pyproject.toml": PYPROJECT,
-        f"src/rlport_{name}/__init__.py": MODULE,
+        f"src/rlport_{fields['module']}/__init__.py": MODULE,
         "tests/test_plugin.py": TEST,
         "README.md": README,
     }

@@ -288,12 +288,53 @@ class PatchSpec:
 
 
 @dataclass(frozen=True)
+class HeadDimRange:
+    """Every head dim from ``low`` to ``high`` (both included) that is a multiple of ``multiple``,
+    as one entry of :attr:`Capabilities.head_dims`: ``HeadDimRange(32, 256, 8)`` claims 32, 40, ...,
+    256. The conformance suite tests the ends and the head dims real models use inside it."""
+
+    low: int
+    high: int
+    multiple: int = 1
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(x, int) and x >= 1 for x in (self.low, self.high, self.multiple)):
+            raise ValueError(
+                f"HeadDimRange({self.low!r}, {self.high!r}, {self.multiple!r}): low, high and multiple "
+                "must be positive integers, for example HeadDimRange(32, 256, 8)"
+            )
+        if self.high < self.low or not self.values():
+            raise ValueError(
+                f"HeadDimRange({self.low}, {self.high}, {self.multiple}) holds no head dim; expected "
+                f"low <= high with a multiple of {self.multiple} between them"
+            )
+
+    def __contains__(self, dim: object) -> bool:
+        return isinstance(dim, int) and self.low <= dim <= self.high and dim % self.multiple == 0
+
+    def values(self) -> range:
+        """Every head dim of the range, smallest first."""
+        first = -(-self.low // self.multiple) * self.multiple
+        return range(first, self.high + 1, self.multiple)
+
+
+def claims_head_dim(head_dims: tuple[int | HeadDimRange, ...], dim: int) -> bool:
+    """Whether ``head_dims`` (a :attr:`Capabilities.head_dims` value) claims ``dim``."""
+    return any(dim in entry if isinstance(entry, HeadDimRange) else dim == entry for entry in head_dims)
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What a plugin claims, for the conformance suite. Every claim is tested as must-pass;
-    what is not claimed is probed and reported as a compatibility warning when it works."""
+    what is not claimed is probed and reported as a compatibility warning when it works.
+
+    ``head_dims`` lists head dims (ints) and/or ranges of them (:class:`HeadDimRange`), for example
+    ``(64, 128)`` or ``(HeadDimRange(32, 256, 8),)``. ``reduce_ops`` are the ``torch.distributed``
+    reduce operations the collectives backend implements (lower-case ``ReduceOp`` names); sum,
+    product, min and max are required, ``"avg"`` is optional (gloo has none)."""
 
     dtypes: tuple[str, ...] = ()
-    head_dims: tuple[int, ...] = ()
+    head_dims: tuple[int | HeadDimRange, ...] = ()
     causal: bool = True
     varlen: bool = False
     gqa: bool = False
@@ -301,5 +342,10 @@ class Capabilities:
     deterministic: bool = False
     sleep_tags: tuple[str, ...] = ()
     collectives: tuple[str, ...] = ()
+    reduce_ops: tuple[str, ...] = ("sum", "product", "min", "max")
     rollout_engines: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def claims_head_dim(self, dim: int) -> bool:
+        """Whether :attr:`head_dims` claims ``dim`` (listed, or inside a listed range)."""
+        return claims_head_dim(self.head_dims, dim)

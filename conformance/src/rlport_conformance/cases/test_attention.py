@@ -20,6 +20,8 @@ from rlport_conformance.tolerance import judge
 
 BATCH = 2
 SEQ = 97
+#: The name the core's reference plugin answers hooks under (``rlport.reference.NAME``).
+REFERENCE = "reference"
 
 
 def _spec(
@@ -50,10 +52,20 @@ def _resolve(rt: Any, case: CaseContext, spec: Any) -> Any:
         _refused(case, exc)
         return None
     answered = rt.attention_resolutions.get(spec)
-    case.metric(
-        backend=getattr(backend, "name", type(backend).__name__),
-        answered_by=answered.plugin if answered else None,
-    )
+    by = answered.plugin if answered else None
+    case.metric(backend=getattr(backend, "name", type(backend).__name__), answered_by=by)
+    if by == REFERENCE:
+        # The plugin deferred (its hook returned None) and the core's reference answered: nothing
+        # the reference does is credited to the plugin.
+        if case.claimed:
+            case.fail(
+                "claimed, but the plugin's rlport_attention_backend returned None for this spec and "
+                "the reference answered; return a backend (rlport.attention.sdpa.backend_for(spec) to "
+                "serve the reference as your own) or drop the claim"
+            )
+        else:
+            case.record(Status.NOT_SUPPORTED, "not claimed, and the plugin deferred it to the reference")
+        return None
     return backend
 
 
@@ -73,10 +85,19 @@ def _inputs(case: CaseContext, device: str, dtype: Any, b: int, h: int, kv: int,
 
 
 def _judge_dense(
-    case: CaseContext, out: Any, q: Any, k: Any, v: Any, *, causal: bool, window: int | None = None
+    case: CaseContext,
+    out: Any,
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    causal: bool,
+    window: int | None = None,
+    scale: float | None = None,
+    mask: Any = None,
 ) -> Status:
-    ref = am.reference(q, k, v, causal=causal, window=window)
-    plain = am.plain_error(q, k, v, ref, causal=causal, window=window)
+    ref = am.reference(q, k, v, causal=causal, window=window, scale=scale, mask=mask)
+    plain = am.plain_error(q, k, v, ref, causal=causal, window=window, scale=scale, mask=mask)
     judgement = judge(am.max_error(out, ref), plain, am.rounding_error(ref, q.dtype))
     case.judge(judgement)
     return judgement.status
@@ -137,44 +158,125 @@ def _is_unsupported(exc: BaseException) -> bool:
     return isinstance(exc, UnsupportedAttention)
 
 
-@pytest.mark.rlport_case("attention.decode")
-def test_decode(case: CaseContext, rt: Any, device: str) -> None:
-    """Causal attention with fewer queries than keys: bottom-right aligned (the decode shape)."""
-    f = case.facet
-    dtype = am.DTYPES[f["dtype"]]
-    backend = _resolve(rt, case, _spec(rt, {**f, "causal": True}))
-    if backend is None:
-        return
-    q, k, v = _inputs(case, device, dtype, BATCH, 4, 4, f["q_len"], f["k_len"], f["head_dim"])
+def _call(case: CaseContext, backend: Any, q: Any, k: Any, v: Any, **kwargs: Any) -> Any:
+    """``backend.forward`` with a typed refusal recorded (None) instead of raised."""
     try:
-        out = backend.forward(q, k, v, causal=True)
+        return backend.forward(q, k, v, **kwargs)
     except Exception as exc:
         if _is_unsupported(exc):
             _refused(case, exc)
-            return
+            return None
         raise
-    status = _judge_dense(case, out, q, k, v, causal=True)
-    _probe_outcome(case, status, "causal attention with q_len != k_len")
+
+
+@pytest.mark.rlport_case("attention.decode")
+def test_decode(case: CaseContext, rt: Any, device: str) -> None:
+    """One query over 1 to thousands of keys (bottom-right aligned: it sees the whole cache), on both
+    sides of powers of two, where split-KV kernels change how they split the keys."""
+    _causal_chunk(case, rt, device, "causal attention with q_len != k_len")
+
+
+@pytest.mark.rlport_case("attention.chunked_prefill")
+def test_chunked_prefill(case: CaseContext, rt: Any, device: str) -> None:
+    """A chunk of queries (1 < q_len < k_len) after a cached prefix: causal bottom-right aligned
+    (query i sits at key position i + k_len - q_len), alone and with the sliding window."""
+    window = case.facet["window"]
+    _causal_chunk(case, rt, device, "chunked prefill" + (f" with sliding window {window}" if window else ""))
+
+
+def _causal_chunk(case: CaseContext, rt: Any, device: str, what: str) -> None:
+    """Causal attention of ``q_len`` queries over ``k_len`` keys (and the facet's window, if any)."""
+    f = case.facet
+    dtype = am.DTYPES[f["dtype"]]
+    window = f.get("window")
+    backend = _resolve(rt, case, _spec(rt, {**f, "causal": True}, window=window))
+    if backend is None:
+        return
+    q, k, v = _inputs(case, device, dtype, BATCH, 4, 4, f["q_len"], f["k_len"], f["head_dim"])
+    out = _call(case, backend, q, k, v, causal=True)
+    if out is None:
+        return
+    status = _judge_dense(case, out, q, k, v, causal=True, window=window)
+    _probe_outcome(case, status, what)
+
+
+@pytest.mark.rlport_case("attention.scale")
+def test_scale(case: CaseContext, rt: Any, device: str) -> None:
+    """An explicit softmax ``scale`` (not 1/sqrt(head_dim)) is the one applied."""
+    _with_parameters(case, rt, device, None)
+
+
+@pytest.mark.rlport_case("attention.mask")
+def test_mask(case: CaseContext, rt: Any, device: str) -> None:
+    """Masks as the contract gives them: boolean (True = attend) differing per batch row, with one
+    query row that may attend nothing (it must return zeros); additive float masks (finite biases
+    and -inf), alone, with causality, and each kind with an explicit scale."""
+    kind = case.facet["mask"].split("-")[0]
+    out = _with_parameters(case, rt, device, kind)
+    if out is not None and kind == "bool":
+        b, row = am.EMPTY_ROW
+        empty = out[b, :, row].detach().double().abs().max().item()
+        case.check(
+            empty == 0.0,
+            f"batch {b} query {row} may attend no key (its mask row is all False) but got values up to "
+            f"{empty:.3g}; such a row must return zeros",
+            fully_masked_row_max=empty,
+        )
+
+
+def _with_parameters(case: CaseContext, rt: Any, device: str, mask_kind: str | None) -> Any:
+    """Dense attention with the facet's ``causal`` and ``scale`` and a mask of ``mask_kind`` (see
+    :func:`attention_math.make_mask`), judged; the output, or None when it was refused."""
+    f = case.facet
+    dtype = am.DTYPES[f["dtype"]]
+    backend = _resolve(rt, case, _spec(rt, f))
+    if backend is None:
+        return None
+    q, k, v = _inputs(case, device, dtype, BATCH, 4, 4, SEQ, SEQ, f["head_dim"])
+    mask = None
+    if mask_kind is not None:
+        mask = am.make_mask(mask_kind, BATCH, SEQ, SEQ, seed=am.seed_of(case.id) + 3, dtype=dtype).to(device)
+    out = _call(case, backend, q, k, v, causal=f["causal"], scale=f["scale"], mask=mask)
+    if out is not None:
+        _judge_dense(case, out, q, k, v, causal=f["causal"], scale=f["scale"], mask=mask)
+    return out
 
 
 def _packed(
-    case: CaseContext, device: str, dtype: Any, lengths: list[int], h: int, kv: int, d: int, pad: int
+    case: CaseContext,
+    device: str,
+    dtype: Any,
+    q_lengths: list[int],
+    k_lengths: list[int],
+    h: int,
+    kv: int,
+    d: int,
+    pad: int,
 ):
-    """Packed q/k/v for ``lengths`` plus ``pad`` trailing rows of NaN (which no valid token may read)."""
+    """Packed q (``q_lengths``) and k/v (``k_lengths``), each with ``pad`` trailing rows of NaN (which
+    no valid token may read), and their int32 cumulative lengths."""
     import torch
 
-    total = sum(lengths)
     seed = am.seed_of(case.id)
-    q = am.randn((total + pad, h, d), seed=seed, dtype=dtype, device=device)
-    k = am.randn((total + pad, kv, d), seed=seed + 1, dtype=dtype, device=device)
-    v = am.randn((total + pad, kv, d), seed=seed + 2, dtype=dtype, device=device)
-    for t in (q, k, v):
-        t[total:] = float("nan")
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
-    return q, k, v, cu
+    total_q, total_k = sum(q_lengths), sum(k_lengths)
+    q = am.randn((total_q + pad, h, d), seed=seed, dtype=dtype, device=device)
+    k = am.randn((total_k + pad, kv, d), seed=seed + 1, dtype=dtype, device=device)
+    v = am.randn((total_k + pad, kv, d), seed=seed + 2, dtype=dtype, device=device)
+    q[total_q:] = float("nan")
+    k[total_k:] = float("nan")
+    v[total_k:] = float("nan")
+
+    def cu(lengths: list[int]) -> Any:
+        return torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
+
+    return q, k, v, cu(q_lengths), cu(k_lengths)
 
 
 VARLEN_LENGTHS = [5, 17, 1, 33, 9]
+#: ``attention.varlen_qk``: per sequence fewer (or as many) queries than keys, as in chunked prefill
+#: of packed requests; causal is bottom-right aligned per sequence.
+VARLEN_Q_LENGTHS = [1, 5, 3, 17, 2]
+VARLEN_K_LENGTHS = [9, 5, 40, 33, 7]
 VARLEN_PAD = 3
 
 
@@ -182,6 +284,17 @@ VARLEN_PAD = 3
 def test_varlen(case: CaseContext, rt: Any, device: str) -> None:
     """Packed sequences: each matches its own dense reference, perturbing one sequence changes no
     other, trailing rows past ``cu_seqlens[-1]`` are zero, and the inputs are not written."""
+    _varlen(case, rt, device, VARLEN_LENGTHS, VARLEN_LENGTHS)
+
+
+@pytest.mark.rlport_case("attention.varlen_qk")
+def test_varlen_qk(case: CaseContext, rt: Any, device: str) -> None:
+    """As ``attention.varlen``, with ``cu_seqlens_q != cu_seqlens_k`` (each sequence has its own query
+    and key lengths)."""
+    _varlen(case, rt, device, VARLEN_Q_LENGTHS, VARLEN_K_LENGTHS)
+
+
+def _varlen(case: CaseContext, rt: Any, device: str, q_lengths: list[int], k_lengths: list[int]) -> None:
     import torch
 
     f = case.facet
@@ -191,20 +304,19 @@ def test_varlen(case: CaseContext, rt: Any, device: str) -> None:
     backend = _resolve(rt, case, spec)
     if backend is None:
         return
-    lengths, d, causal = VARLEN_LENGTHS, f["head_dim"], f["causal"]
-    q, k, v, cu = _packed(case, device, dtype, lengths, heads, kv, d, VARLEN_PAD)
-    copies = [t.clone() for t in (q, k, v, cu)]
-    longest = max(lengths)
+    d, causal = f["head_dim"], f["causal"]
+    q, k, v, cu_q, cu_k = _packed(case, device, dtype, q_lengths, k_lengths, heads, kv, d, VARLEN_PAD)
+    copies = [t.clone() for t in (q, k, v, cu_q, cu_k)]
 
     def run(q: Any, k: Any, v: Any) -> Any:
         return backend.forward_varlen(
             q,
             k,
             v,
-            cu_seqlens_q=cu,
-            cu_seqlens_k=cu,
-            max_seqlen_q=longest,
-            max_seqlen_k=longest,
+            cu_seqlens_q=cu_q,
+            cu_seqlens_k=cu_k,
+            max_seqlen_q=max(q_lengths),
+            max_seqlen_k=max(k_lengths),
             causal=causal,
         )
 
@@ -215,40 +327,40 @@ def test_varlen(case: CaseContext, rt: Any, device: str) -> None:
             _refused(case, exc)
             return
         raise
-    total = sum(lengths)
+    total = sum(q_lengths)
     if tuple(out.shape) != tuple(q.shape):
         case.fail(f"forward_varlen returned shape {tuple(out.shape)}, expected {tuple(q.shape)}")
         return
     # Per-sequence references.
     errors, plain_errors, rounding = [], [], []
-    starts = cu.tolist()
-    for i in range(len(lengths)):
-        s, e = starts[i], starts[i + 1]
-        qi, ki, vi = (t[s:e].transpose(0, 1)[None] for t in (q, k, v))
+    starts_q, starts_k = cu_q.tolist(), cu_k.tolist()
+    for i in range(len(q_lengths)):
+        qs, qe, ks, ke = starts_q[i], starts_q[i + 1], starts_k[i], starts_k[i + 1]
+        qi = q[qs:qe].transpose(0, 1)[None]
+        ki, vi = (t[ks:ke].transpose(0, 1)[None] for t in (k, v))
         ref = am.reference(qi, ki, vi, causal=causal)
-        errors.append(am.max_error(out[s:e].transpose(0, 1)[None], ref))
+        errors.append(am.max_error(out[qs:qe].transpose(0, 1)[None], ref))
         plain_errors.append(am.plain_error(qi, ki, vi, ref, causal=causal))
         rounding.append(am.rounding_error(ref, dtype))
     judgement = judge(max(errors), max(plain_errors), max(rounding))
     case.judge(judgement)
-    worst_seq = max(range(len(lengths)), key=errors.__getitem__)
+    worst_seq = max(range(len(q_lengths)), key=errors.__getitem__)
     if judgement.status is Status.FAIL:
         case.metric(worst_sequence=worst_seq, worst_sequence_error=errors[worst_seq])
     # Rows past the last sequence: exactly zero.
     tail = out[total:]
     case.check(
         bool(torch.all(tail == 0)),
-        f"rows past cu_seqlens[-1]={total} are not zero (written outside valid tokens)",
+        f"rows past cu_seqlens_q[-1]={total} are not zero (written outside valid tokens)",
     )
-    _unchanged(case, copies, [q, k, v, cu], "q,k,v,cu_seqlens")
+    _unchanged(case, copies, [q, k, v, cu_q, cu_k], "q,k,v,cu_seqlens_q,cu_seqlens_k")
     # Leakage: change sequence 3 (the longest); no other sequence's output may change at all.
     q2, k2, v2 = (t.clone() for t in (q, k, v))
-    s3, e3 = starts[3], starts[4]
-    for t in (q2, k2, v2):
-        t[s3:e3] = t[s3:e3] * -2 + 1
+    for t, starts in ((q2, starts_q), (k2, starts_k), (v2, starts_k)):
+        t[starts[3] : starts[4]] = t[starts[3] : starts[4]] * -2 + 1
     out2 = run(q2, k2, v2)
     others = torch.ones(total, dtype=torch.bool)
-    others[s3:e3] = False
+    others[starts_q[3] : starts_q[4]] = False
     leak = float(
         (out2[:total][others.to(out2.device)].double() - out[:total][others.to(out.device)].double())
         .abs()
@@ -365,20 +477,14 @@ def _reference_attention(
 @pytest.fixture(scope="module")
 def tiny_qwen2() -> Any:
     import torch
-    from transformers import AttentionInterface, AttentionMaskInterface, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AttentionInterface, AttentionMaskInterface, Qwen2ForCausalLM
     from transformers.masking_utils import sdpa_mask
+
+    from rlport_conformance.patch_equivalence import tiny_config
 
     AttentionInterface.register(_REFERENCE_IMPL, _reference_attention)
     AttentionMaskInterface.register(_REFERENCE_IMPL, sdpa_mask)
-    config = Qwen2Config(
-        vocab_size=101,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
+    config = tiny_config("qwen2", hidden_size=128)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
         model = Qwen2ForCausalLM(config).eval()
@@ -432,8 +538,9 @@ def test_transformers(case: CaseContext, rt: Any, device: str, tiny_qwen2: Any) 
 def test_attention_tflops(conformance: Any, rt: Any, device: str, perf: Any) -> None:
     """Forward TFLOP/s (flash-attention's FLOP count) per claimed dtype, causal and not; median of 5."""
     from rlport.types import AttentionSpec
+    from rlport_conformance.plan import claimed_head_dims
 
-    dims = conformance.declared.get("head_dims") or [64]
+    dims = claimed_head_dims(conformance.declared) or [64]
     head_dim = 128 if 128 in dims else dims[0]
     b, h, s = 1, 8, 1024
     for name in conformance.declared.get("dtypes", []):

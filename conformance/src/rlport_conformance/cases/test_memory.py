@@ -189,3 +189,157 @@ def test_untagged_untouched(case: CaseContext, rt: Any, device: str) -> None:
     after = [torch.equal(_bits(t), b) for t, b in zip(untagged, before, strict=True)]
     case.check(all(during) and all(sizes), "untagged tensors changed or were released while the tag slept")
     case.check(all(after), "untagged tensors changed across sleep and wake")
+
+
+#: ``memory.os_figures``: the plugin's free host memory may differ from the operating system's own
+#: figure (psutil's ``available``, the kernel's MemAvailable) by at most this share of the total
+#: (or HOST_FREE_FLOOR bytes, whichever is larger), and its total not at all.
+HOST_FREE_TOLERANCE = 0.02
+HOST_FREE_FLOOR = 256 * 1024 * 1024
+#: Bytes held (allocated and touched) to see that held memory is not reported free, and the share
+#: of them the reported free memory must drop by.
+HELD_BYTES = 128 * 1024 * 1024
+HELD_SHARE = 0.5
+HELD_BLOCKS = 4
+
+
+@pytest.mark.rlport_case("memory.os_figures")
+def test_os_figures(case: CaseContext, rt: Any, device: str) -> None:
+    """Memory still held is never reported free. Where the device is the host, free and total
+    memory agree with the operating system's own figures (psutil, read just before and after the
+    plugin's), idle and again while HELD_BLOCKS blocks of HELD_BYTES are held. On another device
+    (no independent source is consulted yet), after ``empty_cache`` each block held lowers the
+    reported free memory by at least HELD_SHARE of its size (median over the blocks)."""
+    import torch
+
+    host = rt.device.device_type == "cpu"
+    if host:
+        _against_os(case, rt, "idle")
+    else:
+        case.metric(os_source=f"none for device type {rt.device.device_type!r}: held-memory check only")
+        rt.memory.empty_cache()
+    held = min(HELD_BYTES, rt.memory.mem_info().free_bytes // 16)
+    blocks, drops = [], []
+    for i in range(HELD_BLOCKS):  # all kept until the end
+        before = rt.memory.mem_info().free_bytes
+        blocks.append(torch.full((held // 4,), float(i + 1), device=device))  # touched pages
+        drops.append((before - rt.memory.mem_info().free_bytes) / held)
+    if host:
+        _against_os(case, rt, f"holding {HELD_BLOCKS} x {held} bytes")
+    else:
+        share = statistics.median(drops)
+        case.check(
+            share >= HELD_SHARE,
+            f"holding blocks of {held} bytes lowered mem_info() free memory by a median {share:.1%} of "
+            f"each (need {HELD_SHARE:.0%}): memory still held is reported free",
+            held_share=share,
+            held_bytes=held,
+        )
+    del blocks
+    rt.memory.empty_cache()
+
+
+def _against_os(case: CaseContext, rt: Any, when: str) -> None:
+    """The plugin's host memory figures against psutil's, read around them."""
+    import psutil
+
+    first = psutil.virtual_memory()
+    info = rt.memory.mem_info()
+    second = psutil.virtual_memory()
+    low, high = min(first.available, second.available), max(first.available, second.available)
+    slack = max(HOST_FREE_TOLERANCE * first.total, HOST_FREE_FLOOR)
+    off = max(low - info.free_bytes, info.free_bytes - high, 0)
+    key = when.split()[0]
+    case.metric(
+        os_source="psutil.virtual_memory",
+        os_total=first.total,
+        **{f"{key}_os_available": [first.available, second.available], f"{key}_free_bytes": info.free_bytes},
+    )
+    case.check(
+        info.total_bytes == first.total,
+        f"{when}: mem_info() total {info.total_bytes} bytes, the operating system says {first.total}",
+    )
+    case.check(
+        off <= slack,
+        f"{when}: mem_info() free {info.free_bytes} bytes is {off} bytes away from the operating system's "
+        f"available memory ({low}..{high}); allowed {slack:.0f} (max({HOST_FREE_TOLERANCE:.0%} of total, "
+        f"{HOST_FREE_FLOOR >> 20} MiB)): memory still held is reported free",
+        **{f"{key}_free_off_bytes": off},
+    )
+
+
+def _roundtrip(
+    case: CaseContext, rt: Any, tag: str, tensors: list[Any], what: str, expected: Any = None
+) -> None:
+    """Sleep and wake ``tensors`` under ``tag``; each must come back bit for bit, each its own bytes.
+    ``expected(i)`` is tensor ``i``'s content check (default: a snapshot taken before sleep)."""
+    import torch
+
+    if expected is None:
+        before = [_bits(t) for t in tensors]
+
+        def expected(i: int) -> bool:
+            return torch.equal(_bits(tensors[i]), before[i])
+
+    memory = rt.tagged_memory()
+    memory.register(tag, tensors)
+    memory.sleep(tag)
+    held = sum(t.untyped_storage().nbytes() for t in tensors)
+    case.check(held == 0, f"{what}: tagged storage still holds {held} bytes while asleep")
+    memory.wake_up(tag)
+    wrong = [i for i in range(len(tensors)) if not expected(i)]
+    case.check(
+        not wrong,
+        f"{what}: after wake_up({tag!r}) {len(wrong)} of {len(tensors)} tensors differ from before sleep "
+        f"(first: {wrong[:5]})",
+        wrong_tensors=len(wrong),
+    )
+
+
+@pytest.mark.rlport_case("memory.large_tensor")
+def test_large_tensor(case: CaseContext, rt: Any, device: str) -> None:
+    """One tensor larger than any plausible staging buffer (hundreds of MiB, at most a quarter of the
+    free memory) round-trips bit for bit."""
+    import torch
+
+    nbytes = min(case.facet["nbytes"], rt.memory.mem_info().free_bytes // 4) // 4 * 4
+    tensor = torch.arange(nbytes // 4, dtype=torch.int32, device=device)  # every element its own value
+    case.metric(nbytes=nbytes)
+
+    def intact(_: int, step: int = 1 << 23) -> bool:  # compared in 32 MiB pieces: no second copy
+        return all(
+            torch.equal(
+                tensor[i : i + step].cpu(), torch.arange(i, min(i + step, tensor.numel()), dtype=torch.int32)
+            )
+            for i in range(0, tensor.numel(), step)
+        )
+
+    _roundtrip(case, rt, case.facet["tag"], [tensor], f"one tensor of {nbytes} bytes", intact)
+
+
+@pytest.mark.rlport_case("memory.many_tensors")
+def test_many_tensors(case: CaseContext, rt: Any, device: str) -> None:
+    """Many tensors of one size, each with its own bytes, come back each to its own (a pool of
+    staging buffers keyed by size must not hand one tensor's bytes to another)."""
+    import torch
+
+    count, nbytes = case.facet["count"], case.facet["nbytes"]
+    base = torch.arange(nbytes // 4, dtype=torch.int32)
+    tensors = [(base + i * (nbytes // 4)).to(device) for i in range(count)]
+    _roundtrip(case, rt, case.facet["tag"], tensors, f"{count} tensors of {nbytes} bytes")
+
+
+@pytest.mark.rlport_case("memory.dtype_roundtrip")
+def test_dtype_roundtrip(case: CaseContext, rt: Any, device: str) -> None:
+    """A claimed dtype's tensors, with signed zeros, infinities, NaN and subnormals among random
+    values, round-trip bit for bit."""
+    import torch
+
+    from rlport_conformance.attention_math import DTYPES
+
+    dtype = DTYPES[case.facet["dtype"]]
+    tensor = _random(100_003, dtype, device, 17)
+    tiny = torch.finfo(dtype).tiny
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), tiny / 2, -tiny / 4])
+    tensor[: special.numel()] = special.to(dtype).to(device)
+    _roundtrip(case, rt, case.facet["tag"], [tensor, tensor[1000:2000].clone()], f"{dtype} tensors")

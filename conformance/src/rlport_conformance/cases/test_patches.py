@@ -1,5 +1,7 @@
-"""Patches case: in a fresh subprocess (so nothing of this process leaks in or out), every patch the
-active plugins declare applies, verifies, and reverts to the original object."""
+"""Patches cases, from one fresh subprocess (so nothing of this process leaks in or out): every patch
+the active plugins declare applies, verifies, and reverts to the original object; every declared
+target exists in the installed version; tiny real Qwen2 and Llama models give the same logits
+patched as unpatched."""
 
 from __future__ import annotations
 
@@ -11,25 +13,36 @@ from typing import Any
 
 import pytest
 
+from rlport_conformance.plan import PATCH_MODELS
 from rlport_conformance.recorder import CaseContext
 from rlport_conformance.status import Status
 
 
-@pytest.mark.rlport_case("patches.roundtrip")
-def test_roundtrip(case: CaseContext, rt: Any) -> None:
+def _subprocess(module: str, *args: str) -> dict[str, Any]:
+    """Run ``python -m module args`` in a fresh process; its last stdout line is a JSON object (or
+    ``{"error": ...}`` when it printed none)."""
     env = dict(os.environ)
     env.pop("RLPORT_SUMMARY_SHOWN", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "rlport_conformance.patch_check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=240
     )
     if proc.returncode != 0 or not proc.stdout.strip():
-        case.fail(f"the patch check subprocess exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        return {"error": f"{module} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def patch_run() -> dict[str, Any]:
+    """One run of :mod:`rlport_conformance.patch_check` (with every model family) for all patch cases."""
+    return _subprocess("rlport_conformance.patch_check", *PATCH_MODELS)
+
+
+@pytest.mark.rlport_case("patches.roundtrip")
+def test_roundtrip(case: CaseContext, rt: Any, patch_run: dict[str, Any]) -> None:
+    if "error" in patch_run:
+        case.fail(f"the patch check subprocess failed: {patch_run['error']}")
         return
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = patch_run
     patches = result["patches"]
     mine = [p for p in patches if p["plugin"] in rt.active_plugins]
     case.metric(
@@ -54,3 +67,52 @@ def test_roundtrip(case: CaseContext, rt: Any) -> None:
     case.check(not result["problems"], "; ".join(result["problems"]))
     if not mine:
         case.passed("the plugin declares no patches")
+
+
+@pytest.mark.rlport_case("patches.targets")
+def test_targets(case: CaseContext, rt: Any, patch_run: dict[str, Any]) -> None:
+    """Every declared patch target exists in the installed version of its distribution, where that
+    version is inside the patch's declared ``versions`` (an ``added`` target: its parent exists and
+    the name is free)."""
+    if "error" in patch_run:
+        case.fail(f"the patch check subprocess failed: {patch_run['error']}")
+        return
+    mine = [t for t in patch_run["targets"] if t["plugin"] in rt.active_plugins]
+    checked = [t for t in mine if t["in_range"]]
+    case.metric(declared=len(mine), checked=[t["target"] for t in checked])
+    for t in checked:
+        what = (
+            "its parent is missing or the name is already taken"
+            if t["action"] == "added"
+            else "it does not exist"
+        )
+        case.check(
+            t["ok"],
+            f"{t['target']} ({t['action']}, plugin {t['plugin']}): {what} in the installed "
+            f"{t['distribution']} {t['installed']}, which the patch declares it is right for ({t['versions']})",
+        )
+    if not checked:
+        case.passed("no declared patch applies to an installed version")
+
+
+@pytest.mark.rlport_case("patches.model_equivalence")
+def test_model_equivalence(case: CaseContext, patch_run: dict[str, Any]) -> None:
+    """A tiny real transformers model of the family gives, with the plugins' patches applied, the
+    logits it gives without them, within the attention tolerance rule against float64."""
+    from rlport_conformance.tolerance import judge
+
+    if "error" in patch_run:
+        case.fail(f"the patch check subprocess failed: {patch_run['error']}")
+        return
+    equivalence_run = patch_run["equivalence"]
+    family = equivalence_run["families"][case.facet["family"]]
+    case.metric(applied=equivalence_run["applied"], device=equivalence_run["device"])
+    judgement = judge(family["error"], family["reference_error"], family["rounding"])
+    if judgement.message:
+        applied = ", ".join(equivalence_run["applied"]) or "none"
+        judgement = type(judgement)(
+            judgement.status,
+            judgement.metrics,
+            f"patched logits (patches applied: {applied}) differ from the unpatched model's: {judgement.message}",
+        )
+    case.judge(judgement)

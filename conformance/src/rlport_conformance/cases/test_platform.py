@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from rlport_conformance.plan import COLLECTIVES, DTYPES
+from rlport_conformance.plan import COLLECTIVES, DTYPES, REDUCE_OPS, REQUIRED_REDUCE_OPS
 from rlport_conformance.recorder import CaseContext
 
 
@@ -106,7 +106,7 @@ def test_environment(case: CaseContext, rt) -> None:
 
 @pytest.mark.rlport_case("platform.capabilities")
 def test_capabilities(case: CaseContext, rt) -> None:
-    from rlport.types import Capabilities
+    from rlport.types import Capabilities, HeadDimRange
 
     answer = rt.resolve("rlport_capabilities")
     caps = answer.value
@@ -118,8 +118,14 @@ def test_capabilities(case: CaseContext, rt) -> None:
     unknown = [d for d in caps.dtypes if d not in (*DTYPES, "float64")]
     case.check(not unknown, f"unknown dtypes {unknown}; expected names among {DTYPES}")
     case.check(bool(caps.head_dims), "no head dim declared (Capabilities.head_dims is empty)")
-    bad = [d for d in caps.head_dims if not isinstance(d, int) or d < 1]
-    case.check(not bad, f"head dims must be positive ints, got {bad}")
+    bad = [d for d in caps.head_dims if not isinstance(d, HeadDimRange) and (not isinstance(d, int) or d < 1)]
+    case.check(not bad, f"head dims must be positive ints or rlport.types.HeadDimRange, got {bad}")
+    odd_reduce = [op for op in caps.reduce_ops if op not in ("sum", *REDUCE_OPS)]
+    case.check(
+        not odd_reduce, f"unknown reduce ops {odd_reduce}; expected among sum, {', '.join(REDUCE_OPS)}"
+    )
+    missing_reduce = [op for op in REQUIRED_REDUCE_OPS if op not in caps.reduce_ops]
+    case.check(not missing_reduce, f"reduce ops {missing_reduce} are required but not declared in reduce_ops")
     odd_ops = [op for op in caps.collectives if op not in COLLECTIVES]
     case.check(not odd_ops, f"unknown collectives {odd_ops}; expected among {COLLECTIVES}")
     offered = rt.rollout_engines()

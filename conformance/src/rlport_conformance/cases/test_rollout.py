@@ -18,6 +18,7 @@ continuation, so low-precision near-ties cannot flip a token.
 from __future__ import annotations
 
 import contextlib
+import functools
 import statistics
 import tempfile
 import time
@@ -51,7 +52,9 @@ class Models:
     engines: dict[str, Any] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=8)
 def _trainer(folder: Path, dtype: Any, impl: str) -> Any:
+    """The trainer's model of ``folder`` (loaded once per folder, dtype and attention; only read)."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=impl).eval()
@@ -374,3 +377,75 @@ def test_independent_samples(case: CaseContext, rt: Any, models: Models) -> None
         "another prompt_offset (the next worker's slice of a batch) repeated every sample "
         f"(chance if independent <= {bounds['repeated_call']:.2g})",
     )
+
+
+#: ``rollout.sampling``: prompts x samples x tokens sampled with the case's filters.
+FILTER_SAMPLES = 2
+FILTER_TOKENS = 8
+
+
+@pytest.mark.rlport_case("rollout.sampling")
+def test_sampling(case: CaseContext, rt: Any, models: Models) -> None:
+    """Sampling with temperature != 1, top_k and top_p: every sampled token is one the filters allow
+    (in the raw top_k; inside the nucleus of the tempered distribution, with a margin for rounding),
+    and the returned logprobs are the model's raw ones (log_softmax at temperature 1, unfiltered: what
+    the trainer computes), the same rule as greedy agreement against a float64 trainer."""
+    import torch
+
+    from rlport.rollout.protocol import SamplingParams
+
+    if not _ready(case, models):
+        return
+    assert models.folder_a is not None
+    f = case.facet
+    engine = _engine(rt, models, f["engine"])
+    params = SamplingParams(
+        n=FILTER_SAMPLES,
+        temperature=f["temperature"],
+        top_k=f["top_k"],
+        top_p=f["top_p"],
+        max_new_tokens=FILTER_TOKENS,
+        seed=5,
+    )
+    groups = engine.generate(models.prompts, params)
+    prompts = [p for p, gens in zip(models.prompts, groups, strict=True) for _ in gens]
+    outputs = [g for gens in groups for g in gens]
+    lengths = sorted({len(g.token_ids) for g in outputs})
+    if len(outputs) != len(models.prompts) * FILTER_SAMPLES or lengths != [FILTER_TOKENS]:
+        case.fail(
+            f"asked for {len(models.prompts)} prompts x {FILTER_SAMPLES} samples x {FILTER_TOKENS} tokens, "
+            f"got {len(outputs)} generations of lengths {lengths}"
+        )
+        return
+    ref = _teacher_forced(models.folder_a, torch.float64, "eager", prompts, outputs)
+    plain = _teacher_forced(models.folder_a, torch.float32, "eager", prompts, outputs)
+    engine_err = plain_err = rounding = 0.0
+    outside: list[str] = []
+    for s, (gen, lp64, lp32) in enumerate(zip(outputs, ref, plain, strict=True)):
+        for j, token in enumerate(gen.token_ids):
+            raw = lp64[j]
+            if f["top_k"] and float(raw[token]) < float(raw.topk(f["top_k"]).values[-1]) - 1e-6:
+                outside.append(f"sample {s} step {j}: token {token} is not in the raw top-{f['top_k']}")
+            if f["top_p"] < 1.0:
+                probs = torch.softmax(raw / f["temperature"], dim=-1)
+                before = float(probs[probs > probs[token] * (1 + 1e-6)].sum())
+                if before >= f["top_p"] + 1e-4:
+                    outside.append(
+                        f"sample {s} step {j}: token {token} lies outside the top_p={f['top_p']} nucleus "
+                        f"(mass before it {before:.4f})"
+                    )
+            engine_err = max(engine_err, abs(gen.logprobs[j] - float(raw[token])))
+            plain_err = max(plain_err, abs(float(lp32[j, token]) - float(raw[token])))
+            value = raw[token].clone()
+            rounding = max(rounding, float((value.float().double() - value).abs()))
+    case.metric(tokens=sum(len(g.token_ids) for g in outputs))
+    case.check(not outside, "sampled tokens the filters exclude: " + "; ".join(outside[:5]))
+    judgement = judge(engine_err, plain_err, rounding)
+    if judgement.message:
+        judgement = type(judgement)(
+            judgement.status,
+            judgement.metrics,
+            "returned logprobs are not the model's raw logprobs (temperature 1, no top-k/top-p): "
+            + judgement.message,
+        )
+    case.judge(judgement, prefix="logprob_")

@@ -94,7 +94,7 @@ class CpuPlugin:
     def rlport_capabilities(self) -> Capabilities:
         return Capabilities(
             dtypes=("float32", "bfloat16", "float16"),
-            head_dims=(32, 40, 64, 72, 80, 96, 128, 256),
+            head_dims=(32, 40, 64, 72, 80, 96, 128, 160, 192, 256),
             causal=True,
             varlen=True,
             gqa=True,
@@ -102,6 +102,7 @@ class CpuPlugin:
             deterministic=True,
             sleep_tags=("weights", "kv_cache"),
             collectives=("all_reduce", "all_gather", "reduce_scatter", "broadcast"),
+            reduce_ops=("sum", "product", "min", "max", "avg"),
             rollout_engines=("hf",),
         )
 

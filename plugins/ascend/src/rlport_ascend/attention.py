@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from rlport.attention import masks
-from rlport.attention.checks import check_dense, check_varlen
+from rlport.attention.checks import check_dense_fast, check_varlen
 from rlport.attention.sdpa import SdpaBackend
 from rlport.types import AttentionSpec
 
@@ -85,7 +85,7 @@ class FusionAttention:
         scale: float | None = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_dense(q, k, v, mask)
+        check_dense_fast(q, k, v, mask)
         lq, lk = q.shape[2], k.shape[2]
         scale = _scale(q, scale)
         if mask is None and lq == 1 and self.window is None:
