@@ -299,7 +299,7 @@ def rlport_optimizer(name: str, device: DeviceInfo, strategy: str) -> Any | None
 
     :return: a callable ``factory(params, *, lr, betas, weight_decay) -> torch.optim.Optimizer``.
         First answer wins; the reference builds ``torch.optim.AdamW`` with ``fused=True`` where
-        torch has a fused kernel for the device, else ``foreach=True``.
+        torch has a fused kernel for the accelerator, else (and on the host) ``foreach=True``.
     """
 
 
