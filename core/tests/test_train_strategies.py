@@ -1,5 +1,5 @@
 """Training strategies (``actor.strategy``): FSDP2 and DDP over two gloo ranks compute what one
-process computes on the same batch; the engine serves the trainer's weights after a sync; the demo
+process computes on the same batch (the actor, and PPO's critic); the engine serves the trainer's weights after a sync; the demo
 learns with each strategy; strategies a device cannot run are refused before any work.
 
 The two-rank runs are real ``torch.distributed`` process groups (gloo, on CPU) started with
@@ -22,6 +22,7 @@ from rich.console import Console
 from rlport.errors import ConfigError
 from rlport.train.actor import Actor, Sample
 from rlport.train.cli import build_config
+from rlport.train.critic import Critic
 from rlport.train.trainer import Trainer
 
 #: AdamW's first step moves every weight by about lr (m / sqrt(v) is about sign(g)), so weights are
@@ -48,7 +49,8 @@ def _samples() -> list[Sample]:
     for i in range(8):
         prompt = torch.randint(3, 100, (5 + i % 3,), generator=g).tolist()
         response = torch.randint(3, 100, (6,), generator=g).tolist()
-        out.append(Sample(prompt, response, [0.0] * 6, advantage=float(i % 4) - 1.5))
+        returns = [float((i + k) % 3) - 1.0 for k in range(6)]  # the critic's targets
+        out.append(Sample(prompt, response, [0.0] * 6, advantage=float(i % 4) - 1.5, returns=returns))
     return out
 
 
@@ -61,6 +63,8 @@ def _cfg(model: Path, strategy: str, workers: int) -> Any:
             f"actor.lr={LR}",
             "actor.micro_batch_size=2",  # two micro-batches per rank: accumulation is exercised
             "actor.grad_clip=0.5",  # clipping on (sharded) gradients is exercised
+            f"critic.lr={LR}",
+            "critic.micro_batch_size=2",
             "model.attn_implementation=sdpa",
         ],
         demo=False,
@@ -93,9 +97,23 @@ def _train(model: Path, strategy: str, rank: int, world: int, out: Path) -> None
         local(v) for st in actor.optimizer.state.values() for v in st.values() if v.dim() > 0
     )
     share_held = held / (3 * sum(t.numel() for t in weights.values()))
+    # the critic on the same strategy: its new value head is drawn alike on every rank
+    torch.manual_seed(0)
+    critic = Critic(actor.cfg, device="cpu", rank=rank, world=world, rt=rt)
+    critic_start = {name: t.clone() for name, t in critic.full_parameters()}
+    stats.update(critic.update(share, critic.values(share)))
+    critic_weights = {name: t.clone() for name, t in critic.full_parameters()}
     if rank == 0:
         torch.save(
-            {"stats": stats, "weights": weights, "optimizer": actor.optimizer_name, "held": share_held}, out
+            {
+                "stats": stats,
+                "weights": weights,
+                "optimizer": actor.optimizer_name,
+                "held": share_held,
+                "critic_start": critic_start,
+                "critic": critic_weights,
+            },
+            out,
         )
 
 
@@ -149,6 +167,17 @@ def test_two_ranks_match_one_process(
     assert s1["actor/grad_norm"] > 0.5  # clipping took effect (grad_clip=0.5)
     # parameters + AdamW state per rank: 1/2 of a replica under fsdp (tied or uneven shards aside)
     assert two["held"] == pytest.approx(0.5 if strategy == "fsdp" else 1.0, abs=0.02)
+    # the critic (PPO's value model) on the same strategy: the same start and the same update
+    assert two["critic"].keys() == single["critic"].keys() and "score.weight" in two["critic"]
+    for name, start in single["critic_start"].items():
+        assert torch.equal(two["critic_start"][name], start), name
+        err = float((two["critic"][name] - single["critic"][name]).abs().max()) / LR
+        assert err <= UPDATE_TOL, f"{strategy}: critic {name} update differs by {err:.2e} x lr"
+    head_moved = float(
+        (single["critic"]["score.weight"] - single["critic_start"]["score.weight"]).abs().max()
+    )
+    assert head_moved > LR / 2, "the critic's update did not move its head"
+    assert abs(s2["critic/grad_norm"] - s1["critic/grad_norm"]) <= 1e-4 * s1["critic/grad_norm"]
 
 
 def _engine_rank(rank: int, model: Path, store: str, out: Path) -> None:
