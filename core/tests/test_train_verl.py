@@ -4,7 +4,6 @@ docs/from-verl.md's key table in sync; verl's GRPO quickstart run to the end on 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -259,8 +258,8 @@ def test_verl_grpo_quickstart_runs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_verl_ppo_quickstart_runs(tmp_path: Path) -> None:
     """docs/from-verl.md's verl PPO command (critic included), with the local paths and small
-    sizes its table lists, runs to the end as PPO: the critic trains (its loss is logged) and is
-    saved beside the actor."""
+    sizes its table lists, runs to the end as PPO: the critic trains (its loss is on each step's
+    console line; the command logs to the console only) and is saved beside the actor."""
     model, train, test = _demo_files(tmp_path)
     local = {
         "data.train_files": str(train),
@@ -281,8 +280,5 @@ def test_verl_ppo_quickstart_runs(tmp_path: Path) -> None:
     assert "note: algorithm.adv_estimator=gae" in log
     assert "step 2/2" in log and "validation at step 2" in log
     assert log.count("vf_loss") == 2, log[-2000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "critic/vf_loss" in r] == [1, 2]
-    assert [r["critic/updates"] for r in rows] == [2, 2]  # 8 prompts, 4 per update (the actor's), one epoch
     step = out / "checkpoints" / "step_2"
     assert (step / "model.safetensors").is_file() and (step / "critic" / "model.safetensors").is_file()
