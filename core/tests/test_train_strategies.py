@@ -54,9 +54,10 @@ def _samples() -> list[Sample]:
     return out
 
 
-def _cfg(model: Path, strategy: str, workers: int) -> Any:
+def _cfg(model: Path, strategy: str, workers: int, *extra: str) -> Any:
     return build_config(
         [
+            *extra,
             f"model.path={model}",
             f"actor.strategy={strategy}",
             f"trainer.workers={workers}",
@@ -305,3 +306,58 @@ def test_reference_optimizer_is_adamw_on_its_fastest_path() -> None:
     fused = has_fused_adamw("cpu")
     assert opt.defaults["fused"] is (True if fused else None) or opt.defaults["fused"] == fused
     assert opt.defaults["foreach"] is (None if fused else True)
+
+
+def test_token_budget_micro_batches_by_hand() -> None:
+    from rlport.train.batching import token_budget_chunks
+
+    # budget 12: [5, 6] pads to 2 x 6 = 12; adding 7 would be 3 x 7 = 21; [7] then [3] gives 2 x 7 = 14
+    assert token_budget_chunks([5, 6, 7, 3, 2, 2], 12) == [[0, 1], [2], [3, 4, 5]]
+    assert token_budget_chunks([20, 1], 12) == [[0], [1]]  # longer than the budget: alone
+    assert token_budget_chunks([], 12) == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (
+            "actor.use_dynamic_bsz=true",
+            "actor.ppo_max_token_len_per_gpu=40",
+            "data.max_prompt_length=7",
+            "rollout.max_new_tokens=6",
+        ),
+        ("actor.gradient_checkpointing=true",),
+    ],
+)
+def test_dynamic_batches_and_checkpointing_keep_the_update(
+    extra: tuple[str, ...], model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Micro-batches by token budget (here 40 tokens: 3 of the 11 to 13 token rollouts, not
+    actor.micro_batch_size=2) and gradient checkpointing change how the gradients are computed,
+    not the update: the weights after one update equal those of the plain run."""
+    import rlport
+
+    rt = rlport.init()
+    calls: list[int] = []
+    original = Actor._micro_step
+
+    def counted(self: Actor, chunk: list[Sample], *args: Any) -> Any:
+        calls.append(len(chunk))
+        return original(self, chunk, *args)
+
+    monkeypatch.setattr(Actor, "_micro_step", counted)
+    runs = {}
+    for name, overrides in (("plain", ()), ("changed", extra)):
+        calls.clear()
+        actor = Actor(_cfg(model, "replicated", 1, *overrides), path=str(model), device="cpu", rt=rt)
+        samples = _samples()
+        actor.update(samples, actor.logprobs(samples))
+        runs[name] = ({n: t.clone() for n, t in actor.full_parameters()}, list(calls), actor)
+    plain, changed = runs["plain"], runs["changed"]
+    assert plain[1] == [2, 2, 2, 2]
+    if "actor.use_dynamic_bsz=true" in extra:
+        assert changed[1] == [3, 3, 2], changed[1]  # 3 x 13 <= 40 tokens
+    else:
+        assert changed[2].module.is_gradient_checkpointing and not plain[2].module.is_gradient_checkpointing
+    for n, w in plain[0].items():
+        assert torch.allclose(changed[0][n], w, atol=LR * UPDATE_TOL), n

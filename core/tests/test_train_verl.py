@@ -45,7 +45,7 @@ def test_every_verl_key_has_a_rule_and_its_default_loads() -> None:
 def test_refusals_say_why_or_which_issue() -> None:
     cases = {
         "critic.optim.lr_scheduler_type": "cosine",
-        "critic.ppo_max_token_len_per_gpu": 4096,
+        "critic.model.lora_rank": 8,
         "algorithm.filter_groups.enable": True,
         "actor_rollout_ref.model.lora_rank": 8,
         "actor_rollout_ref.rollout.tensor_model_parallel_size": 2,

@@ -187,6 +187,12 @@ class ActorConfig:
         ge=0,
     )
     micro_batch_size: int = setting(16, "sequences per forward/backward (gradients accumulate)", ge=1)
+    use_dynamic_bsz: bool = setting(
+        False, "micro-batches by token budget (ppo_max_token_len_per_gpu) instead of micro_batch_size"
+    )
+    ppo_max_token_len_per_gpu: int = setting(
+        16384, "use_dynamic_bsz: tokens per micro-batch (sequences x longest, padding included)", ge=1
+    )
     offload: bool | None = setting(None, "park actor/reference weights during rollout; null: only off-host")
     gradient_checkpointing: bool = setting(
         False, "recompute activations in the backward pass (less memory, more compute)"
@@ -208,6 +214,10 @@ class CriticConfig:
     )
     mini_batches: int = setting(0, "critic updates per epoch; 0: actor.mini_batches", ge=0)
     micro_batch_size: int = setting(16, "sequences per critic forward/backward", ge=1)
+    use_dynamic_bsz: bool = setting(False, "the critic's micro-batches by token budget")
+    ppo_max_token_len_per_gpu: int = setting(
+        32768, "use_dynamic_bsz: tokens per critic micro-batch (sequences x longest)", ge=1
+    )
     cliprange_value: float = setting(
         0.5, "new values are clipped to the rollout's values +- this in the value loss", ge=0
     )
@@ -521,6 +531,18 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
                 "trainer.critic_warmup_steps=0 (or algorithm.adv_estimator=gae)",
             )
         )
+    longest = d.max_prompt_length + r.max_new_tokens
+    for section in ("actor", "critic"):
+        sec = getattr(cfg, section)
+        if sec.use_dynamic_bsz and sec.ppo_max_token_len_per_gpu < longest:
+            out.append(
+                _problem(
+                    f"{section}.ppo_max_token_len_per_gpu",
+                    sec.ppo_max_token_len_per_gpu,
+                    f"at least the longest sequence, data.max_prompt_length + rollout.max_new_tokens ({longest})",
+                    f"{section}.ppo_max_token_len_per_gpu={longest}",
+                )
+            )
     unknown = [name for name in t.logger if name not in LOGGERS]
     if unknown:
         out.append(

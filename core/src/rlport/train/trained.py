@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rlport.train.batching import token_budget_chunks
 from rlport.train.config import TrainConfig
 from rlport.train.strategies import Strategy, build, unwrap
 
@@ -45,6 +46,7 @@ class Optim:
     epochs: int
     mini_batches: int
     micro_batch_size: int
+    token_budget: int = 0  # use_dynamic_bsz: tokens per micro-batch instead of micro_batch_size
 
     @classmethod
     def of(cls, section: Any, mini_batches: int) -> Optim:
@@ -57,6 +59,7 @@ class Optim:
             epochs=section.ppo_epochs,
             mini_batches=mini_batches,
             micro_batch_size=section.micro_batch_size,
+            token_budget=section.ppo_max_token_len_per_gpu if section.use_dynamic_bsz else 0,
         )
 
 
@@ -178,9 +181,18 @@ class TrainedModel:
         rows = torch.arange(len(samples), device=logits.device).unsqueeze(1)
         return logits[rows, pos], tokens, mask
 
+    def _split(self, samples: list[Sample]) -> list[list[int]]:
+        """Positions of ``samples`` in micro-batches: ``micro_batch_size`` at a time, or by
+        ``ppo_max_token_len_per_gpu`` with ``use_dynamic_bsz``."""
+        o = self.optim
+        if o.token_budget:
+            lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
+            return token_budget_chunks(lengths, o.token_budget)
+        k = o.micro_batch_size
+        return [list(range(i, min(i + k, len(samples)))) for i in range(0, len(samples), k)]
+
     def _chunks(self, samples: list[Sample]) -> list[list[Sample]]:
-        k = self.optim.micro_batch_size
-        return [samples[i : i + k] for i in range(0, len(samples), k)]
+        return [[samples[i] for i in idx] for idx in self._split(samples)]
 
     # -- update -------------------------------------------------------------------------------------
     def _updates(
@@ -192,7 +204,7 @@ class TrainedModel:
         seed: int,
     ) -> dict[str, float]:
         """``optim.epochs`` passes of ``optim.mini_batches`` optimizer steps over ``samples``,
-        micro-batches accumulating gradients. ``micro_step(chunk, indices, mini_batch_tokens)``
+        micro-batches (:meth:`_split`) accumulating gradients. ``micro_step(chunk, indices, mini_batch_tokens)``
         runs a micro-batch's forward and backward and returns its loss terms and its ``weight``
         (tokens); the result holds their token-weighted means and ``PREFIX/grad_norm``,
         ``PREFIX/updates``, ``PREFIX/lr``."""
@@ -210,10 +222,9 @@ class TrainedModel:
                 mb = order[start : start + size]
                 mb_tokens = sum(len(samples[i].response_ids) for i in mb)
                 self.optimizer.zero_grad(set_to_none=True)
-                starts = range(0, len(mb), o.micro_batch_size)
-                for k in starts:
-                    idx = mb[k : k + o.micro_batch_size]
-                    with self.strategy.accumulate(self.model, last=k == starts[-1]):
+                micro = [[mb[j] for j in part] for part in self._split([samples[i] for i in mb])]
+                for k, idx in enumerate(micro):
+                    with self.strategy.accumulate(self.model, last=k == len(micro) - 1):
                         stats = micro_step([samples[i] for i in idx], idx, mb_tokens)
                     w = stats.pop("weight")
                     weights += w

@@ -109,7 +109,6 @@ def _warmup(value: Any) -> Any:
 
 
 CRITIC_SHARED = "the critic is built like the actor (actor.strategy, model.dtype); the value has no effect"
-MICRO = "not yet: issue 12 plans micro-batching by token budget (use_dynamic_bsz)"
 PROFILER = (
     "rlport does not implement verl's profiler settings because profiling belongs to the device "
     "plugin's tools; wrap rlport.train.trainer.Trainer.fit in torch.profiler instead"
@@ -243,8 +242,8 @@ RULES: tuple[Rule, ...] = (
         "deprecated in verl; use ppo_micro_batch_size_per_gpu",
         (None,),
     ),
-    Accept("actor_rollout_ref.actor.use_dynamic_bsz", MICRO, (False,)),
-    Refuse("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", MICRO),
+    Map("actor_rollout_ref.actor.use_dynamic_bsz", "actor.use_dynamic_bsz"),
+    Map("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "actor.ppo_max_token_len_per_gpu"),
     Map("actor_rollout_ref.actor.clip_ratio", "algorithm.clip_ratio_low", "algorithm.clip_ratio_high"),
     Map("actor_rollout_ref.actor.clip_ratio_low", "algorithm.clip_ratio_low"),
     Map("actor_rollout_ref.actor.clip_ratio_high", "algorithm.clip_ratio_high"),
@@ -415,9 +414,13 @@ RULES: tuple[Rule, ...] = (
     Accept("critic.shuffle", "rlport shuffles each mini-batch split (seeded by trainer.seed)"),
     Accept("critic.data_loader_seed", "rlport seeds the mini-batch split from trainer.seed"),
     Accept("critic.loss_scale_factor", "rlport averages the value loss over tokens", (None,)),
-    Accept("critic.use_dynamic_bsz", MICRO, (False,)),
-    Refuse("critic.ppo_max_token_len_per_gpu", MICRO),
-    Refuse("critic.forward_max_token_len_per_gpu", MICRO),
+    Map("critic.use_dynamic_bsz", "critic.use_dynamic_bsz"),
+    Map("critic.ppo_max_token_len_per_gpu", "critic.ppo_max_token_len_per_gpu"),
+    Accept(
+        "critic.forward_max_token_len_per_gpu",
+        "rlport computes values in the critic's micro-batches (critic.ppo_max_token_len_per_gpu with "
+        "use_dynamic_bsz); the value has no effect",
+    ),
     Accept("critic.ulysses_sequence_parallel_size", PARALLEL, (1,)),
     Accept("critic.model.use_remove_padding", "rlport pads each micro-batch; the value has no effect"),
     Accept(
