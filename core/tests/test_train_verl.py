@@ -183,6 +183,8 @@ def test_verl_ppo_quickstart_maps_onto_ppo() -> None:
         load_config([*_doc_command("verl-ppo"), "algorithm.adv_estimator=grpo"]).algorithm.adv_estimator
         == "grpo"
     )
+    # rlport's own critic keys do not change the estimator: only verl's names imply verl's default
+    assert load_config(["critic.lr=1e-4"]).algorithm.adv_estimator == "grpo"
     # verl's critic warm-up counts steps from 1: N leaves the first N - 1 steps to the critic
     warm = load_config(["algorithm.adv_estimator=gae", "trainer.critic_warmup=3"])
     assert warm.trainer.critic_warmup_steps == 2

@@ -188,7 +188,8 @@ def merge(
     for entry in given:
         problems.extend(_apply(cfg, entry, notes))
     keys = {e.key for e in given if not e.delete}
-    critic = sorted(k for k in keys if k.startswith("critic."))
+    # verl's own critic names (critic.model.path, critic.optim.lr, ...), not rlport's
+    critic = sorted(k for k in keys if k.startswith("critic.") and _rlport_target(k) is None)
     if critic and "algorithm.adv_estimator" not in keys:
         cfg.algorithm.adv_estimator = "gae"  # verl's default estimator: its PPO commands do not name it
         notes.append(
