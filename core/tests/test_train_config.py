@@ -40,8 +40,8 @@ def test_long_value_keeps_its_comment_apart(tmp_path: Path) -> None:
 
 
 def test_ranges_are_declared_beside_fields() -> None:
-    meta = all_fields()["rollout.n"].metadata
-    assert meta["range"].ge == 2 and "group" in meta["range"].why
+    meta = all_fields()["rollout.temperature"].metadata
+    assert meta["range"].gt == 0 and "sampling" in meta["range"].why
     with pytest.raises(ConfigError) as err:
         load_config(["rollout.top_p=0", "model.dtype=int8"])
     assert "'rollout.top_p' is 0.0; expected in (0, 1]" in err.value.message

@@ -1,5 +1,5 @@
 """Training strategies (``actor.strategy``): FSDP2 and DDP over two gloo ranks compute what one
-process computes on the same batch; the engine serves the trainer's weights after a sync; the demo
+process computes on the same batch (the actor, and PPO's critic); the engine serves the trainer's weights after a sync; the demo
 learns with each strategy; strategies a device cannot run are refused before any work.
 
 The two-rank runs are real ``torch.distributed`` process groups (gloo, on CPU) started with
@@ -22,6 +22,7 @@ from rich.console import Console
 from rlport.errors import ConfigError
 from rlport.train.actor import Actor, Sample
 from rlport.train.cli import build_config
+from rlport.train.critic import Critic
 from rlport.train.trainer import Trainer
 
 #: AdamW's first step moves every weight by about lr (m / sqrt(v) is about sign(g)), so weights are
@@ -48,19 +49,23 @@ def _samples() -> list[Sample]:
     for i in range(8):
         prompt = torch.randint(3, 100, (5 + i % 3,), generator=g).tolist()
         response = torch.randint(3, 100, (6,), generator=g).tolist()
-        out.append(Sample(prompt, response, [0.0] * 6, advantage=float(i % 4) - 1.5))
+        returns = [float((i + k) % 3) - 1.0 for k in range(6)]  # the critic's targets
+        out.append(Sample(prompt, response, [0.0] * 6, advantage=float(i % 4) - 1.5, returns=returns))
     return out
 
 
-def _cfg(model: Path, strategy: str, workers: int) -> Any:
+def _cfg(model: Path, strategy: str, workers: int, *extra: str) -> Any:
     return build_config(
         [
+            *extra,
             f"model.path={model}",
             f"actor.strategy={strategy}",
             f"trainer.workers={workers}",
             f"actor.lr={LR}",
             "actor.micro_batch_size=2",  # two micro-batches per rank: accumulation is exercised
             "actor.grad_clip=0.5",  # clipping on (sharded) gradients is exercised
+            f"critic.lr={LR}",
+            "critic.micro_batch_size=2",
             "model.attn_implementation=sdpa",
         ],
         demo=False,
@@ -93,9 +98,23 @@ def _train(model: Path, strategy: str, rank: int, world: int, out: Path) -> None
         local(v) for st in actor.optimizer.state.values() for v in st.values() if v.dim() > 0
     )
     share_held = held / (3 * sum(t.numel() for t in weights.values()))
+    # the critic on the same strategy: its new value head is drawn alike on every rank
+    torch.manual_seed(0)
+    critic = Critic(actor.cfg, device="cpu", rank=rank, world=world, rt=rt)
+    critic_start = {name: t.clone() for name, t in critic.full_parameters()}
+    stats.update(critic.update(share, critic.values(share)))
+    critic_weights = {name: t.clone() for name, t in critic.full_parameters()}
     if rank == 0:
         torch.save(
-            {"stats": stats, "weights": weights, "optimizer": actor.optimizer_name, "held": share_held}, out
+            {
+                "stats": stats,
+                "weights": weights,
+                "optimizer": actor.optimizer_name,
+                "held": share_held,
+                "critic_start": critic_start,
+                "critic": critic_weights,
+            },
+            out,
         )
 
 
@@ -149,6 +168,17 @@ def test_two_ranks_match_one_process(
     assert s1["actor/grad_norm"] > 0.5  # clipping took effect (grad_clip=0.5)
     # parameters + AdamW state per rank: 1/2 of a replica under fsdp (tied or uneven shards aside)
     assert two["held"] == pytest.approx(0.5 if strategy == "fsdp" else 1.0, abs=0.02)
+    # the critic (PPO's value model) on the same strategy: the same start and the same update
+    assert two["critic"].keys() == single["critic"].keys() and "score.weight" in two["critic"]
+    for name, start in single["critic_start"].items():
+        assert torch.equal(two["critic_start"][name], start), name
+        err = float((two["critic"][name] - single["critic"][name]).abs().max()) / LR
+        assert err <= UPDATE_TOL, f"{strategy}: critic {name} update differs by {err:.2e} x lr"
+    head_moved = float(
+        (single["critic"]["score.weight"] - single["critic_start"]["score.weight"]).abs().max()
+    )
+    assert head_moved > LR / 2, "the critic's update did not move its head"
+    assert abs(s2["critic/grad_norm"] - s1["critic/grad_norm"]) <= 1e-4 * s1["critic/grad_norm"]
 
 
 def _engine_rank(rank: int, model: Path, store: str, out: Path) -> None:
@@ -278,3 +308,58 @@ def test_reference_optimizer_is_adamw_on_its_fastest_path() -> None:
     assert not opt.defaults["fused"] and opt.defaults["foreach"] is True
     assert has_fused_adamw("cpu") and not AdamWFactory("cpu").fused  # torch 2.13 has the host kernel
     assert "foreach" in repr(factory)
+
+
+def test_token_budget_micro_batches_by_hand() -> None:
+    from rlport.train.batching import token_budget_chunks
+
+    # budget 12: [5, 6] pads to 2 x 6 = 12; adding 7 would be 3 x 7 = 21; [7] then [3] gives 2 x 7 = 14
+    assert token_budget_chunks([5, 6, 7, 3, 2, 2], 12) == [[0, 1], [2], [3, 4, 5]]
+    assert token_budget_chunks([20, 1], 12) == [[0], [1]]  # longer than the budget: alone
+    assert token_budget_chunks([], 12) == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (
+            "actor.use_dynamic_bsz=true",
+            "actor.ppo_max_token_len_per_gpu=40",
+            "data.max_prompt_length=7",
+            "rollout.max_new_tokens=6",
+        ),
+        ("actor.gradient_checkpointing=true",),
+    ],
+)
+def test_dynamic_batches_and_checkpointing_keep_the_update(
+    extra: tuple[str, ...], model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Micro-batches by token budget (here 40 tokens: 3 of the 11 to 13 token rollouts, not
+    actor.micro_batch_size=2) and gradient checkpointing change how the gradients are computed,
+    not the update: the weights after one update equal those of the plain run."""
+    import rlport
+
+    rt = rlport.init()
+    calls: list[int] = []
+    original = Actor._micro_step
+
+    def counted(self: Actor, chunk: list[Sample], *args: Any) -> Any:
+        calls.append(len(chunk))
+        return original(self, chunk, *args)
+
+    monkeypatch.setattr(Actor, "_micro_step", counted)
+    runs = {}
+    for name, overrides in (("plain", ()), ("changed", extra)):
+        calls.clear()
+        actor = Actor(_cfg(model, "replicated", 1, *overrides), path=str(model), device="cpu", rt=rt)
+        samples = _samples()
+        actor.update(samples, actor.logprobs(samples))
+        runs[name] = ({n: t.clone() for n, t in actor.full_parameters()}, list(calls), actor)
+    plain, changed = runs["plain"], runs["changed"]
+    assert plain[1] == [2, 2, 2, 2]
+    if "actor.use_dynamic_bsz=true" in extra:
+        assert changed[1] == [3, 3, 2], changed[1]  # 3 x 13 <= 40 tokens
+    else:
+        assert changed[2].module.is_gradient_checkpointing and not plain[2].module.is_gradient_checkpointing
+    for n, w in plain[0].items():
+        assert torch.allclose(changed[0][n], w, atol=LR * UPDATE_TOL), n

@@ -31,3 +31,22 @@ def generate_calls(
         calls.append(([e.prompt_ids for e in part], replace(params, prompt_offset=offset)))
         offset += len(part)
     return calls
+
+
+def token_budget_chunks(lengths: list[int], budget: int) -> list[list[int]]:
+    """Micro-batches by token budget (``use_dynamic_bsz``): positions ``0..len(lengths)-1`` in
+    order, cut so that each micro-batch, padded to its longest sequence, holds at most ``budget``
+    tokens (sequences x longest). A sequence longer than ``budget`` is a micro-batch of its own
+    (the configuration refuses a budget below the longest possible sequence)."""
+    out: list[list[int]] = []
+    chunk: list[int] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        if chunk and (len(chunk) + 1) * max(longest, n) > budget:
+            out.append(chunk)
+            chunk, longest = [], 0
+        chunk.append(i)
+        longest = max(longest, n)
+    if chunk:
+        out.append(chunk)
+    return out

@@ -1,7 +1,7 @@
 """The ``rlport train`` configuration: the schema, its documentation and its ranges.
 
 The schema is the dataclasses below (one per section: ``data``, ``model``, ``rollout``, ``actor``,
-``algorithm``, ``reward``, ``trainer``). Each field is declared once with :func:`setting`: its
+``critic``, ``algorithm``, ``reward``, ``trainer``). Each field is declared once with :func:`setting`: its
 default, the line of documentation ``--show-config`` prints, and the range a value must lie in.
 :mod:`rlport.train.overrides` merges the defaults, a ``--config`` YAML file and the command line's
 dotted overrides (Hydra's grammar, as verl's ``main_ppo`` takes them) on OmegaConf structured
@@ -90,6 +90,8 @@ def setting(
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+#: ``algorithm.kl_penalty``: the per-token estimates of KL(actor || reference), as verl names them.
+KL_PENALTIES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
 LOGGERS = ("console", "jsonl", "tensorboard", "wandb", "mlflow", "swanlab")
 
 
@@ -122,9 +124,11 @@ class RolloutConfig:
         "hf", "a rollout engine offered by a plugin (`rlport plugins` lists them): hf | vllm"
     )
     n: int = setting(
-        8, "samples per prompt: the GRPO group size", ge=2, why="GRPO compares samples within a group"
+        8,
+        "samples per prompt: the GRPO group size (at least 2 with algorithm.adv_estimator=grpo)",
+        ge=1,
     )
-    temperature: float = setting(1.0, "sampling temperature", gt=0, why="GRPO needs sampling")
+    temperature: float = setting(1.0, "sampling temperature", gt=0, why="training needs sampling")
     top_p: float = setting(
         1.0, "nucleus sampling: keep the smallest set of tokens with this mass", gt=0, le=1
     )
@@ -183,14 +187,64 @@ class ActorConfig:
         ge=0,
     )
     micro_batch_size: int = setting(16, "sequences per forward/backward (gradients accumulate)", ge=1)
+    use_dynamic_bsz: bool = setting(
+        False, "micro-batches by token budget (ppo_max_token_len_per_gpu) instead of micro_batch_size"
+    )
+    ppo_max_token_len_per_gpu: int = setting(
+        16384, "use_dynamic_bsz: tokens per micro-batch (sequences x longest, padding included)", ge=1
+    )
     offload: bool | None = setting(None, "park actor/reference weights during rollout; null: only off-host")
+    gradient_checkpointing: bool = setting(
+        False, "recompute activations in the backward pass (less memory, more compute)"
+    )
+
+
+@dataclass
+class CriticConfig:
+    path: str = setting(
+        "", 'the value model\'s Hugging Face folder (a causal LM; a value head is added); "": model.path'
+    )
+    lr: float = setting(1e-5, "the critic's AdamW learning rate", gt=0)
+    weight_decay: float = setting(0.0, "the critic's AdamW weight decay", ge=0)
+    betas: list[float] = setting(doc="the critic's AdamW betas", factory=lambda: [0.9, 0.999])
+    grad_clip: float = setting(1.0, "the critic's max gradient norm; 0 disables clipping", ge=0)
+    ppo_epochs: int = setting(1, "the critic's passes over each step's rollouts", ge=1)
+    ppo_mini_batch_size: int = setting(
+        0, "prompts per critic update, as verl counts them; 0: as many updates as the actor's", ge=0
+    )
+    mini_batches: int = setting(0, "critic updates per epoch; 0: actor.mini_batches", ge=0)
+    micro_batch_size: int = setting(16, "sequences per critic forward/backward", ge=1)
+    use_dynamic_bsz: bool = setting(False, "the critic's micro-batches by token budget")
+    ppo_max_token_len_per_gpu: int = setting(
+        32768, "use_dynamic_bsz: tokens per critic micro-batch (sequences x longest)", ge=1
+    )
+    cliprange_value: float = setting(
+        0.5, "new values are clipped to the rollout's values +- this in the value loss", ge=0
+    )
+    gradient_checkpointing: bool = setting(False, "recompute the critic's activations in the backward pass")
+
+
+@dataclass
+class KlCtrlConfig:
+    type: str = setting(
+        "fixed",
+        "fixed: kl_coef throughout; adaptive: steered towards target_kl",
+        choices=("fixed", "adaptive"),
+    )
+    kl_coef: float = setting(0.001, "the (initial) coefficient of the KL in the reward", ge=0)
+    target_kl: float = setting(0.1, "adaptive: the KL per token the coefficient steers towards", gt=0)
+    horizon: int = setting(10000, "adaptive: rollouts over which the coefficient adapts", ge=1)
 
 
 @dataclass
 class AlgorithmConfig:
     adv_estimator: str = setting(
-        "grpo", "grpo (gae, PPO with a critic: not yet)", choices=("grpo",), why="only grpo is implemented"
+        "grpo",
+        "grpo: group-relative advantages; gae: PPO with a critic (critic.*) and GAE",
+        choices=("grpo", "gae"),
     )
+    gamma: float = setting(1.0, "GAE's discount per token", ge=0, le=1)
+    lam: float = setting(1.0, "GAE's lambda (1: Monte Carlo returns, 0: one-step TD)", ge=0, le=1)
     norm_adv_by_std: bool = setting(
         True, "GRPO divides by the group's std; false gives Dr. GRPO-style advantages"
     )
@@ -200,6 +254,13 @@ class AlgorithmConfig:
     use_kl_loss: bool = setting(False, "add kl_coef * KL(actor || reference) (k3 estimator) to the loss")
     kl_coef: float = setting(0.001, "weight of the KL loss", ge=0)
     entropy_coef: float = setting(0.0, "subtract entropy_coef * entropy from the loss")
+    use_kl_in_reward: bool = setting(
+        False, "subtract kl_ctrl.kl_coef * KL(actor || reference) from every token's reward"
+    )
+    kl_penalty: str = setting(
+        "kl", "the KL estimate in the reward: kl (k1), abs, mse (k2), low_var_kl (k3)", choices=KL_PENALTIES
+    )
+    kl_ctrl: KlCtrlConfig = setting(doc="the coefficient of the KL in the reward", factory=KlCtrlConfig)
 
 
 @dataclass
@@ -235,6 +296,9 @@ class TrainerConfig:
     seed: int = setting(0, "seeds the data order, the model sampling and the demo")
     output_dir: str = setting("outputs/rlport", "metrics.jsonl, reward_curve.png and checkpoints/ go here")
     save_every: int = setting(0, "save a checkpoint every N steps; 0: only at the end", ge=0)
+    critic_warmup_steps: int = setting(
+        0, "the first N steps update only the critic (algorithm.adv_estimator=gae)", ge=0
+    )
     test_freq: int = setting(0, "validate on data.val_files every N steps (and at the end); 0: never", ge=0)
     val_before_train: bool = setting(False, "validate once before the first step")
     resume_from: str = setting(
@@ -263,6 +327,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -433,26 +498,51 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
                 f"trainer.workers={t.nnodes * max(1, t.workers // t.nnodes)}",
             )
         )
-    if a.ppo_mini_batch_size and d.train_batch_size % a.ppo_mini_batch_size:
+    out.extend(_mini_batch_problems(cfg, "actor", a.ppo_mini_batch_size, a.mini_batches))
+    al, c = cfg.algorithm, cfg.critic
+    if al.adv_estimator == "grpo" and r.n < 2:
         out.append(
             _problem(
-                "actor.ppo_mini_batch_size",
-                a.ppo_mini_batch_size,
-                f"a divisor of data.train_batch_size ({d.train_batch_size})",
-                f"actor.ppo_mini_batch_size={d.train_batch_size}",
+                "rollout.n",
+                r.n,
+                "at least 2 with algorithm.adv_estimator=grpo (GRPO compares samples within a group)",
+                "rollout.n=4 (or algorithm.adv_estimator=gae, PPO with a critic)",
             )
         )
-    mini_batches = d.train_batch_size // a.ppo_mini_batch_size if a.ppo_mini_batch_size else a.mini_batches
-    per_worker = d.train_batch_size // max(1, t.workers)
-    if mini_batches and per_worker * r.n < mini_batches:
+    if al.adv_estimator == "gae":
+        out.extend(_mini_batch_problems(cfg, "critic", c.ppo_mini_batch_size, c.mini_batches))
+        if len(c.betas) != 2:
+            out.append(_problem("critic.betas", c.betas, "two numbers", example("critic.betas")))
+        if a.strategy == "megatron":
+            out.append(
+                _problem(
+                    "algorithm.adv_estimator",
+                    "gae",
+                    "grpo with actor.strategy=megatron (the critic is built on replicated, ddp or fsdp only)",
+                    "algorithm.adv_estimator=grpo (or actor.strategy=fsdp)",
+                )
+            )
+    elif t.critic_warmup_steps:
         out.append(
             _problem(
-                "actor.mini_batches",
-                mini_batches,
-                f"at most the sequences per worker and step ({per_worker * r.n})",
-                f"actor.mini_batches={per_worker * r.n}",
+                "trainer.critic_warmup_steps",
+                t.critic_warmup_steps,
+                "0 with algorithm.adv_estimator=grpo (there is no critic to warm up)",
+                "trainer.critic_warmup_steps=0 (or algorithm.adv_estimator=gae)",
             )
         )
+    longest = d.max_prompt_length + r.max_new_tokens
+    for section in ("actor", "critic"):
+        sec = getattr(cfg, section)
+        if sec.use_dynamic_bsz and sec.ppo_max_token_len_per_gpu < longest:
+            out.append(
+                _problem(
+                    f"{section}.ppo_max_token_len_per_gpu",
+                    sec.ppo_max_token_len_per_gpu,
+                    f"at least the longest sequence, data.max_prompt_length + rollout.max_new_tokens ({longest})",
+                    f"{section}.ppo_max_token_len_per_gpu={longest}",
+                )
+            )
     unknown = [name for name in t.logger if name not in LOGGERS]
     if unknown:
         out.append(
@@ -474,6 +564,34 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
                 cfg.reward.path,
                 f"unset while reward.custom={cfg.reward.custom!r} is set (one custom reward per run)",
                 "reward.path= (or reward.custom=)",
+            )
+        )
+    return out
+
+
+def _mini_batch_problems(cfg: TrainConfig, section: str, prompts: int, count: int) -> list[ConfigError]:
+    """``section``'s (actor's or critic's) ``ppo_mini_batch_size`` divides the batch, and its
+    mini-batches are at most the sequences a worker trains on."""
+    d, t = cfg.data, cfg.trainer
+    out = []
+    if prompts and d.train_batch_size % prompts:
+        out.append(
+            _problem(
+                f"{section}.ppo_mini_batch_size",
+                prompts,
+                f"a divisor of data.train_batch_size ({d.train_batch_size})",
+                f"{section}.ppo_mini_batch_size={d.train_batch_size}",
+            )
+        )
+    mini_batches = d.train_batch_size // prompts if prompts else count or cfg.actor.mini_batches
+    per_worker = d.train_batch_size // max(1, t.workers) * cfg.rollout.n
+    if mini_batches and per_worker < mini_batches:
+        out.append(
+            _problem(
+                f"{section}.mini_batches",
+                mini_batches,
+                f"at most the sequences per worker and step ({per_worker})",
+                f"{section}.mini_batches={per_worker}",
             )
         )
     return out
@@ -527,7 +645,8 @@ def load_config(
 
 def resolve(cfg: TrainConfig) -> None:
     """Settings given in another unit become rlport's: verl's ``ppo_mini_batch_size`` (prompts per
-    update) sets ``actor.mini_batches``; ``rollout.max_model_len=0`` is prompt + response; ``~`` in
+    update) sets ``actor.mini_batches`` (and the critic's); ``critic.path=""`` is ``model.path``;
+    ``rollout.max_model_len=0`` is prompt + response; ``~`` in
     paths is the home folder."""
     a, d, r = cfg.actor, cfg.data, cfg.rollout
     d.train_files = [os.path.expanduser(f) for f in d.train_files]  # verl's files start with ~/
@@ -535,5 +654,11 @@ def resolve(cfg: TrainConfig) -> None:
     cfg.model.path = os.path.expanduser(cfg.model.path)
     if a.ppo_mini_batch_size:
         a.mini_batches = d.train_batch_size // a.ppo_mini_batch_size
+    c = cfg.critic
+    c.path = os.path.expanduser(c.path) if c.path else cfg.model.path
+    if c.ppo_mini_batch_size:
+        c.mini_batches = d.train_batch_size // c.ppo_mini_batch_size
+    elif c.mini_batches == 0:
+        c.mini_batches = a.mini_batches
     if r.max_model_len == 0:
         r.max_model_len = d.max_prompt_length + r.max_new_tokens

@@ -6,8 +6,8 @@ and trains on them through the same path as any user's data.
 
 The task, ``rlport/repeat_letter``: the prompt asks to repeat one letter ("repeat the letter c");
 the reward is the share of the first ``length`` response characters that are that letter. A random
-model scores about 1/100 per character; the reward only rises through GRPO (no supervised
-warm-up).
+model scores about 1/100 per character; the reward only rises through GRPO, or PPO with a critic
+(``algorithm.adv_estimator=gae``): no supervised warm-up.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ DEMO_OVERRIDES: dict[str, str] = {
     "actor.lr": "2e-3",
     "actor.micro_batch_size": "64",
     "actor.mini_batches": "4",
+    "critic.lr": "1e-3",  # the value head starts random: it must catch up within a few steps
+    "critic.micro_batch_size": "64",
     "algorithm.use_kl_loss": "false",
     "trainer.steps": "50",
     "trainer.output_dir": DEMO_OUTPUT,

@@ -40,9 +40,15 @@ def step_line(m: dict[str, Any], steps: int) -> str:
     perf = f" step {m['perf/tokens_per_s']:.0f} tok/s" if "perf/tokens_per_s" in m else ""
     if "perf/mfu" in m:
         perf += f" mfu {100 * m['perf/mfu']:.1f}%"
+    if "actor/pg_loss" in m:
+        actor = f"loss {m['actor/pg_loss']:+.4f} kl {m['actor/kl']:.4f} ent {m['actor/entropy']:.2f} "
+    else:
+        actor = "actor not updated (trainer.critic_warmup_steps) "
+    if "critic/vf_loss" in m:
+        actor += f"vf_loss {m['critic/vf_loss']:.4f} "
     return (
         f"step {m['step']}/{steps} reward {m['reward/mean']:.3f}±{m['reward/std']:.3f} "
-        f"loss {m['actor/pg_loss']:+.4f} kl {m['actor/kl']:.4f} ent {m['actor/entropy']:.2f} "
+        f"{actor}"
         f"mismatch {m['rollout/logprob_mismatch']:.1e} rollout {m['perf/rollout_tokens_per_s']:.0f} tok/s"
         f"{perf} {m['time/step']:.2f}s [{phases}]"
     )

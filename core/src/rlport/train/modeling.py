@@ -89,3 +89,36 @@ def checkpoint_tensors(path: str | Path) -> dict[str, Any]:
     for file in sorted(Path(path).glob("*.safetensors")):
         out.update(load_file(str(file)))
     return out
+
+
+def load_value_model(path: str | Path, *, dtype: str, attn_implementation: str, device: str) -> Any:
+    """A critic: ``AutoModelForTokenClassification`` with one label from ``path`` (a causal LM's
+    folder gives the body its weights and a freshly initialised scalar head, as verl builds its
+    critic; a saved critic's folder gives both), without dropout before the head, with the
+    configured attention, on ``device``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    if attn_implementation == "rlport":
+        from rlport.attention.transformers_integration import register
+
+        register()
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report lists lm_head as unused and the head as new: expected
+    try:
+        config = AutoConfig.from_pretrained(str(path), num_labels=1)
+        config.classifier_dropout = 0.0  # a value must not be noisy in training (transformers' default: 0.1)
+        model = AutoModelForTokenClassification.from_pretrained(
+            str(path), config=config, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+        )
+    except ValueError as exc:  # transformers has no token-classification class for this architecture
+        raise ConfigError(
+            f"critic.path='{path}': transformers cannot add a value head to this model: {exc}",
+            "rlport train critic.path=/a/model/with/a/ForTokenClassification/class (Llama, Qwen2, "
+            "Mistral, ...), or algorithm.adv_estimator=grpo",
+        ) from exc
+    finally:
+        hf_logging.set_verbosity(level)
+    return model.to(device)

@@ -184,8 +184,18 @@ def merge(
     entries = file_entries(config_file) if config_file is not None else []
     parsed, problems = parse_overrides(overrides)
     notes = notes if notes is not None else []
-    for entry in _last_of_each([*entries, *parsed]):
+    given = _last_of_each([*entries, *parsed])
+    for entry in given:
         problems.extend(_apply(cfg, entry, notes))
+    keys = {e.key for e in given if not e.delete}
+    # verl's own critic names (critic.model.path, critic.optim.lr, ...), not rlport's
+    critic = sorted(k for k in keys if k.startswith("critic.") and _rlport_target(k) is None)
+    if critic and "algorithm.adv_estimator" not in keys:
+        cfg.algorithm.adv_estimator = "gae"  # verl's default estimator: its PPO commands do not name it
+        notes.append(
+            f"algorithm.adv_estimator=gae (PPO with a critic): the run sets {critic[0]} and names no "
+            "estimator (verl's default is gae, rlport's grpo)"
+        )
     return OmegaConf.to_object(cfg), problems  # type: ignore[return-value]
 
 

@@ -1,8 +1,10 @@
-"""The single controller of a GRPO run.
+"""The single controller of a run (GRPO, or PPO with a critic).
 
 The driver reads the data, starts the workers (in this process, or as Ray actors for
 ``trainer.workers > 1``), and for each step: hands every worker its share of the prompts (rollout),
-decodes and scores the responses and computes group-relative advantages (reward), has every worker
+decodes and scores the responses and computes the advantages (reward: GRPO's group-relative ones,
+or, for PPO, GAE from the critic's values the workers return, with the KL penalty in the token
+rewards when asked), has every worker
 train on its share (sleep, logprobs, update with gradients all-reduced, weight sync, wake), then
 logs the step, draws the progress bar and saves checkpoints. Every phase is timed.
 """
@@ -316,6 +318,13 @@ class Trainer:
                 f"trainer.resume_from is at step {self.start_step}, and trainer.steps={cfg.trainer.steps} leaves nothing to do",
                 f"rlport train trainer.steps={self.start_step + 1} (or more) trainer.resume_from={cfg.trainer.resume_from}",
             )
+        al = cfg.algorithm
+        self.kl_ctrl = None
+        if al.use_kl_in_reward:
+            from rlport.train.ppo import kl_controller
+
+            k = al.kl_ctrl
+            self.kl_ctrl = kl_controller(k.type, kl_coef=k.kl_coef, target_kl=k.target_kl, horizon=k.horizon)
         self.metrics_path = self.out / "metrics.jsonl"
         self.plot_path = self.out / "reward_curve.png"
 
@@ -341,6 +350,7 @@ class Trainer:
     def step(self, pool: _Pool, step: int) -> dict[str, Any]:
         from rlport.train.actor import Sample
         from rlport.train.grpo import group_advantages
+        from rlport.train.ppo import advantages
 
         cfg = self.cfg
         t_step = time.perf_counter()
@@ -367,18 +377,42 @@ class Trainer:
                     samples.append(Sample(ex.prompt_ids, token_ids, logprobs))
             per_worker.append(samples)
         al = cfg.algorithm
-        adv = group_advantages(
-            rewards, group_ids, epsilon=al.adv_epsilon, norm_by_std=al.norm_adv_by_std
-        ).tolist()
-        k = 0
-        for samples in per_worker:
-            for s in samples:
-                s.advantage = adv[k]
-                k += 1
+        flat = [s for samples in per_worker for s in samples]
+        extra: dict[str, float] = {}
+        sequence_rewards = rewards
+        if al.adv_estimator == "gae" or al.use_kl_in_reward:
+            # the workers' logprobs, reference logprobs and values, for token rewards and GAE
+            t_prepare = time.perf_counter()
+            prepared = pool.call("prepare", [(samples,) for samples in per_worker])
+            t += time.perf_counter() - t_prepare  # time/logprob counts it, not time/reward
+            values = [v for p in prepared for v in p["values"]] if al.adv_estimator == "gae" else None
+            kl = [k for p in prepared for k in p["kl"]] if al.use_kl_in_reward else None
+            res = advantages(
+                rewards,
+                lengths,
+                values=values,
+                kl=kl,
+                kl_ctrl=self.kl_ctrl,
+                gamma=al.gamma,
+                lam=al.lam,
+            )
+            extra, sequence_rewards = res.metrics, res.sequence_rewards
+            if res.advantages is not None and res.returns is not None:
+                for s, a, r in zip(flat, res.advantages, res.returns, strict=True):
+                    s.advantages, s.returns = a, r
+        if al.adv_estimator == "grpo":
+            adv = group_advantages(
+                sequence_rewards, group_ids, epsilon=al.adv_epsilon, norm_by_std=al.norm_adv_by_std
+            ).tolist()
+            for s, a in zip(flat, adv, strict=True):
+                s.advantage = a
         t_reward = time.perf_counter() - t
 
         t = time.perf_counter()
-        stats = pool.call("train", [(samples,) for samples in per_worker])
+        update_actor = (
+            step >= cfg.trainer.critic_warmup_steps
+        )  # the first critic_warmup_steps steps train the critic only
+        stats = pool.call("train", [(samples, update_actor) for samples in per_worker])
         t_train = time.perf_counter() - t
         t_total = time.perf_counter() - t_step
 
@@ -400,6 +434,7 @@ class Trainer:
         m["reward/groups_without_signal"] = flat / n_groups
         for key in stats[0]:
             m[key] = statistics.fmean(s[key] for s in stats)
+        m.update(extra)
         for key in ("time/sleep", "time/logprob", "time/update", "time/sync"):
             m[key] = max(s[key] for s in stats)  # ranks run in parallel: the slowest decides
         m["time/generate"] = max(o[1]["time/generate"] for o in outs)
@@ -548,7 +583,7 @@ class Trainer:
                 yield None, None
                 return
             progress = Progress(
-                TextColumn("[bold]GRPO"),
+                TextColumn("[bold]" + ("PPO" if self.cfg.algorithm.adv_estimator == "gae" else "GRPO")),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("reward [cyan]{task.fields[reward]:.3f}"),

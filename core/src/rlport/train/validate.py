@@ -71,6 +71,7 @@ def check_inputs(cfg: TrainConfig) -> None:
 
     check_data_files(cfg)
     check_model_folder(cfg.model.path)
+    check_critic_folder(cfg)
     check_installed(cfg.trainer.logger)
     rewards = RewardManager.from_config(cfg.reward)
     for key, files in (("data.train_files", cfg.data.train_files), ("data.val_files", cfg.data.val_files)):
@@ -176,10 +177,18 @@ def check_megatron(cfg: TrainConfig) -> None:
         )
 
 
+def check_critic_folder(cfg: TrainConfig) -> None:
+    """With PPO (``algorithm.adv_estimator=gae``), ``critic.path`` (default ``model.path``) is a
+    model folder too."""
+    if cfg.algorithm.adv_estimator == "gae" and cfg.critic.path and cfg.critic.path != cfg.model.path:
+        check_model_folder(cfg.critic.path, "critic.path")
+
+
 def validate(cfg: TrainConfig, rt: Any) -> None:
     """Everything that can be checked without loading a model."""
     check_data_files(cfg)
     check_model_folder(cfg.model.path)
+    check_critic_folder(cfg)
     if cfg.trainer.resume_from:
         from rlport.train.checkpoint import resolve_resume
 

@@ -102,9 +102,13 @@ def _loggers(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-PPO = "not yet: issue 12 plans PPO with a critic (algorithm.adv_estimator=gae)"
-KL_REWARD = "not yet: issue 12 plans the KL penalty in the reward (algorithm.use_kl_in_reward)"
-MICRO = "not yet: issue 12 plans micro-batching by token budget (use_dynamic_bsz)"
+def _warmup(value: Any) -> Any:
+    """verl trains only the critic while the step (from 1) is below ``critic_warmup``: its N is
+    rlport's N - 1 first steps."""
+    return max(0, int(value) - 1) if value else 0
+
+
+CRITIC_SHARED = "the critic is built like the actor (actor.strategy, model.dtype); the value has no effect"
 PROFILER = (
     "rlport does not implement verl's profiler settings because profiling belongs to the device "
     "plugin's tools; wrap rlport.train.trainer.Trainer.fit in torch.profiler instead"
@@ -197,10 +201,7 @@ RULES: tuple[Rule, ...] = (
         "actor_rollout_ref.model.use_remove_padding",
         "rlport pads each micro-batch to its longest sequence and masks the padding; the value has no effect",
     ),
-    Accept(
-        "actor_rollout_ref.model.enable_gradient_checkpointing",
-        "not yet: issue 12 plans gradient checkpointing; the value has no effect",
-    ),
+    Map("actor_rollout_ref.model.enable_gradient_checkpointing", "actor.gradient_checkpointing"),
     Accept("actor_rollout_ref.model.use_fused_kernels", SPEED),
     Accept("actor_rollout_ref.model.use_liger", SPEED, (False,)),
     Accept(
@@ -227,7 +228,7 @@ RULES: tuple[Rule, ...] = (
     Accept("actor_rollout_ref.actor.optim.optimizer", "rlport trains with AdamW", ("AdamW",)),
     Accept(
         "actor_rollout_ref.actor.optim.lr_scheduler_type",
-        "rlport keeps the learning rate constant; not yet planned",
+        "rlport does not implement learning-rate schedules (the rate is constant); not yet planned",
         ("constant",),
     ),
     Refuse("actor_rollout_ref.actor.optim.*", "rlport's optimizer is AdamW at a constant actor.lr"),
@@ -241,8 +242,8 @@ RULES: tuple[Rule, ...] = (
         "deprecated in verl; use ppo_micro_batch_size_per_gpu",
         (None,),
     ),
-    Accept("actor_rollout_ref.actor.use_dynamic_bsz", MICRO, (False,)),
-    Refuse("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", MICRO),
+    Map("actor_rollout_ref.actor.use_dynamic_bsz", "actor.use_dynamic_bsz"),
+    Map("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "actor.ppo_max_token_len_per_gpu"),
     Map("actor_rollout_ref.actor.clip_ratio", "algorithm.clip_ratio_low", "algorithm.clip_ratio_high"),
     Map("actor_rollout_ref.actor.clip_ratio_low", "algorithm.clip_ratio_low"),
     Map("actor_rollout_ref.actor.clip_ratio_high", "algorithm.clip_ratio_high"),
@@ -378,19 +379,83 @@ RULES: tuple[Rule, ...] = (
         "actor_rollout_ref.nccl_timeout", "the process group uses the device plugin's collectives defaults"
     ),
     # -- the critic, the algorithm --------------------------------------------------------------------
-    Refuse("critic.*", PPO),
+    Map("critic.model.path", "critic.path"),
+    Map("critic.model.enable_gradient_checkpointing", "critic.gradient_checkpointing"),
+    Map("critic.optim.lr", "critic.lr"),
+    Map("critic.optim.weight_decay", "critic.weight_decay"),
+    Map("critic.optim.betas", "critic.betas"),
+    Map("critic.optim.clip_grad", "critic.grad_clip"),
+    Map("critic.grad_clip", "critic.grad_clip"),
+    Accept("critic.optim.optimizer", "rlport trains the critic with AdamW", ("AdamW",)),
+    Accept(
+        "critic.optim.lr_scheduler_type",
+        "rlport does not implement learning-rate schedules (the rate is constant); not yet planned",
+        ("constant",),
+    ),
+    Refuse("critic.optim.*", "rlport's critic optimizer is AdamW at a constant critic.lr"),
+    Map("critic.ppo_epochs", "critic.ppo_epochs"),
+    Map("critic.ppo_mini_batch_size", "critic.ppo_mini_batch_size"),
+    Map("critic.ppo_micro_batch_size_per_gpu", "critic.micro_batch_size", convert=_unless_null),
+    Accept("critic.ppo_micro_batch_size", "deprecated in verl; use ppo_micro_batch_size_per_gpu", (None,)),
+    Accept(
+        "critic.forward_micro_batch_size_per_gpu",
+        "rlport computes values in critic.micro_batch_size chunks; the value has no effect",
+    ),
+    Accept("critic.forward_micro_batch_size", "deprecated in verl", (None,)),
+    Map("critic.cliprange_value", "critic.cliprange_value"),
+    Accept("critic.loss_agg_mode", "rlport averages the value loss over tokens", ("token-mean",)),
+    Accept(
+        "critic.enable",
+        "rlport trains a critic exactly when algorithm.adv_estimator=gae",
+        (None,),
+    ),
+    Accept("critic.strategy", CRITIC_SHARED, ("fsdp", "fsdp2")),
+    Accept("critic.rollout_n", "follows rollout.n"),
+    Accept("critic.shuffle", "rlport shuffles each mini-batch split (seeded by trainer.seed)"),
+    Accept("critic.data_loader_seed", "rlport seeds the mini-batch split from trainer.seed"),
+    Accept("critic.loss_scale_factor", "rlport averages the value loss over tokens", (None,)),
+    Map("critic.use_dynamic_bsz", "critic.use_dynamic_bsz"),
+    Map("critic.ppo_max_token_len_per_gpu", "critic.ppo_max_token_len_per_gpu"),
+    Accept(
+        "critic.forward_max_token_len_per_gpu",
+        "rlport computes values in the critic's micro-batches (critic.ppo_max_token_len_per_gpu with "
+        "use_dynamic_bsz); the value has no effect",
+    ),
+    Accept("critic.ulysses_sequence_parallel_size", PARALLEL, (1,)),
+    Accept("critic.model.use_remove_padding", "rlport pads each micro-batch; the value has no effect"),
+    Accept(
+        "critic.model.trust_remote_code",
+        "rlport loads models without remote code (transformers' own classes)",
+        (False,),
+    ),
+    Accept("critic.model.use_fused_kernels", SPEED),
+    Accept("critic.model.use_liger", SPEED, (False,)),
+    Refuse("critic.model.lora_rank", LORA),
+    Refuse("critic.model.lora.*", LORA),
+    Refuse(
+        "critic.model.*",
+        "rlport loads critic.path with transformers as it is (AutoModelForTokenClassification, one label)",
+    ),
+    Accept("critic.fsdp.param_offload", CRITIC_SHARED, (False,)),
+    Refuse("critic.fsdp.*", FSDP),
+    Refuse("critic.checkpoint.*", CHECKPOINT),
+    Refuse("critic.profiler.*", PROFILER),
+    Refuse("critic.*", "rlport's critic is set by critic.* (rlport train --show-config)"),
     Map("algorithm.adv_estimator", "algorithm.adv_estimator"),
     Map("algorithm.norm_adv_by_std_in_grpo", "algorithm.norm_adv_by_std"),
-    Accept("algorithm.use_kl_in_reward", KL_REWARD, (False,)),
-    Refuse("algorithm.kl_penalty", KL_REWARD),
-    Refuse("algorithm.kl_ctrl.*", KL_REWARD),
-    Refuse("algorithm.gamma", PPO),
-    Refuse("algorithm.lam", PPO),
+    Map("algorithm.gamma", "algorithm.gamma"),
+    Map("algorithm.lam", "algorithm.lam"),
+    Map("algorithm.use_kl_in_reward", "algorithm.use_kl_in_reward"),
+    Map("algorithm.kl_penalty", "algorithm.kl_penalty"),
+    Map("algorithm.kl_ctrl.type", "algorithm.kl_ctrl.type"),
+    Map("algorithm.kl_ctrl.kl_coef", "algorithm.kl_ctrl.kl_coef"),
+    Map("algorithm.kl_ctrl.target_kl", "algorithm.kl_ctrl.target_kl"),
+    Map("algorithm.kl_ctrl.horizon", "algorithm.kl_ctrl.horizon"),
     Refuse(
         "algorithm.*",
-        "rlport implements GRPO's group advantages and PPO's clipped loss (algorithm.* in rlport train "
-        "--show-config); verl's other algorithm variants (filter groups, PF-PPO, rollout correction) "
-        "are not yet planned",
+        "rlport does not implement verl's other algorithm variants (filter groups, PF-PPO, rollout "
+        "correction); it runs GRPO and PPO with GAE (algorithm.* in rlport train --show-config); "
+        "not yet planned",
     ),
     # -- rewards --------------------------------------------------------------------------------------
     Map("custom_reward_function.path", "reward.path", convert=_unless_null),
@@ -433,7 +498,13 @@ RULES: tuple[Rule, ...] = (
         note="auto: trainer.resume_from=latest (the newest complete checkpoint); resume_path: "
         "trainer.resume_from_path says which",
     ),
-    Accept("trainer.critic_warmup", PPO, (0,)),
+    Map(
+        "trainer.critic_warmup",
+        "trainer.critic_warmup_steps",
+        convert=_warmup,
+        back=lambda v: v + 1 if v else 0,
+        note="verl updates only the critic while the step (from 1) is below N: rlport's first N - 1 steps",
+    ),
     Accept("trainer.balance_batch", "rlport splits each step's prompts evenly over the workers"),
     Accept("trainer.device", "the device plugin chooses the device (RLPORT_DEVICE=name picks one)"),
     Accept("trainer.val_only", "not yet: issue 12 plans a validation-only run", (False,)),

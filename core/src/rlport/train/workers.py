@@ -5,8 +5,12 @@ prompts, scores the rollouts and sends back advantages. A worker runs the phases
 on its share, in order:
 
 ``generate`` — rollout on the engine (awake); the actor's weights sleep meanwhile when offloading.
-``train`` — engine sleep → actor wakes → old (actor) and reference logprobs → update (gradients
-averaged over the ranks by the actor's strategy) → weight sync into the engine → engine wakes.
+``prepare`` (PPO, or the KL in the reward) — engine sleep → models wake → old (actor) and
+reference logprobs and the critic's values, kept for ``train``; the values and the per-token KL
+go back to the driver, which computes the token rewards and GAE advantages from them.
+``train`` — (engine sleep → actor wakes → logprobs, when ``prepare`` did not run) → critic update
+→ actor update (gradients averaged over the ranks by the strategy; skipped during
+``trainer.critic_warmup_steps``) → weight sync into the engine → engine wakes.
 
 A worker starts in two calls: construction (cheap), then :meth:`Worker.build` once the process
 group is up (:meth:`Worker.join_group`), since sharded strategies need the group to build the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +32,7 @@ import torch
 import rlport
 from rlport.errors import EngineError
 from rlport.rollout.protocol import EngineConfig, SamplingParams
-from rlport.train.actor import Actor, Sample
+from rlport.train.actor import Actor, Logprobs, Sample
 from rlport.train.config import TrainConfig
 from rlport.train.modeling import quiet_transformers
 from rlport.types import EnginePlacement
@@ -70,6 +75,20 @@ class Worker:
             rt=rt,
             resume_from=self.resume_from,
         )
+        self.critic = None
+        if self.cfg.algorithm.adv_estimator == "gae":
+            from rlport.train.critic import CRITIC_DIR, Critic
+
+            saved = Path(self.resume_from) / CRITIC_DIR if self.resume_from else None
+            self.critic = Critic(
+                self.cfg,
+                device=self.device,
+                rank=self.rank,
+                world=self.world,
+                rt=rt,
+                resume_from=saved if saved is not None and saved.is_dir() else None,
+            )
+        self._prepared: tuple[Logprobs, list[torch.Tensor] | None, dict[str, float]] | None = None
         a, m = self.cfg.actor, self.cfg.model
         sharded = self.actor.strategy.name in ("fsdp", "megatron")  # no whole HF module to park
         self.offload = (
@@ -77,7 +96,9 @@ class Worker:
         )
         self.memory = rt.tagged_memory()
         if self.offload:
-            for tag, model in (("actor", self.actor.module), ("reference", self.actor.reference)):
+            critic = self.critic.module if self.critic is not None else None
+            models = (("actor", self.actor.module), ("reference", self.actor.reference), ("critic", critic))
+            for tag, model in models:
                 if model is not None:
                     _own_storage(model)
                     self.memory.register(tag, model)
@@ -180,7 +201,13 @@ class Worker:
         return out, {"time/generate": dt, "rollout/tokens": float(tokens)}
 
     # -- training -----------------------------------------------------------------------------------
-    def train(self, samples: list[Sample]) -> dict[str, float]:
+    def prepare(self, samples: list[Sample]) -> dict[str, Any]:
+        """Sleep the engine, wake the models, and compute what the advantages need: the actor's
+        and the reference's logprobs and the critic's values (kept for :meth:`train`). Returns per
+        sample the ``values`` (``None`` without a critic) and the per-token ``kl`` of the actor
+        against the reference (``algorithm.kl_penalty``; ``None`` without KL in the reward)."""
+        from rlport.train.ppo import kl_penalty
+
         timings: dict[str, float] = {}
         t = time.perf_counter()
         if self.sleep_tags:
@@ -191,7 +218,25 @@ class Worker:
 
         t = time.perf_counter()
         lp = self.actor.logprobs(samples)
+        values = self.critic.values(samples) if self.critic is not None else None
         timings["time/logprob"] = time.perf_counter() - t
+        self._prepared = (lp, values, timings)
+        al = self.cfg.algorithm
+        kl = None
+        if al.use_kl_in_reward:
+            kl = [
+                kl_penalty(old, ref, al.kl_penalty).tolist() for old, ref in zip(lp.old, lp.ref, strict=True)
+            ]  # type: ignore[arg-type]
+        return {"values": [v.tolist() for v in values] if values is not None else None, "kl": kl}
+
+    def train(self, samples: list[Sample], update_actor: bool = True) -> dict[str, float]:
+        """Update the critic (with one) and the actor (unless ``update_actor`` is false: the critic's
+        warm-up) on ``samples``, then sync the weights into the engine and wake it."""
+        if self._prepared is None:
+            self.prepare(samples)
+        assert self._prepared is not None
+        lp, values, timings = self._prepared
+        self._prepared = None
 
         mismatch_num, n_tokens = 0.0, 0
         for raw, s in zip(lp.raw, samples, strict=True):
@@ -200,7 +245,11 @@ class Worker:
             n_tokens += eng.numel()
 
         t = time.perf_counter()
-        stats = self.actor.update(samples, lp)
+        stats: dict[str, float] = {}
+        if self.critic is not None and values is not None:
+            stats.update(self.critic.update(samples, values))
+        if update_actor:
+            stats.update(self.actor.update(samples, lp))
         timings["time/update"] = time.perf_counter() - t
         stats.update(self.actor.throughput(samples, timings["time/update"]))
 
@@ -231,11 +280,15 @@ class Worker:
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def save(self, folder: str) -> None:
-        """Save the actor in Hugging Face format and the optimizer state into ``folder`` (every
-        rank takes part; rank 0 writes)."""
+        """Save the actor in Hugging Face format and the optimizer state into ``folder``, the
+        critic the same way into ``folder/critic`` (every rank takes part; rank 0 writes)."""
         if self.offload:
             self.memory.wake_up()
         self.actor.save(folder)
+        if self.critic is not None:
+            from rlport.train.critic import CRITIC_DIR
+
+            self.critic.save(Path(folder) / CRITIC_DIR)
         if self.offload:
             self.memory.sleep()
 
@@ -243,7 +296,7 @@ class Worker:
         """A cheap fingerprint of the weights (ranks must agree after every step)."""
         if self.offload:
             self.memory.wake_up()
-        value = self.actor.checksum()
+        value = self.actor.checksum() + (self.critic.checksum() if self.critic is not None else 0.0)
         if self.offload:
             self.memory.sleep()
         return value

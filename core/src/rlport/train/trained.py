@@ -1,0 +1,249 @@
+"""What the actor and the critic share: a Hugging Face model one rank trains, wrapped by the
+strategy (``actor.strategy``: replicated | ddp | fsdp, one per model), its AdamW optimizer from the
+device plugin, the padded batch of rollouts, the loop of epochs, mini-batches and accumulating
+micro-batches, gradient clipping, and saving (Hugging Face weights plus what resuming needs).
+
+:class:`rlport.train.actor.Actor` and :class:`rlport.train.critic.Critic` subclass
+:class:`TrainedModel` and add what they compute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlport.train.batching import token_budget_chunks
+from rlport.train.config import TrainConfig
+from rlport.train.strategies import Strategy, build, unwrap
+
+
+@dataclass
+class Sample:
+    """One rollout as the actor and the critic train on it. GRPO sets ``advantage`` (one per
+    sequence); PPO sets per-token ``advantages`` and the critic's ``returns``."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    engine_logprobs: list[float]
+    advantage: float = 0.0
+    advantages: list[float] | None = None
+    returns: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Optim:
+    """The optimizer settings of one model (``actor.*`` or ``critic.*``)."""
+
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    grad_clip: float
+    epochs: int
+    mini_batches: int
+    micro_batch_size: int
+    token_budget: int = 0  # use_dynamic_bsz: tokens per micro-batch instead of micro_batch_size
+
+    @classmethod
+    def of(cls, section: Any, mini_batches: int) -> Optim:
+        """The settings of ``section`` (``cfg.actor`` or ``cfg.critic``) with ``mini_batches``."""
+        return cls(
+            lr=section.lr,
+            betas=(section.betas[0], section.betas[1]),
+            weight_decay=section.weight_decay,
+            grad_clip=section.grad_clip,
+            epochs=section.ppo_epochs,
+            mini_batches=mini_batches,
+            micro_batch_size=section.micro_batch_size,
+            token_budget=section.ppo_max_token_len_per_gpu if section.use_dynamic_bsz else 0,
+        )
+
+
+class TrainedModel:
+    """A model of one rank (``rank`` of ``world``), its strategy and its optimizer."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: str
+    config: Any
+    strategy: Strategy
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    optimizer_name: str
+    optimizer_plugin: str
+    optim: Optim
+
+    def _train_on_strategy(
+        self,
+        module: torch.nn.Module,
+        strategy: str,
+        *,
+        path: str,
+        rt: Any,
+        section: Any,
+        mini_batches: int,
+        resume_from: str | Path | None,
+    ) -> None:
+        """Wrap ``module`` with ``strategy``, build its optimizer with the settings of ``section``
+        (``cfg.actor`` or ``cfg.critic``, gradient checkpointing included) and, with
+        ``resume_from``, restore the optimizer state (and a sharded strategy's shards) from there."""
+        from rlport.train.device_parts import optimizer_factory
+
+        self.config = module.config
+        self.optim = optim = Optim.of(section, mini_batches)
+        if section.gradient_checkpointing:
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        cfg = self.cfg
+        self.strategy = build(
+            strategy,
+            world=self.world,
+            device_type=torch.device(self.device).type,
+            fsdp=cfg.actor.fsdp_config,
+            megatron=cfg.actor.megatron,
+            path=path,
+            backend=rt.collectives_backend,
+        )
+        self.model = self.strategy.wrap(module)
+        self.model.train()
+        factory, self.optimizer_plugin = optimizer_factory("adamw", strategy, rt)
+        self.optimizer_name = repr(factory)
+        self.optimizer = factory(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=optim.lr,
+            betas=optim.betas,
+            weight_decay=optim.weight_decay,
+        )
+        if resume_from:
+            self.strategy.load_training_state(self.model, self.optimizer, Path(resume_from))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The Hugging Face model (inside any wrapper)."""
+        return unwrap(self.model)
+
+    # -- weights out --------------------------------------------------------------------------------
+    def full_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, full tensor)`` per parameter, one at a time (every rank must iterate all)."""
+        return self.strategy.full_parameters(self.model)
+
+    def save(self, folder: str | Path) -> None:
+        """The model in Hugging Face format (written by rank 0) and what resuming needs (the
+        optimizer state; a sharded strategy's shards from every rank). Every rank must call it:
+        sharded strategies gather the Hugging Face weights here."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        state = self.strategy.full_state_dict(self.model)
+        self.strategy.save_training_state(self.model, self.optimizer, out, self.rank)
+        if self.rank == 0:
+            self.module.save_pretrained(out, state_dict=state)
+
+    @torch.no_grad()
+    def checksum(self) -> float:
+        """A cheap fingerprint of the full weights (ranks must agree after every step)."""
+        return float(sum(p.double().sum().item() for _, p in self.full_parameters()))
+
+    # -- forward ------------------------------------------------------------------------------------
+    def _batch(
+        self, samples: list[Sample]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ``prompt + response`` ids, attention mask, the positions whose outputs
+        predict (or value the state before) each response token, the response tokens and their mask."""
+        pad = int(self.config.pad_token_id or 0)
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
+        width, rlen = max(lengths), max(1, max(len(s.response_ids) for s in samples))
+        ids = torch.full((len(samples), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(samples), width), dtype=torch.long)
+        pos = torch.zeros((len(samples), rlen), dtype=torch.long)
+        tokens = torch.full((len(samples), rlen), pad, dtype=torch.long)
+        mask = torch.zeros((len(samples), rlen), dtype=torch.float32)
+        for i, s in enumerate(samples):
+            seq = s.prompt_ids + s.response_ids
+            ids[i, : len(seq)] = torch.tensor(seq)
+            attn[i, : len(seq)] = 1
+            n = len(s.response_ids)
+            pos[i, :n] = torch.arange(len(s.prompt_ids) - 1, len(s.prompt_ids) - 1 + n)
+            tokens[i, :n] = torch.tensor(s.response_ids, dtype=torch.long)
+            mask[i, :n] = 1.0
+        dev = self.device
+        return ids.to(dev), attn.to(dev), pos.to(dev), tokens.to(dev), mask.to(dev)
+
+    def _response_outputs(
+        self, model: Any, samples: list[Sample]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model's ``logits`` at the positions of :meth:`_batch`, the tokens and their mask."""
+        ids, attn, pos, tokens, mask = self._batch(samples)
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+        rows = torch.arange(len(samples), device=logits.device).unsqueeze(1)
+        return logits[rows, pos], tokens, mask
+
+    def _split(self, samples: list[Sample]) -> list[list[int]]:
+        """Positions of ``samples`` in micro-batches: ``micro_batch_size`` at a time, or by
+        ``ppo_max_token_len_per_gpu`` with ``use_dynamic_bsz``."""
+        o = self.optim
+        if o.token_budget:
+            lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
+            return token_budget_chunks(lengths, o.token_budget)
+        k = o.micro_batch_size
+        return [list(range(i, min(i + k, len(samples)))) for i in range(0, len(samples), k)]
+
+    def _chunks(self, samples: list[Sample]) -> list[list[Sample]]:
+        return [[samples[i] for i in idx] for idx in self._split(samples)]
+
+    # -- update -------------------------------------------------------------------------------------
+    def _updates(
+        self,
+        samples: list[Sample],
+        micro_step: Callable[[list[Sample], list[int], int], dict[str, float]],
+        *,
+        prefix: str,
+        seed: int,
+    ) -> dict[str, float]:
+        """``optim.epochs`` passes of ``optim.mini_batches`` optimizer steps over ``samples``,
+        micro-batches (:meth:`_split`) accumulating gradients. ``micro_step(chunk, indices, mini_batch_tokens)``
+        runs a micro-batch's forward and backward and returns its loss terms and its ``weight``
+        (tokens); the result holds their token-weighted means and ``PREFIX/grad_norm``,
+        ``PREFIX/updates``, ``PREFIX/lr``."""
+        o = self.optim
+        sums: dict[str, float] = {}
+        weights = 0.0
+        grad_norms: list[float] = []
+        order = list(range(len(samples)))
+        gen = torch.Generator().manual_seed(seed)
+        for _epoch in range(o.epochs):
+            if o.mini_batches > 1:
+                order = torch.randperm(len(samples), generator=gen).tolist()
+            size = math.ceil(len(samples) / o.mini_batches)
+            for start in range(0, len(samples), size):
+                mb = order[start : start + size]
+                mb_tokens = sum(len(samples[i].response_ids) for i in mb)
+                self.optimizer.zero_grad(set_to_none=True)
+                micro = [[mb[j] for j in part] for part in self._split([samples[i] for i in mb])]
+                for k, idx in enumerate(micro):
+                    with self.strategy.accumulate(self.model, last=k == len(micro) - 1):
+                        stats = micro_step([samples[i] for i in idx], idx, mb_tokens)
+                    w = stats.pop("weight")
+                    weights += w
+                    for key, value in stats.items():
+                        sums[key] = sums.get(key, 0.0) + value * w
+                self.strategy.reduce(self.model)
+                grad_norms.append(self._clip(o.grad_clip))
+                self.optimizer.step()
+        out = {k: v / max(1.0, weights) for k, v in sums.items()}
+        out[f"{prefix}/grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
+        out[f"{prefix}/updates"] = float(len(grad_norms))
+        out[f"{prefix}/lr"] = float(self.optimizer.param_groups[0]["lr"])
+        return out
+
+    def _clip(self, grad_clip: float) -> float:
+        """Clip the global gradient norm (over the shards too: DTensor gradients give the full
+        norm) and return it."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        return float(norm.item())
