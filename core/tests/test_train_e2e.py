@@ -234,20 +234,44 @@ def test_epochs_and_total_steps_set_the_steps(tmp_path: Path) -> None:
     cfg = build_config([*good, "trainer.test_freq=2"], demo=False)
     with pytest.raises(ConfigError, match=r"data\.val_files is empty"):
         Trainer(cfg, console=_console())
+    for asked, fix in (
+        (["trainer.val_only=true"], "trainer.val_only=false"),
+        (
+            ["trainer.test_freq=2", "trainer.val_before_train=true"],
+            "trainer.test_freq=0 trainer.val_before_train=false",
+        ),
+    ):
+        cfg = build_config([*good, *asked], demo=False)
+        with pytest.raises(ConfigError) as err:
+            plan_steps(cfg, prompts=16, dropped=0, val_prompts=0)
+        assert " and ".join(asked) + " ask for validation" in err.value.message
+        assert "data.val_files=[test.parquet]" in err.value.fix and fix in err.value.fix
+    cfg = build_config([*good, "trainer.log_val_generations=4"], demo=False)
+    with pytest.raises(ConfigError, match=r"trainer\.log_val_generations=4 logs validation answers, but no"):
+        plan_steps(cfg, prompts=16, dropped=0, val_prompts=0)
+
+
+def _test_file(tmp_path: Path) -> Path:
+    cfg = build_config([*TINY, f"trainer.output_dir={tmp_path / 'demo'}"], demo=True)
+    return Path(cfg.data.train_files[0]).with_name("test.parquet")
 
 
 def test_validation_before_and_during_training(tmp_path: Path) -> None:
     """Greedy validation reward, overall and per data source, before training, every
-    trainer.test_freq steps and after the last; logged to metrics.jsonl beside the steps."""
-    demo = tmp_path / "demo"
-    cfg = build_config([*TINY, f"trainer.output_dir={demo}"], demo=True)
-    test_file = Path(cfg.data.train_files[0]).with_name("test.parquet")
+    trainer.test_freq steps and after the last; logged to metrics.jsonl beside the steps. With
+    trainer.log_val_generations=3, the answers to the same 3 prompts at each validation go to
+    val_generations.jsonl, each scored as the reward scores it."""
+    from rlport.train.config import RewardConfig
+    from rlport.train.rewards import RewardManager
+
+    test_file = _test_file(tmp_path)
     res = _run(
         tmp_path / "run",
         "trainer.steps=3",
         f"data.val_files=[{test_file}]",
         "trainer.test_freq=2",
         "trainer.val_before_train=true",
+        "trainer.log_val_generations=3",
     )
     assert [v["step"] for v in res.validation] == [0, 2, 3]
     for v in res.validation:
@@ -257,6 +281,41 @@ def test_validation_before_and_during_training(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert "val/reward/mean" in rows[0] and "reward/mean" not in rows[0]
     assert "val/reward/mean" in rows[2] and "val/reward/mean" not in rows[1]
+
+    answers = _lines(res.output_dir / "val_generations.jsonl")
+    assert [a["step"] for a in answers] == [0, 0, 0, 2, 2, 2, 3, 3, 3]
+    prompts = [a["prompt"] for a in answers]
+    assert prompts[0:3] == prompts[3:6] == prompts[6:9] and len(set(prompts[:3])) == 3
+    rewards = RewardManager.from_config(RewardConfig())
+    for a in answers:
+        assert a["data_source"] == "rlport/repeat_letter" and a["response"]
+        assert a["score"] == rewards.score(a["data_source"], a["response"], a["ground_truth"], None)
+
+
+def test_val_only_validates_once_and_trains_nothing(tmp_path: Path) -> None:
+    """trainer.val_only: one validation of the given model, then the run stops: no update, no
+    checkpoint, no reward curve; the metrics hold only the validation."""
+    out = tmp_path / "run"
+    console = _console()
+    cfg = build_config(
+        [
+            *TINY,
+            f"trainer.output_dir={out}",
+            f"data.val_files=[{_test_file(tmp_path)}]",
+            "trainer.val_only=true",
+            "trainer.steps=5",
+            "trainer.log_val_generations=2",
+        ],
+        demo=True,
+    )
+    res = Trainer(cfg, console=console).fit()
+    assert res.history == [] and res.checkpoint is None
+    assert [v["step"] for v in res.validation] == [0]
+    assert [r["step"] for r in _lines(res.metrics_path)] == [0]
+    assert not (out / "checkpoints").exists() and not res.plot_path.exists()
+    assert len(_lines(out / "val_generations.jsonl")) == 2
+    text = console.file.getvalue()
+    assert "validation of step 0: reward" in text and "done: validation only" in text
 
 
 def test_input_errors_come_before_the_startup_summary(tmp_path: Path) -> None:

@@ -21,6 +21,17 @@ METRICS = [
     {"step": 1, "reward/mean": 0.25, "actor/kl": 0.5},
     {"step": 2, "reward/mean": 0.75, "actor/kl": 0.125},
 ]
+#: two validation answers; the second holds a pipe and a line break, which a table must keep
+SAMPLES = [
+    {"data_source": "gsm8k", "prompt": "2+2?", "response": "#### 4", "ground_truth": "4", "score": 1.0},
+    {
+        "data_source": "gsm8k",
+        "prompt": "a|b",
+        "response": "line one\nline two",
+        "ground_truth": "7",
+        "score": 0.0,
+    },
+]
 
 
 def _scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
@@ -49,9 +60,22 @@ def test_tensorboard_events_read_back(tmp_path: Path) -> None:
     (logger,) = open_loggers(["console", "tensorboard"], project="p", name="n", config={}, folder=tmp_path)
     for m in METRICS:
         logger.log(m, m["step"])
+    logger.log_samples(SAMPLES, 2)
     logger.close()
     assert _scalars(tmp_path / "tensorboard", "reward/mean") == [(1, 0.25), (2, 0.75)]
     assert _scalars(tmp_path / "tensorboard", "actor/kl") == [(1, 0.5), (2, 0.125)]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    (event,) = acc.Tensors("val/generations/text_summary")
+    table = make_ndarray(event.tensor_proto).item().decode().splitlines()
+    assert event.step == 2 and table[0] == "| data_source | prompt | response | ground_truth | score |"
+    assert table[2:] == [
+        "| gsm8k | 2+2? | #### 4 | 4 | 1.0 |",
+        "| gsm8k | a\\|b | line one<br>line two | 7 | 0.0 |",
+    ]
 
 
 def test_wandb_offline_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,13 +87,18 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest
     )
     for m in METRICS:
         logger.log(m, m["step"])
+    logger.log_samples(SAMPLES, 3)
     logger.close()
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     history = _wandb_history(run)
-    assert [(h["_step"], h["reward/mean"], h["actor/kl"]) for h in history] == [
+    assert [(h["_step"], h["reward/mean"], h["actor/kl"]) for h in history[:2]] == [
         (1, 0.25, 0.5),
         (2, 0.75, 0.125),
     ]
+    assert history[2]["_step"] == 3 and history[2]["val/generations._type"] == "table-file"
+    table = json.loads((run / "files" / history[2]["val/generations.path"]).read_text())
+    assert table["columns"] == ["data_source", "prompt", "response", "ground_truth", "score"]
+    assert table["data"] == [[s[c] for c in table["columns"]] for s in SAMPLES]
 
 
 def test_mlflow_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,12 +112,20 @@ def test_mlflow_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     for m in METRICS:
         logger.log(m, m["step"])
+    logger.log_samples(SAMPLES, 2)
     run_id = logger.run.info.run_id  # type: ignore[attr-defined]
     logger.close()
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     history = client.get_metric_history(run_id, "reward/mean")
     assert [(h.step, h.value) for h in history] == [(1, 0.25), (2, 0.75)]
     assert client.get_run(run_id).data.params["actor.lr"] == "1e-05"
+    table = json.loads(
+        Path(client.download_artifacts(run_id, "val/generations/step_2.json", str(tmp_path))).read_text()
+    )
+    assert table["columns"][2] == "response" and [row[2] for row in table["data"]] == [
+        "#### 4",
+        "line one\nline two",
+    ]
 
 
 def test_swanlab_offline_run_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,6 +138,7 @@ def test_swanlab_offline_run_is_written(tmp_path: Path, monkeypatch: pytest.Monk
     )
     for m in METRICS:
         logger.log(m, m["step"])
+    logger.log_samples(SAMPLES, 2)
     logger.close()
     (run,) = (tmp_path / "swanlog").glob("run-*")
     assert list(run.glob("run-*.swanlab"))

@@ -78,6 +78,8 @@ def test_verl_keys_map_onto_rlport_settings() -> None:
             "trainer.save_freq=-1",
             "trainer.test_freq=-1",
             "+trainer.val_before_train=False",
+            "trainer.val_only=True",
+            "trainer.log_val_generations=5",
             "trainer.logger=['console','wandb']",
             "custom_reward_function.path=my_reward.py",
             "actor_rollout_ref.rollout.engine_kwargs.vllm.swap_space=2",
@@ -93,6 +95,7 @@ def test_verl_keys_map_onto_rlport_settings() -> None:
     assert cfg.algorithm.clip_ratio_low == cfg.algorithm.clip_ratio_high == pytest.approx(0.3)
     assert cfg.trainer.workers == 2
     assert (cfg.trainer.save_every, cfg.trainer.test_freq, cfg.trainer.val_before_train) == (0, 0, False)
+    assert (cfg.trainer.val_only, cfg.trainer.log_val_generations) == (True, 5)
     assert cfg.trainer.logger == ["console", "wandb"]
     assert (cfg.reward.path, cfg.reward.name) == ("my_reward.py", "compute_score")
     assert cfg.rollout.options == {"swap_space": 2}

@@ -301,6 +301,13 @@ class TrainerConfig:
     )
     test_freq: int = setting(0, "validate on data.val_files every N steps (and at the end); 0: never", ge=0)
     val_before_train: bool = setting(False, "validate once before the first step")
+    val_only: bool = setting(False, "validate once on data.val_files and stop: no training, no checkpoint")
+    log_val_generations: int = setting(
+        0,
+        "answers to log at each validation (the same prompts every time): output_dir/val_generations.jsonl "
+        "and the tensorboard, wandb, mlflow, swanlab loggers",
+        ge=0,
+    )
     resume_from: str = setting(
         "", "a checkpoint folder (output_dir/checkpoints/step_N), or latest: the newest complete one"
     )

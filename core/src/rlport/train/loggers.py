@@ -13,6 +13,10 @@ output folder's name when empty), as in verl:
   ``MLFLOW_TRACKING_URI`` or ``sqlite:///output_dir/mlflow.db``;
 - ``swanlab``: ``swanlab.init(project, experiment_name, config, logdir=output_dir/swanlog)``;
   ``SWANLAB_MODE=local`` or ``offline`` keeps it local.
+
+Validation answers (``trainer.log_val_generations``) go to each library as it shows text: a
+markdown table in tensorboard's text tab, a ``wandb.Table``, an mlflow JSON table artifact (``val/generations/step_N.json``) and
+``swanlab.Text`` items, each under ``val/generations``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ from typing import Any, Protocol
 
 from rlport.extras import import_optional, require
 
+#: the columns of a logged validation answer, in order
+SAMPLE_COLUMNS = ("data_source", "prompt", "response", "ground_truth", "score")
+SAMPLES_KEY = "val/generations"
+
 
 class Logger(Protocol):
     def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_samples(self, samples: list[dict[str, Any]], step: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -45,6 +55,22 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}
 
 
+def _rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[s[c] for c in SAMPLE_COLUMNS] for s in samples]
+
+
+def markdown_table(samples: list[dict[str, Any]]) -> str:
+    """The answers as a markdown table (tensorboard renders its text tab as markdown); pipes and
+    line breaks inside a cell are escaped so every answer stays one row."""
+
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(SAMPLE_COLUMNS) + " |", "|" + "---|" * len(SAMPLE_COLUMNS)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in _rows(samples)]
+    return "\n".join(lines)
+
+
 class TensorBoard:
     def __init__(self, folder: Path) -> None:
         import_optional("tensorboard", "tensorboard", purpose="trainer.logger=tensorboard")
@@ -56,6 +82,10 @@ class TensorBoard:
     def log(self, metrics: dict[str, float], step: int) -> None:
         for key, value in _numbers(metrics).items():
             self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def log_samples(self, samples: list[dict[str, Any]], step: int) -> None:
+        self.writer.add_text(SAMPLES_KEY, markdown_table(samples), step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -70,6 +100,12 @@ class Wandb:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(_numbers(metrics), step=step)
+
+    def log_samples(self, samples: list[dict[str, Any]], step: int) -> None:
+        import wandb
+
+        table = wandb.Table(columns=list(SAMPLE_COLUMNS), data=_rows(samples))
+        self.run.log({SAMPLES_KEY: table}, step=step)
 
     def close(self) -> None:
         self.run.finish()
@@ -89,6 +125,11 @@ class Mlflow:
         safe = {k.replace("@", "_at_"): v for k, v in _numbers(metrics).items()}
         self.mlflow.log_metrics(safe, step=step)
 
+    def log_samples(self, samples: list[dict[str, Any]], step: int) -> None:
+        # mlflow's table layout (columns, data), written with log_dict: log_table needs pandas
+        table = {"columns": list(SAMPLE_COLUMNS), "data": _rows(samples)}
+        self.mlflow.log_dict(table, f"{SAMPLES_KEY}/step_{step}.json")
+
     def close(self) -> None:
         self.mlflow.end_run()
 
@@ -106,6 +147,13 @@ class Swanlab:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.swanlab.log(_numbers(metrics), step=step)
+
+    def log_samples(self, samples: list[dict[str, Any]], step: int) -> None:
+        texts = [
+            self.swanlab.Text(s["response"], caption=f"{s['data_source']} score {s['score']}: {s['prompt']}")
+            for s in samples
+        ]
+        self.swanlab.log({SAMPLES_KEY: texts}, step=step)
 
     def close(self) -> None:
         self.swanlab.finish()

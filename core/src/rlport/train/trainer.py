@@ -25,9 +25,9 @@ from rlport.rollout.seeding import step_seed
 from rlport.train import checkpoint
 from rlport.train.batching import generate_calls
 from rlport.train.batching import shards as split
-from rlport.train.config import TrainConfig, resolve
+from rlport.train.config import TrainConfig, example, resolve
 from rlport.train.data import Example, Sampler, read_parquet, tokenize
-from rlport.train.evaluate import greedy_params, validate_policy
+from rlport.train.evaluate import Validation, greedy_params, logged_indices, validate_policy
 from rlport.train.loggers import open_loggers
 from rlport.train.metrics import MetricsLog, plot_rewards, read_jsonl, step_line, val_line
 from rlport.train.rewards import RewardManager
@@ -238,10 +238,23 @@ def plan_steps(cfg: TrainConfig, prompts: int, dropped: int, val_prompts: int) -
             f"data.val_files hold {val_prompts} prompts, fewer than trainer.workers={t.workers}",
             f"give at least {t.workers} validation prompts, or rlport train trainer.workers={val_prompts}",
         )
-    if (t.test_freq or t.val_before_train) and not d.val_files:
+    asked = [
+        f"trainer.{k}={str(v).lower()}"
+        for k in ("test_freq", "val_before_train", "val_only")
+        if (v := getattr(t, k))
+    ]
+    if asked and not d.val_files:
         raise ConfigError(
-            "trainer.test_freq / trainer.val_before_train ask for validation, but data.val_files is empty",
-            "rlport train data.val_files=[test.parquet] (or trainer.test_freq=0 trainer.val_before_train=false)",
+            f"{' and '.join(asked)} ask for validation, but data.val_files is empty",
+            "rlport train data.val_files=[test.parquet] (or "
+            + " ".join(example(a.split("=")[0]) for a in asked)
+            + ")",
+        )
+    if t.log_val_generations and not asked:
+        raise ConfigError(
+            f"trainer.log_val_generations={t.log_val_generations} logs validation answers, but no validation "
+            "runs (trainer.test_freq=0, trainer.val_before_train=false, trainer.val_only=false)",
+            "rlport train data.val_files=[test.parquet] trainer.test_freq=10 (or trainer.log_val_generations=0)",
         )
     if t.total_training_steps:
         t.steps = t.total_training_steps
@@ -282,6 +295,7 @@ class Trainer:
                 f"rlport train rollout.max_model_len={longest + cfg.rollout.max_new_tokens}",
             )
         plan_steps(cfg, len(self.examples), self.dropped, len(self.val_examples))
+        self.log_indices = logged_indices(self.val_examples, cfg.trainer.log_val_generations)
         self.sampler = Sampler(
             len(self.examples), cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
         )
@@ -461,17 +475,23 @@ class Trainer:
             checkpoint.write_state(folder, state, self.tokenizer, self.cfg.model.path)
         return checkpoint.checkpoint_dir(self.out, step)
 
-    def validate(self, pool: _Pool, step: int) -> dict[str, Any]:
-        """The greedy validation reward (overall and per data source) of the current policy."""
+    def validate(self, pool: _Pool, step: int) -> Validation:
+        """The greedy validation reward (overall and per data source) of the current policy, and the
+        answers ``trainer.log_val_generations`` asks for."""
         t = time.perf_counter()
         params = greedy_params(
             self.cfg.rollout.max_new_tokens, self.stop_ids, step_seed(self.cfg.trainer.seed, step)
         )
-        m = validate_policy(
-            pool, self.val_examples, tokenizer=self.tokenizer, rewards=self.rewards, params=params
+        v = validate_policy(
+            pool,
+            self.val_examples,
+            tokenizer=self.tokenizer,
+            rewards=self.rewards,
+            params=params,
+            log_indices=self.log_indices,
         )
-        m["time/validate"] = time.perf_counter() - t
-        return m
+        v.metrics["time/validate"] = time.perf_counter() - t
+        return v
 
     def fit(self) -> TrainResult:
         cfg = self.cfg
@@ -479,6 +499,11 @@ class Trainer:
         steps = t.steps
         resume = self.start_step if self.resume_from is not None else None
         log = MetricsLog(self.metrics_path, resume_step=resume) if "jsonl" in t.logger else None
+        answers = (
+            MetricsLog(self.out / "val_generations.jsonl", resume_step=resume)
+            if t.log_val_generations
+            else None
+        )
         self.console.print(
             f"rlport train: {len(self.examples)} prompts ({self.dropped} dropped as too long), "
             f"model {cfg.model.path}, engine {cfg.rollout.engine}, {t.workers} worker(s), "
@@ -524,10 +549,22 @@ class Trainer:
                         line, markup=False, highlight=False
                     )
 
-            if t.val_before_train and self.val_examples:
-                v = {"step": self.start_step, **self.validate(pool, self.start_step)}
-                validation.append(v)
-                record(v, val_line(v, "before training"))
+            def validated(step: int) -> dict[str, Any]:
+                """Validate at ``step``; the answers go to val_generations.jsonl and the loggers."""
+                v = self.validate(pool, step)
+                validation.append({"step": step, **v.metrics})
+                if answers is not None:
+                    for sample in v.samples:
+                        answers.write({"step": step, **sample})
+                    for logger in loggers:
+                        logger.log_samples(v.samples, step)
+                return v.metrics
+
+            if (t.val_before_train or t.val_only) and self.val_examples:
+                v = {"step": self.start_step, **validated(self.start_step)}
+                record(v, val_line(v, "before training" if not t.val_only else f"of step {self.start_step}"))
+            if t.val_only:
+                steps = self.start_step  # trainer.val_only: no step, no checkpoint
             with self._progress(steps) as (progress, task):
                 for step in range(self.start_step, steps):
                     pool.step = step + 1  # named by a worker's failure
@@ -543,9 +580,7 @@ class Trainer:
                         and t.test_freq
                         and ((step + 1) % t.test_freq == 0 or step + 1 == steps)
                     ):
-                        v = self.validate(pool, step + 1)
-                        m.update(v)
-                        validation.append({"step": step + 1, **v})
+                        m.update(validated(step + 1))
                         line += "\n" + val_line(m, f"at step {step + 1}")
                     record(m, line, progress)
                     history.append(m)
@@ -553,14 +588,23 @@ class Trainer:
                         progress.update(task, advance=1, reward=m["reward/mean"])
                     if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < steps:
                         last_ckpt = self.save(pool, step + 1)
-                last_ckpt = self.save(pool, steps)
+                if not t.val_only:
+                    last_ckpt = self.save(pool, steps)
         finally:
             for logger in loggers:
                 logger.close()
             pool.close()
-        rows = read_jsonl(self.metrics_path) if log is not None else history
-        plot_rewards(rows, self.plot_path, title=f"rlport train: {cfg.model.path}")
-        self._report(history, last_ckpt)
+        if t.val_only:
+            self.console.print(
+                f"done: validation only, reward {validation[0]['val/reward/mean']:.3f}; no step, no checkpoint"
+                + (f"; metrics {self.metrics_path}" if log is not None else ""),
+                markup=False,
+                highlight=False,
+            )
+        else:
+            rows = read_jsonl(self.metrics_path) if log is not None else history
+            plot_rewards(rows, self.plot_path, title=f"rlport train: {cfg.model.path}")
+            self._report(history, last_ckpt)
         return TrainResult(
             self.out, self.metrics_path, self.plot_path, last_ckpt, history, worker_info, validation
         )
