@@ -379,21 +379,28 @@ def test_critic_warmup_and_the_critic_checkpoint(tmp_path: Path) -> None:
 def test_adaptive_kl_in_the_reward_on_the_demo(tmp_path: Path) -> None:
     """GRPO with the KL in the reward: on step 1 the actor is the reference (KL 0), so the adaptive
     controller lowers the coefficient by the clipped error 0.2 x 16 rollouts / horizon; step 2's
-    KL is above 0 after an update."""
-    rows = _rows(
-        tmp_path / "run",
+    KL is above 0 after an update. The coefficient reached is checkpointed: a resumed step 3
+    starts from it, not from kl_coef again."""
+    out = tmp_path / "run"
+    kl = (
         "algorithm.use_kl_in_reward=true",
         "algorithm.kl_penalty=low_var_kl",
         "algorithm.kl_ctrl.type=adaptive",
         "algorithm.kl_ctrl.kl_coef=0.01",
         "algorithm.kl_ctrl.target_kl=0.1",
         "algorithm.kl_ctrl.horizon=100",
-        "trainer.steps=2",
     )
+    rows = _rows(out, *kl, "trainer.steps=2")
     assert rows[0]["actor/reward_kl_penalty"] == pytest.approx(0.0, abs=1e-6)
     assert rows[0]["actor/reward_kl_penalty_coeff"] == pytest.approx(0.01)
     assert rows[1]["actor/reward_kl_penalty_coeff"] == pytest.approx(0.01 * (1 - 0.2 * 16 / 100))
     assert rows[1]["actor/reward_kl_penalty"] > 0
+    error = min(0.2, max(-0.2, rows[1]["actor/reward_kl_penalty"] / 0.1 - 1))
+    reached = rows[1]["actor/reward_kl_penalty_coeff"] * (1 + error * 16 / 100)
+    state = json.loads((out / "checkpoints" / "step_2" / "trainer_state.json").read_text())
+    assert state["kl_coef"] == pytest.approx(reached)
+    resumed = _rows(out, *kl, "trainer.steps=3", "trainer.resume_from=latest")
+    assert resumed[2]["actor/reward_kl_penalty_coeff"] == pytest.approx(reached)
 
 
 @pytest.mark.slow

@@ -44,6 +44,8 @@ class TrainerState:
     sampler: dict[str, int]
     config: dict[str, Any]
     version: str = ""
+    #: the KL-in-reward coefficient reached (algorithm.kl_ctrl.type=adaptive moves it each step)
+    kl_coef: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -52,6 +54,7 @@ class TrainerState:
                 "sampler": self.sampler,
                 "config": self.config,
                 "rlport_version": self.version,
+                "kl_coef": self.kl_coef,
             },
             indent=2,
             sort_keys=True,
@@ -207,4 +210,5 @@ def read_state(folder: str | Path) -> TrainerState:
         sampler=dict(data["sampler"]),
         config=dict(data.get("config", {})),
         version=str(data.get("rlport_version", "")),
+        kl_coef=data.get("kl_coef"),
     )

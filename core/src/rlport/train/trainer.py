@@ -309,6 +309,7 @@ class Trainer:
         self.start_step = 0
         self.actor_path = cfg.model.path
         self.resume_from = checkpoint.resolve_resume(cfg.trainer.resume_from, self.out)
+        state: checkpoint.TrainerState | None = None
         if self.resume_from is not None:
             state = checkpoint.read_state(self.resume_from)
             self.start_step = state.step
@@ -339,6 +340,8 @@ class Trainer:
 
             k = al.kl_ctrl
             self.kl_ctrl = kl_controller(k.type, kl_coef=k.kl_coef, target_kl=k.target_kl, horizon=k.horizon)
+            if state is not None and state.kl_coef is not None:
+                self.kl_ctrl.value = state.kl_coef  # where the adaptive controller had moved it
         self.metrics_path = self.out / "metrics.jsonl"
         self.plot_path = self.out / "reward_curve.png"
 
@@ -470,7 +473,11 @@ class Trainer:
         with checkpoint.writing(self.out, step) as folder:
             pool.call("save", [(str(folder),)] * pool.world)  # every rank gathers; rank 0 writes
             state = checkpoint.TrainerState(
-                step=step, sampler=self.sampler.state(), config=self.cfg.to_dict(), version=__version__
+                step=step,
+                sampler=self.sampler.state(),
+                config=self.cfg.to_dict(),
+                version=__version__,
+                kl_coef=self.kl_ctrl.value if self.kl_ctrl is not None else None,
             )
             checkpoint.write_state(folder, state, self.tokenizer, self.cfg.model.path)
         return checkpoint.checkpoint_dir(self.out, step)
