@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from verl_source import verl_module
 
 from rlport.errors import ConfigError
 from rlport.train import rewards
@@ -54,27 +55,13 @@ def test_math_reward_without_math_verify_names_the_extra(monkeypatch: pytest.Mon
 
 
 def _verl_gsm8k() -> object:
-    """verl's own gsm8k module: imported, or (with ``pip install --no-deps verl``, where verl's
-    package __init__ cannot import) loaded from the installed distribution's file."""
-    import importlib.metadata
-    import importlib.util
-
+    """verl's own gsm8k module: imported, or loaded from the installed distribution's file."""
     try:
         from verl.utils.reward_score import gsm8k
 
         return gsm8k
     except Exception:
-        pass
-    try:
-        path = importlib.metadata.distribution("verl").locate_file("verl/utils/reward_score/gsm8k.py")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("verl is not installed (pip install --no-deps verl)")
-    spec = importlib.util.spec_from_file_location("verl_gsm8k_reference", str(path))
-    if spec is None or spec.loader is None or not Path(str(path)).is_file():
-        pytest.skip("verl's gsm8k reward module is not importable")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        return verl_module("verl/utils/reward_score/gsm8k.py", "verl_gsm8k_reference")
 
 
 def _gsm8k_cases() -> list[tuple[str, str]]:

@@ -44,7 +44,7 @@ def test_every_verl_key_has_a_rule_and_its_default_loads() -> None:
 
 def test_refusals_say_why_or_which_issue() -> None:
     cases = {
-        "critic.optim.lr_scheduler_type": "cosine",
+        "actor_rollout_ref.rollout.multi_turn.enable": True,
         "critic.model.lora_rank": 8,
         "algorithm.filter_groups.enable": True,
         "actor_rollout_ref.model.lora_rank": 8,
@@ -158,6 +158,20 @@ def test_doc_key_table_is_in_sync() -> None:
     text = DOC.read_text()
     table = text.split("<!-- verl-key-table -->\n", 1)[1].split("<!-- /verl-key-table -->", 1)[0]
     assert table == verl_keys.markdown_table(), "regenerate the table in docs/from-verl.md"
+
+
+def test_defaults_table_is_in_sync() -> None:
+    """The doc's table of differing defaults is the generated one, and names the differences a
+    verl user meets most (weight decay, validation before training, resuming)."""
+    text = DOC.read_text()
+    table = text.split("<!-- verl-defaults-table -->\n", 1)[1].split("<!-- /verl-defaults-table -->", 1)[0]
+    assert table == verl_keys.differences_table(), "regenerate the defaults table in docs/from-verl.md"
+    rows = {key: (verl, ours) for key, verl, _, ours in verl_keys.default_differences()}
+    assert rows["actor_rollout_ref.actor.optim.weight_decay"] == (0.01, 0.0)
+    assert rows["trainer.val_before_train"] == (True, False)
+    assert rows["trainer.resume_mode"] == ("auto", "")
+    assert "actor_rollout_ref.actor.clip_ratio" not in rows  # the same default (0.2) in both
+    assert not any(key == "data.train_files" for key in rows)  # a placeholder path, not a default
 
 
 def _doc_command(tag: str) -> list[str]:

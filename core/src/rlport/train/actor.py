@@ -52,6 +52,7 @@ class Actor(TrainedModel):
         world: int = 1,
         rt: Any,
         resume_from: str | None = None,
+        updates_done: int = 0,
     ) -> None:
         from rlport.train.device_parts import before_model_build
 
@@ -70,6 +71,7 @@ class Actor(TrainedModel):
             section=cfg.actor,
             mini_batches=cfg.actor.mini_batches,
             resume_from=resume_from,  # the optimizer state (and a sharded strategy's shards)
+            updates_done=updates_done,  # where the learning-rate schedule continues
         )
         self.reference = None
         if needs_reference(cfg):

@@ -168,11 +168,32 @@ class MegatronConfig:
 
 
 @dataclass
+class LrScheduleConfig:
+    """How a model's learning rate moves over the run: one step of the schedule per trainer step
+    that updates the model (verl's ``optim.lr_scheduler_type`` and its warm-up keys)."""
+
+    type: str = setting(
+        "constant",
+        "constant: the rate after warm-up; cosine: then falls to min_lr_ratio x the rate by the last step",
+        choices=("constant", "cosine"),
+    )
+    warmup_steps: int = setting(
+        0, "steps over which the rate rises linearly from 0; 0: warmup_steps_ratio x trainer.steps", ge=0
+    )
+    warmup_steps_ratio: float = setting(0.0, "the warm-up as a share of trainer.steps", ge=0, le=1)
+    min_lr_ratio: float = setting(0.0, "cosine: the rate at the end, as a share of the rate", ge=0, le=1)
+    num_cycles: float = setting(
+        0.5, "cosine: waves over the run; 0.5: one fall from the rate to the end", gt=0
+    )
+
+
+@dataclass
 class ActorConfig:
     strategy: str = setting("", 'replicated | ddp | fsdp | megatron; "": fsdp with trainer.workers > 1')
     fsdp_config: FsdpConfig = setting(doc="actor.strategy=fsdp only", factory=FsdpConfig)
     megatron: MegatronConfig = setting(doc="actor.strategy=megatron only", factory=MegatronConfig)
     lr: float = setting(1e-5, "AdamW learning rate", gt=0)
+    lr_schedule: LrScheduleConfig = setting(doc="warm-up and decay of actor.lr", factory=LrScheduleConfig)
     weight_decay: float = setting(0.0, "AdamW weight decay", ge=0)
     betas: list[float] = setting(doc="AdamW betas", factory=lambda: [0.9, 0.999])
     grad_clip: float = setting(1.0, "max gradient norm; 0 disables clipping", ge=0)
@@ -205,6 +226,7 @@ class CriticConfig:
         "", 'the value model\'s Hugging Face folder (a causal LM; a value head is added); "": model.path'
     )
     lr: float = setting(1e-5, "the critic's AdamW learning rate", gt=0)
+    lr_schedule: LrScheduleConfig = setting(doc="warm-up and decay of critic.lr", factory=LrScheduleConfig)
     weight_decay: float = setting(0.0, "the critic's AdamW weight decay", ge=0)
     betas: list[float] = setting(doc="the critic's AdamW betas", factory=lambda: [0.9, 0.999])
     grad_clip: float = setting(1.0, "the critic's max gradient norm; 0 disables clipping", ge=0)

@@ -38,6 +38,7 @@ class Critic(TrainedModel):
         world: int = 1,
         rt: Any,
         resume_from: str | Path | None = None,
+        updates_done: int = 0,
     ) -> None:
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         name = resolve_name(cfg.actor.strategy, world)
@@ -55,6 +56,7 @@ class Critic(TrainedModel):
             section=cfg.critic,
             mini_batches=cfg.critic.mini_batches or cfg.actor.mini_batches,
             resume_from=resume_from,
+            updates_done=updates_done,
         )
 
     def _values(self, chunk: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -77,6 +77,7 @@ class TrainedModel:
     optimizer_name: str
     optimizer_plugin: str
     optim: Optim
+    scheduler: torch.optim.lr_scheduler.LambdaLR
 
     def _train_on_strategy(
         self,
@@ -88,11 +89,14 @@ class TrainedModel:
         section: Any,
         mini_batches: int,
         resume_from: str | Path | None,
+        updates_done: int = 0,
     ) -> None:
-        """Wrap ``module`` with ``strategy``, build its optimizer with the settings of ``section``
-        (``cfg.actor`` or ``cfg.critic``, gradient checkpointing included) and, with
-        ``resume_from``, restore the optimizer state (and a sharded strategy's shards) from there."""
+        """Wrap ``module`` with ``strategy``, build its optimizer and learning-rate schedule with
+        the settings of ``section`` (``cfg.actor`` or ``cfg.critic``, gradient checkpointing
+        included) and, with ``resume_from``, restore the optimizer state (and a sharded strategy's
+        shards) from there; the schedule continues after ``updates_done`` earlier updates."""
         from rlport.train.device_parts import optimizer_factory
+        from rlport.train.schedule import lr_schedule
 
         self.config = module.config
         self.optim = optim = Optim.of(section, mini_batches)
@@ -120,6 +124,9 @@ class TrainedModel:
         )
         if resume_from:
             self.strategy.load_training_state(self.model, self.optimizer, Path(resume_from))
+        self.scheduler = lr_schedule(
+            self.optimizer, section.lr_schedule, lr=optim.lr, total_steps=cfg.trainer.steps, done=updates_done
+        )
 
     @property
     def module(self) -> torch.nn.Module:
@@ -204,10 +211,11 @@ class TrainedModel:
         seed: int,
     ) -> dict[str, float]:
         """``optim.epochs`` passes of ``optim.mini_batches`` optimizer steps over ``samples``,
-        micro-batches (:meth:`_split`) accumulating gradients. ``micro_step(chunk, indices, mini_batch_tokens)``
+        micro-batches (:meth:`_split`) accumulating gradients, then one step of the learning-rate
+        schedule. ``micro_step(chunk, indices, mini_batch_tokens)``
         runs a micro-batch's forward and backward and returns its loss terms and its ``weight``
         (tokens); the result holds their token-weighted means and ``PREFIX/grad_norm``,
-        ``PREFIX/updates``, ``PREFIX/lr``."""
+        ``PREFIX/updates``, ``PREFIX/lr`` (the rate these updates used)."""
         o = self.optim
         sums: dict[str, float] = {}
         weights = 0.0
@@ -237,6 +245,7 @@ class TrainedModel:
         out[f"{prefix}/grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
         out[f"{prefix}/updates"] = float(len(grad_norms))
         out[f"{prefix}/lr"] = float(self.optimizer.param_groups[0]["lr"])
+        self.scheduler.step()
         return out
 
     def _clip(self, grad_clip: float) -> float:

@@ -108,6 +108,39 @@ def _warmup(value: Any) -> Any:
     return max(0, int(value) - 1) if value else 0
 
 
+def _schedule(verl: str, rlport: str) -> list[Rule]:
+    """verl's learning-rate schedule keys under ``verl`` (``...optim``) onto ``rlport``
+    (``actor.lr_schedule`` or ``critic.lr_schedule``): the same schedules as verl's
+    ``get_constant_schedule_with_warmup`` / ``get_cosine_schedule_with_warmup``."""
+    return [
+        Map(f"{verl}.lr_scheduler_type", f"{rlport}.type"),
+        Map(
+            f"{verl}.warmup_style",
+            f"{rlport}.type",
+            convert=_unless_null,
+            note="deprecated in verl for lr_scheduler_type",
+        ),
+        Map(
+            f"{verl}.lr_warmup_steps",
+            f"{rlport}.warmup_steps",
+            convert=_positive_or_zero,
+            note="verl's -1 (take lr_warmup_steps_ratio) is rlport's 0",
+        ),
+        Map(f"{verl}.lr_warmup_steps_ratio", f"{rlport}.warmup_steps_ratio"),
+        Map(f"{verl}.min_lr_ratio", f"{rlport}.min_lr_ratio", convert=_unless_null),
+        Map(f"{verl}.num_cycles", f"{rlport}.num_cycles"),
+        Accept(
+            f"{verl}.total_training_steps",
+            "verl and rlport both set it to the run's steps (trainer.steps, total_epochs or total_training_steps)",
+        ),
+        Accept(
+            f"{verl}.zero_indexed_step",
+            "rlport counts the schedule's steps from 0, as verl's default does",
+            (True,),
+        ),
+    ]
+
+
 CRITIC_SHARED = "the critic is built like the actor (actor.strategy, model.dtype); the value has no effect"
 PROFILER = (
     "rlport does not implement verl's profiler settings because profiling belongs to the device "
@@ -226,12 +259,8 @@ RULES: tuple[Rule, ...] = (
     Map("actor_rollout_ref.actor.optim.clip_grad", "actor.grad_clip"),
     Map("actor_rollout_ref.actor.grad_clip", "actor.grad_clip"),
     Accept("actor_rollout_ref.actor.optim.optimizer", "rlport trains with AdamW", ("AdamW",)),
-    Accept(
-        "actor_rollout_ref.actor.optim.lr_scheduler_type",
-        "rlport does not implement learning-rate schedules (the rate is constant); not yet planned",
-        ("constant",),
-    ),
-    Refuse("actor_rollout_ref.actor.optim.*", "rlport's optimizer is AdamW at a constant actor.lr"),
+    *_schedule("actor_rollout_ref.actor.optim", "actor.lr_schedule"),
+    Refuse("actor_rollout_ref.actor.optim.*", "rlport's optimizer is AdamW (actor.lr, actor.lr_schedule.*)"),
     Map("actor_rollout_ref.actor.ppo_epochs", "actor.ppo_epochs"),
     Map("actor_rollout_ref.actor.ppo_mini_batch_size", "actor.ppo_mini_batch_size"),
     Map(
@@ -387,12 +416,8 @@ RULES: tuple[Rule, ...] = (
     Map("critic.optim.clip_grad", "critic.grad_clip"),
     Map("critic.grad_clip", "critic.grad_clip"),
     Accept("critic.optim.optimizer", "rlport trains the critic with AdamW", ("AdamW",)),
-    Accept(
-        "critic.optim.lr_scheduler_type",
-        "rlport does not implement learning-rate schedules (the rate is constant); not yet planned",
-        ("constant",),
-    ),
-    Refuse("critic.optim.*", "rlport's critic optimizer is AdamW at a constant critic.lr"),
+    *_schedule("critic.optim", "critic.lr_schedule"),
+    Refuse("critic.optim.*", "rlport's critic optimizer is AdamW (critic.lr, critic.lr_schedule.*)"),
     Map("critic.ppo_epochs", "critic.ppo_epochs"),
     Map("critic.ppo_mini_batch_size", "critic.ppo_mini_batch_size"),
     Map("critic.ppo_micro_batch_size_per_gpu", "critic.micro_batch_size", convert=_unless_null),
@@ -687,6 +712,41 @@ def markdown_table() -> str:
             target = "when " + " or ".join(f"`{v!r}`" for v in r.values)
         reason = r.reason.replace("|", "\\|")
         lines.append(f"| `{r.verl}` | {kinds[r.kind]} | {target} | {reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def default_differences() -> list[tuple[str, Any, str, Any]]:
+    """(verl key, verl's default, rlport setting, rlport's default) for each mapped key whose
+    default differs from its rlport setting's: what a verl command that leaves the key out gets
+    differently in rlport. Placeholders (paths, ``???``) and verl's references to other keys
+    (``${...}``) are left out: they carry no default of their own."""
+    from rlport.train.config import default_value
+
+    out = []
+    for key, value in flatten(defaults()):
+        rule = rule_for(key)
+        if rule is None or rule.kind != "map" or value is None:
+            continue
+        if isinstance(value, str) and (value.startswith("${") or value == "???" or "/" in value):
+            continue
+        converted = rule.convert(value) if rule.convert is not None else value
+        if isinstance(converted, Skip):
+            continue
+        for target in rule.rlport:
+            try:
+                ours = default_value(target)
+            except (AttributeError, KeyError):
+                continue  # an engine option (rollout.options.NAME): the engine's own default
+            if not _same(converted, ours):
+                out.append((key, value, target, ours))
+    return out
+
+
+def differences_table() -> str:
+    """The table of :func:`default_differences` in ``docs/from-verl.md``."""
+    lines = ["| verl key | verl's default | rlport setting | rlport's default |", "|---|---|---|---|"]
+    for key, verl, target, ours in default_differences():
+        lines.append(f"| `{key}` | `{verl!r}` | `{target}` | `{ours!r}` |")
     return "\n".join(lines) + "\n"
 
 

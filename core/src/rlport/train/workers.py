@@ -33,6 +33,7 @@ import rlport
 from rlport.errors import EngineError
 from rlport.rollout.protocol import EngineConfig, SamplingParams
 from rlport.train.actor import Actor, Logprobs, Sample
+from rlport.train.checkpoint import read_state
 from rlport.train.config import TrainConfig
 from rlport.train.modeling import quiet_transformers
 from rlport.types import EnginePlacement
@@ -66,6 +67,12 @@ class Worker:
         """Load and wrap the actor, start the engine and resolve the weight transport."""
         rt = rlport.current()
         torch.manual_seed(self.cfg.trainer.seed + self.rank)
+        steps_done = read_state(self.resume_from).step if self.resume_from else 0
+        ppo = self.cfg.algorithm.adv_estimator == "gae"
+        # the first trainer.critic_warmup_steps steps of PPO update the critic only
+        actor_updates = (
+            steps_done - min(steps_done, self.cfg.trainer.critic_warmup_steps) if ppo else steps_done
+        )
         self.actor = Actor(
             self.cfg,
             path=self.actor_path,
@@ -74,19 +81,23 @@ class Worker:
             world=self.world,
             rt=rt,
             resume_from=self.resume_from,
+            updates_done=actor_updates,
         )
         self.critic = None
-        if self.cfg.algorithm.adv_estimator == "gae":
+        if ppo:
             from rlport.train.critic import CRITIC_DIR, Critic
 
             saved = Path(self.resume_from) / CRITIC_DIR if self.resume_from else None
+            if saved is not None and not saved.is_dir():
+                saved = None  # a checkpoint of a run without a critic: the critic starts afresh
             self.critic = Critic(
                 self.cfg,
                 device=self.device,
                 rank=self.rank,
                 world=self.world,
                 rt=rt,
-                resume_from=saved if saved is not None and saved.is_dir() else None,
+                resume_from=saved,
+                updates_done=steps_done if saved is not None else 0,
             )
         self._prepared: tuple[Logprobs, list[torch.Tensor] | None, dict[str, float]] | None = None
         a, m = self.cfg.actor, self.cfg.model

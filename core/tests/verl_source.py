@@ -1,0 +1,49 @@
+"""verl's own code as the reference in tests, from the verl 0.9.1 distribution that
+``pip install --no-deps verl`` installs. Its package ``__init__`` needs verl's whole stack, so a
+module is loaded from its file, or single functions are taken out of a file whose imports this
+environment lacks."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+
+def verl_file(relative: str) -> Path:
+    """The installed distribution's ``relative`` file (``verl/utils/...``); skips without verl."""
+    try:
+        path = Path(str(importlib.metadata.distribution("verl").locate_file(relative)))
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("verl is not installed (pip install --no-deps verl)")
+    if not path.is_file():
+        pytest.skip(f"verl has no {relative}")
+    return path
+
+
+def verl_module(relative: str, name: str) -> ModuleType:
+    """The file ``relative`` loaded as a module named ``name``."""
+    spec = importlib.util.spec_from_file_location(name, str(verl_file(relative)))
+    if spec is None or spec.loader is None:
+        pytest.skip(f"verl's {relative} is not importable")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def verl_functions(relative: str, names: tuple[str, ...], namespace: dict[str, Any]) -> dict[str, Any]:
+    """The functions ``names`` of the file ``relative``, compiled alone with the globals
+    ``namespace`` (what they use): for files whose module-level imports are not installed."""
+    tree = ast.parse(verl_file(relative).read_text())
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
+    missing = set(names) - {d.name for d in defs}
+    if missing:
+        pytest.skip(f"verl's {relative} has no {sorted(missing)}")
+    scope = dict(namespace)
+    exec(compile(ast.Module(body=defs, type_ignores=[]), relative, "exec"), scope)
+    return {name: scope[name] for name in names}
