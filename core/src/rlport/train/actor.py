@@ -16,6 +16,7 @@ import torch
 
 from rlport.train.config import TrainConfig
 from rlport.train.grpo import clipped_policy_loss, entropy_from_logits, kl_k3, masked_mean, token_logprobs
+from rlport.train.loss_agg import MiniBatchSize, micro_share
 from rlport.train.modeling import load_causal_lm
 from rlport.train.ppo import pad_rows
 from rlport.train.strategies import resolve_name
@@ -109,8 +110,8 @@ class Actor(TrainedModel):
         optimizer steps, micro-batches accumulating gradients."""
         temp = self.cfg.rollout.temperature
 
-        def step(chunk: list[Sample], idx: list[int], mb_tokens: int) -> dict[str, float]:
-            return self._micro_step(chunk, idx, lp, mb_tokens, temp)
+        def step(chunk: list[Sample], idx: list[int], whole: MiniBatchSize) -> dict[str, float]:
+            return self._micro_step(chunk, idx, lp, whole, temp)
 
         return self._updates(samples, step, prefix="actor", seed=self.cfg.trainer.seed + 7919 * self.rank)
 
@@ -131,9 +132,10 @@ class Actor(TrainedModel):
         )
 
     def _micro_step(
-        self, chunk: list[Sample], idx: list[int], lp: Logprobs, mb_tokens: int, temp: float
+        self, chunk: list[Sample], idx: list[int], lp: Logprobs, whole: MiniBatchSize, temp: float
     ) -> dict[str, float]:
-        """Forward and backward of one micro-batch; its loss terms and token count."""
+        """Forward and backward of one micro-batch (its share of the mini-batch ``whole``'s loss,
+        under ``algorithm.loss_agg_mode``); its loss terms (token means) and token count."""
         al = self.cfg.algorithm
         logits, tokens, mask = self._response_outputs(self.model, chunk)
         logp = token_logprobs(logits, tokens, temp)
@@ -144,24 +146,34 @@ class Actor(TrainedModel):
         else:
             adv = torch.tensor([s.advantage for s in chunk], device=dev)
         pl = clipped_policy_loss(
-            logp, old, adv, mask, clip_low=al.clip_ratio_low, clip_high=al.clip_ratio_high
+            logp,
+            old,
+            adv,
+            mask,
+            clip_low=al.clip_ratio_low,
+            clip_high=al.clip_ratio_high,
+            clip_c=al.clip_ratio_c,
         )
-        loss = pl.loss
+        per_token = pl.per_token
         kl_val = torch.tensor(0.0)
         if al.use_kl_loss:
             ref = pad_rows([lp.ref[i] for i in idx], width).to(dev)  # type: ignore[misc]
-            kl_val = masked_mean(kl_k3(logp, ref), mask)
-            loss = loss + al.kl_coef * kl_val
-        ent = masked_mean(entropy_from_logits(logits.detach() if al.entropy_coef == 0 else logits), mask)
+            kl_tokens = kl_k3(logp, ref)
+            kl_val = masked_mean(kl_tokens, mask)
+            per_token = per_token + al.kl_coef * kl_tokens
+        ent_tokens = entropy_from_logits(logits.detach() if al.entropy_coef == 0 else logits)
+        ent = masked_mean(ent_tokens, mask)
         if al.entropy_coef:
-            loss = loss - al.entropy_coef * ent
+            per_token = per_token - al.entropy_coef * ent_tokens
+        norm = al.loss_scale_factor or self.cfg.rollout.max_new_tokens
+        micro_share(per_token, mask, al.loss_agg_mode, whole, norm=norm).backward()
         w = float(mask.sum().item())
-        (loss * (w / max(1, mb_tokens))).backward()
         return {
             "weight": w,
             "actor/pg_loss": float(pl.loss.item()),
             "actor/kl": float(kl_val.item()),
             "actor/entropy": float(ent.item()),
             "actor/clip_frac": float(pl.clip_frac.item()),
+            "actor/clip_frac_lower": float(pl.clip_frac_lower.item()),
             "actor/approx_kl": float(pl.approx_kl.item()),
         }

@@ -93,6 +93,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 #: ``algorithm.kl_penalty``: the per-token estimates of KL(actor || reference), as verl names them.
 KL_PENALTIES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
 LOGGERS = ("console", "jsonl", "tensorboard", "wandb", "mlflow", "swanlab")
+#: verl's ``loss_agg_mode`` values (:mod:`rlport.train.loss_agg`)
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 
 @dataclass
@@ -244,6 +246,11 @@ class CriticConfig:
         0.5, "new values are clipped to the rollout's values +- this in the value loss", ge=0
     )
     gradient_checkpointing: bool = setting(False, "recompute the critic's activations in the backward pass")
+    loss_agg_mode: str = setting(
+        "token-mean",
+        "how the value loss's tokens become the loss (as algorithm.loss_agg_mode)",
+        choices=LOSS_AGG_MODES,
+    )
 
 
 @dataclass
@@ -273,6 +280,21 @@ class AlgorithmConfig:
     adv_epsilon: float = setting(1e-6, "added to the group std", gt=0)
     clip_ratio_low: float = setting(0.2, "ratio is clipped to [1 - low, 1 + high]", ge=0, lt=1)
     clip_ratio_high: float = setting(0.2, "upper clip of the ratio", ge=0)
+    clip_ratio_c: float = setting(
+        3.0,
+        "dual-clip PPO: a token with a negative advantage loses at most clip_ratio_c x |advantage|",
+        gt=1,
+        why="a bound at or below 1 would cut the clipped surrogate itself",
+    )
+    loss_agg_mode: str = setting(
+        "token-mean",
+        "how the policy loss's tokens become the loss: token-mean, seq-mean-token-mean, "
+        "seq-mean-token-sum, seq-mean-token-sum-norm",
+        choices=LOSS_AGG_MODES,
+    )
+    loss_scale_factor: int = setting(
+        0, "seq-mean-token-sum-norm divides by this; 0: rollout.max_new_tokens", ge=0
+    )
     use_kl_loss: bool = setting(False, "add kl_coef * KL(actor || reference) (k3 estimator) to the loss")
     kl_coef: float = setting(0.001, "weight of the KL loss", ge=0)
     entropy_coef: float = setting(0.0, "subtract entropy_coef * entropy from the loss")

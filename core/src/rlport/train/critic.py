@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from rlport.train.config import TrainConfig
+from rlport.train.loss_agg import MiniBatchSize, micro_share
 from rlport.train.modeling import load_value_model
 from rlport.train.ppo import clipped_value_loss, pad_rows
 from rlport.train.strategies import resolve_name
@@ -79,14 +80,16 @@ class Critic(TrainedModel):
         ``critic.mini_batches`` optimizer steps."""
         clip = self.cfg.critic.cliprange_value
 
-        def step(chunk: list[Sample], idx: list[int], mb_tokens: int) -> dict[str, float]:
+        def step(chunk: list[Sample], idx: list[int], whole: MiniBatchSize) -> dict[str, float]:
             vpreds, mask = self._values(chunk)
             width, dev = vpreds.shape[1], vpreds.device
             old = pad_rows([old_values[i] for i in idx], width).to(dev)
             returns = pad_rows([s.returns or [] for s in chunk], width).to(dev)
             vl = clipped_value_loss(vpreds, old, returns, mask, clip=clip)
+            # seq-mean-token-sum-norm: over the response horizon, as verl's critic
+            norm = self.cfg.rollout.max_new_tokens
+            micro_share(vl.per_token, mask, self.cfg.critic.loss_agg_mode, whole, norm=norm).backward()
             w = float(mask.sum().item())
-            (vl.loss * (w / max(1, mb_tokens))).backward()
             return {
                 "weight": w,
                 "critic/vf_loss": float(vl.loss.item()),

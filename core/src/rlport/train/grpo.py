@@ -2,7 +2,8 @@
 
 Shapes: ``logp``, ``old_logp``, ``ref_logp``, ``mask`` are ``(batch, response_len)``; ``mask`` is 1
 on response tokens and 0 on padding; ``advantages`` is ``(batch,)`` (one value per sequence,
-broadcast over its tokens). Losses are token means over the mask, as verl's ``token-mean``.
+broadcast over its tokens). ``loss`` fields are token means over the mask (the logged figures);
+the update aggregates ``per_token`` by ``algorithm.loss_agg_mode`` (:mod:`rlport.train.loss_agg`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def group_advantages(
 
 @dataclass
 class PolicyLoss:
-    loss: torch.Tensor  # scalar, differentiable
+    loss: torch.Tensor  # scalar, differentiable: the token mean of per_token
+    per_token: torch.Tensor  # (batch, response_len), differentiable
     clip_frac: torch.Tensor  # share of tokens where the clipped branch was taken
+    clip_frac_lower: torch.Tensor  # share of tokens a negative advantage's dual clip bounded
     approx_kl: torch.Tensor  # mean of (old_logp - logp): how far this update moved from the rollout policy
 
 
@@ -66,9 +69,11 @@ def clipped_policy_loss(
     *,
     clip_low: float = 0.2,
     clip_high: float = 0.2,
+    clip_c: float | None = None,
 ) -> PolicyLoss:
-    """PPO's clipped surrogate, token-mean: ``max(-A r, -A clip(r, 1-low, 1+high))`` with
-    ``r = exp(logp - old_logp)``."""
+    """PPO's clipped surrogate: ``max(-A r, -A clip(r, 1-low, 1+high))`` with
+    ``r = exp(logp - old_logp)``; with ``clip_c`` (dual-clip PPO, verl's ``clip_ratio_c``), a
+    token with ``A < 0`` loses at most ``-A clip_c``, however large its ratio."""
     adv = advantages.reshape(-1, 1).to(logp.dtype) if advantages.ndim == 1 else advantages.to(logp.dtype)
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)
@@ -76,9 +81,17 @@ def clipped_policy_loss(
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     per_token = torch.maximum(unclipped, clipped)
     took_clip = (clipped > unclipped).to(logp.dtype)
+    took_lower = torch.zeros_like(per_token)
+    if clip_c is not None:
+        bound = -adv * clip_c
+        negative = (adv < 0).expand_as(per_token)
+        took_lower = ((per_token > bound) & negative).to(logp.dtype)
+        per_token = torch.where(negative, torch.minimum(per_token, bound), per_token)
     return PolicyLoss(
         loss=masked_mean(per_token, mask),
+        per_token=per_token,
         clip_frac=masked_mean(took_clip, mask).detach(),
+        clip_frac_lower=masked_mean(took_lower, mask).detach(),
         approx_kl=masked_mean(-log_ratio, mask).detach(),
     )
 

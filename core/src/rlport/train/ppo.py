@@ -82,20 +82,23 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -
 
 @dataclass
 class ValueLoss:
-    loss: torch.Tensor  # scalar, differentiable
+    loss: torch.Tensor  # scalar, differentiable: the token mean of per_token
+    per_token: torch.Tensor  # (batch, response_len), differentiable
     clip_frac: torch.Tensor  # share of tokens where the clipped prediction gave the larger error
 
 
 def clipped_value_loss(
     vpreds: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, *, clip: float
 ) -> ValueLoss:
-    """PPO's clipped value loss, token-mean: ``0.5 max((v - R)^2, (clip(v, old - c, old + c) - R)^2)``
-    (``c``: ``critic.cliprange_value``)."""
+    """PPO's clipped value loss per token, ``0.5 max((v - R)^2, (clip(v, old - c, old + c) - R)^2)``
+    (``c``: ``critic.cliprange_value``), and its token mean."""
     clipped = torch.clamp(vpreds, old_values - clip, old_values + clip)
     plain = (vpreds - returns).square()
     bounded = (clipped - returns).square()
+    per_token = 0.5 * torch.maximum(plain, bounded)
     return ValueLoss(
-        loss=0.5 * masked_mean(torch.maximum(plain, bounded), mask),
+        loss=masked_mean(per_token, mask),
+        per_token=per_token,
         clip_frac=masked_mean((bounded > plain).float(), mask).detach(),
     )
 

@@ -19,6 +19,7 @@ import torch
 
 from rlport.train.batching import token_budget_chunks
 from rlport.train.config import TrainConfig
+from rlport.train.loss_agg import MiniBatchSize
 from rlport.train.strategies import Strategy, build, unwrap
 
 
@@ -205,15 +206,15 @@ class TrainedModel:
     def _updates(
         self,
         samples: list[Sample],
-        micro_step: Callable[[list[Sample], list[int], int], dict[str, float]],
+        micro_step: Callable[[list[Sample], list[int], MiniBatchSize], dict[str, float]],
         *,
         prefix: str,
         seed: int,
     ) -> dict[str, float]:
         """``optim.epochs`` passes of ``optim.mini_batches`` optimizer steps over ``samples``,
         micro-batches (:meth:`_split`) accumulating gradients, then one step of the learning-rate
-        schedule. ``micro_step(chunk, indices, mini_batch_tokens)``
-        runs a micro-batch's forward and backward and returns its loss terms and its ``weight``
+        schedule. ``micro_step(chunk, indices, mini_batch_size)`` runs a micro-batch's forward and
+        backward (of its :func:`~rlport.train.loss_agg.micro_share`) and returns its loss terms and its ``weight``
         (tokens); the result holds their token-weighted means and ``PREFIX/grad_norm``,
         ``PREFIX/updates``, ``PREFIX/lr`` (the rate these updates used)."""
         o = self.optim
@@ -228,12 +229,12 @@ class TrainedModel:
             size = math.ceil(len(samples) / o.mini_batches)
             for start in range(0, len(samples), size):
                 mb = order[start : start + size]
-                mb_tokens = sum(len(samples[i].response_ids) for i in mb)
+                whole = MiniBatchSize.of([len(samples[i].response_ids) for i in mb])
                 self.optimizer.zero_grad(set_to_none=True)
                 micro = [[mb[j] for j in part] for part in self._split([samples[i] for i in mb])]
                 for k, idx in enumerate(micro):
                     with self.strategy.accumulate(self.model, last=k == len(micro) - 1):
-                        stats = micro_step([samples[i] for i in idx], idx, mb_tokens)
+                        stats = micro_step([samples[i] for i in idx], idx, whole)
                     w = stats.pop("weight")
                     weights += w
                     for key, value in stats.items():

@@ -284,7 +284,11 @@ RULES: tuple[Rule, ...] = (
         ("low_var_kl", "k3"),
     ),
     Map("actor_rollout_ref.actor.entropy_coeff", "algorithm.entropy_coef"),
-    Accept("actor_rollout_ref.actor.loss_agg_mode", "rlport averages the loss over tokens", ("token-mean",)),
+    Map("actor_rollout_ref.actor.loss_agg_mode", "algorithm.loss_agg_mode"),
+    Map(
+        "actor_rollout_ref.actor.loss_scale_factor", "algorithm.loss_scale_factor", convert=_positive_or_zero
+    ),
+    Map("actor_rollout_ref.actor.clip_ratio_c", "algorithm.clip_ratio_c"),
     Map("actor_rollout_ref.actor.strategy", "actor.strategy", convert=_strategy, back=lambda v: v or "fsdp"),
     Map("actor_rollout_ref.actor.fsdp_config.param_offload", "actor.fsdp_config.param_offload"),
     *(
@@ -428,7 +432,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Accept("critic.forward_micro_batch_size", "deprecated in verl", (None,)),
     Map("critic.cliprange_value", "critic.cliprange_value"),
-    Accept("critic.loss_agg_mode", "rlport averages the value loss over tokens", ("token-mean",)),
+    Map("critic.loss_agg_mode", "critic.loss_agg_mode"),
     Accept(
         "critic.enable",
         "rlport trains a critic exactly when algorithm.adv_estimator=gae",
