@@ -103,6 +103,28 @@ def test_latest_is_the_highest_complete_step(tmp_path: Path) -> None:
         checkpoint.resolve_resume(str(tmp_path / "checkpoints" / "step_11"), tmp_path)
 
 
+def test_prune_keeps_the_newest_complete_checkpoints(tmp_path: Path) -> None:
+    """trainer.max_checkpoints_to_keep=2: the two highest complete steps stay (by step, not by
+    the order they were written), a folder being written and an unfinished one are never touched,
+    and 0 keeps all."""
+    for step in (3, 1, 4, 2):
+        _save(tmp_path, step)
+    root = tmp_path / "checkpoints"
+    (root / "step_5").mkdir()  # no trainer_state.json: not a checkpoint, not pruned
+    (root / "step_6.partial-0123abcd").mkdir()
+    assert checkpoint.prune(tmp_path, 0) == []
+    removed = checkpoint.prune(tmp_path, 2)
+    assert sorted(p.name for p in removed) == ["step_1", "step_2"]
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
+        "step_3",
+        "step_4",
+        "step_5",
+        "step_6.partial-0123abcd",
+    ]
+    assert checkpoint.resolve_resume("latest", tmp_path) == root / "step_4"
+    assert checkpoint.prune(tmp_path, 2) == []
+
+
 def test_the_data_position_resumes_exactly() -> None:
     """A sampler restored from a checkpoint's state draws the batches the uninterrupted one draws,
     across epoch boundaries (10 prompts, batches of 4, shuffled per epoch)."""

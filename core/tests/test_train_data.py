@@ -58,6 +58,39 @@ def test_reads_verl_layout_and_applies_chat_template(tmp_path: Path, tiny_model:
     assert f"data.max_prompt_length={longest} (keeps every prompt)" in err.value.fix  # the measured need
 
 
+def test_max_samples_draws_or_takes_the_first(tmp_path: Path) -> None:
+    """data.train_max_samples: the first N without shuffling; with it, a draw seeded by
+    trainer.seed (the same for the same seed), kept in file order; 0 or more than there are: all."""
+    from rlport.train.data import limit
+
+    f = tmp_path / "train.parquet"
+    rows = [{**_verl_rows()[0], "extra_info": {"index": i}} for i in range(20)]
+    pq.write_table(pa.Table.from_pylist(rows), f)
+    examples = read_parquet([str(f)])
+    assert [e.index for e in limit(examples, 3, shuffle=False, seed=0)] == [0, 1, 2]
+    drawn = [e.index for e in limit(examples, 5, shuffle=True, seed=7)]
+    assert len(drawn) == 5 and drawn == sorted(drawn) and drawn != [0, 1, 2, 3, 4]
+    assert [e.index for e in limit(examples, 5, shuffle=True, seed=7)] == drawn
+    assert [e.index for e in limit(examples, 5, shuffle=True, seed=8)] != drawn
+    assert limit(examples, 0, shuffle=True, seed=0) == examples == limit(examples, 99, shuffle=True, seed=0)
+
+
+def test_chat_template_arguments_reach_the_template(tmp_path: Path, tiny_model: Path) -> None:
+    """data.apply_chat_template_kwargs (verl's, e.g. Qwen3's enable_thinking) is passed to the
+    tokenizer's apply_chat_template."""
+    f = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(_verl_rows()[:1]), f)
+    tok = load_tokenizer(tiny_model)
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        "{% if enable_thinking is defined and not enable_thinking %}<eos>{% endif %}<|assistant|>"
+    )
+    (plain,), _ = tokenize(read_parquet([str(f)]), tok, 256)
+    (quiet,), _ = tokenize(read_parquet([str(f)]), tok, 256, {"enable_thinking": False})
+    assert tok.decode(plain.prompt_ids) == "What is 0 + 0?<|assistant|>"
+    assert tok.decode(quiet.prompt_ids) == "What is 0 + 0?<eos><|assistant|>"
+
+
 def test_several_files_and_a_string_prompt(tmp_path: Path) -> None:
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
     pq.write_table(pa.Table.from_pylist(_verl_rows()[:2]), a)

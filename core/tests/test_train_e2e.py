@@ -261,9 +261,6 @@ def test_validation_before_and_during_training(tmp_path: Path) -> None:
     trainer.test_freq steps and after the last; logged to metrics.jsonl beside the steps. With
     trainer.log_val_generations=3, the answers to the same 3 prompts at each validation go to
     val_generations.jsonl, each scored as the reward scores it."""
-    from rlport.train.config import RewardConfig
-    from rlport.train.rewards import RewardManager
-
     test_file = _test_file(tmp_path)
     res = _run(
         tmp_path / "run",
@@ -272,8 +269,23 @@ def test_validation_before_and_during_training(tmp_path: Path) -> None:
         "trainer.test_freq=2",
         "trainer.val_before_train=true",
         "trainer.log_val_generations=3",
+        "data.val_max_samples=3",
+        f"trainer.rollout_data_dir={tmp_path / 'rollouts'}",
+        f"trainer.validation_data_dir={tmp_path / 'val'}",
+        "trainer.save_every=1",
+        "trainer.max_checkpoints_to_keep=2",
     )
     assert [v["step"] for v in res.validation] == [0, 2, 3]
+    # verl's dumps: each step's 4 prompts x 4 samples, every validation's 3 answers (of 4)
+    for folder, steps, rows in ((tmp_path / "rollouts", [1, 2, 3], 16), (tmp_path / "val", [0, 2, 3], 3)):
+        assert sorted(int(p.stem) for p in folder.glob("*.jsonl")) == steps
+        dump = _lines(folder / "2.jsonl")
+        assert len(dump) == rows and all(set(r) == {"input", "output", "gts", "score", "step"} for r in dump)
+        assert {r["step"] for r in dump} == {2} and all(0.0 <= r["score"] <= 1.0 for r in dump)
+    scores = [r["score"] for r in _lines(tmp_path / "rollouts" / "3.jsonl")]
+    assert sum(scores) / len(scores) == pytest.approx(res.history[2]["reward/mean"])
+    # trainer.max_checkpoints_to_keep=2: step 1's checkpoint was deleted after step 3's was written
+    assert sorted(p.name for p in (res.output_dir / "checkpoints").glob("step_*")) == ["step_2", "step_3"]
     for v in res.validation:
         assert 0.0 <= v["val/reward/mean"] <= 1.0
         assert v["val/rlport/repeat_letter/reward/mean"] == v["val/reward/mean"]  # one data source
@@ -286,10 +298,13 @@ def test_validation_before_and_during_training(tmp_path: Path) -> None:
     assert [a["step"] for a in answers] == [0, 0, 0, 2, 2, 2, 3, 3, 3]
     prompts = [a["prompt"] for a in answers]
     assert prompts[0:3] == prompts[3:6] == prompts[6:9] and len(set(prompts[:3])) == 3
-    rewards = RewardManager.from_config(RewardConfig())
-    for a in answers:
-        assert a["data_source"] == "rlport/repeat_letter" and a["response"]
-        assert a["score"] == rewards.score(a["data_source"], a["response"], a["ground_truth"], None)
+    assert all(a["data_source"] == "rlport/repeat_letter" and a["response"] for a in answers)
+    # the 3 logged answers of a validation are 3 of its answers (here all of them: 3 validated)
+    for v in res.validation:
+        dumped = _lines(tmp_path / "val" / f"{v['step']}.jsonl")
+        logged = [(a["prompt"], a["response"], a["score"]) for a in answers if a["step"] == v["step"]]
+        assert sorted(logged) == sorted((d["input"], d["output"], d["score"]) for d in dumped)
+        assert sum(d["score"] for d in dumped) / 3 == pytest.approx(v["val/reward/mean"])
 
 
 def test_val_only_validates_once_and_trains_nothing(tmp_path: Path) -> None:

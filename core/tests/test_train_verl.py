@@ -80,6 +80,11 @@ def test_verl_keys_map_onto_rlport_settings() -> None:
             "+trainer.val_before_train=False",
             "trainer.val_only=True",
             "trainer.log_val_generations=5",
+            "trainer.max_actor_ckpt_to_keep=3",
+            "trainer.rollout_data_dir=/tmp/rollouts",
+            "data.train_max_samples=-1",
+            "data.val_max_samples=100",
+            "+data.apply_chat_template_kwargs.enable_thinking=False",
             "trainer.logger=['console','wandb']",
             "custom_reward_function.path=my_reward.py",
             "actor_rollout_ref.rollout.engine_kwargs.vllm.swap_space=2",
@@ -96,6 +101,9 @@ def test_verl_keys_map_onto_rlport_settings() -> None:
     assert cfg.trainer.workers == 2
     assert (cfg.trainer.save_every, cfg.trainer.test_freq, cfg.trainer.val_before_train) == (0, 0, False)
     assert (cfg.trainer.val_only, cfg.trainer.log_val_generations) == (True, 5)
+    assert (cfg.trainer.max_checkpoints_to_keep, cfg.trainer.rollout_data_dir) == (3, "/tmp/rollouts")
+    assert (cfg.data.train_max_samples, cfg.data.val_max_samples) == (0, 100)
+    assert cfg.data.apply_chat_template_kwargs == {"enable_thinking": False}
     assert cfg.trainer.logger == ["console", "wandb"]
     assert (cfg.reward.path, cfg.reward.name) == ("my_reward.py", "compute_score")
     assert cfg.rollout.options == {"swap_space": 2}

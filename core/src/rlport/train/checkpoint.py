@@ -147,6 +147,21 @@ def complete(output_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def prune(output_dir: str | Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest complete checkpoints (``trainer.max_checkpoints_to_keep``;
+    0 keeps all); return what was removed. Folders being written are never touched. The oldest go
+    first, and ``latest`` always names one that is kept."""
+    if keep <= 0:
+        return []
+    old = [folder for _, folder in complete(output_dir)[:-keep]]
+    for folder in old:
+        # out of the way in one rename, then deleted: a crash mid-delete leaves a stale .old- folder
+        doomed = folder.with_name(folder.name + ".old-" + secrets.token_hex(4))
+        os.replace(folder, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    return old
+
+
 def latest(output_dir: str | Path) -> Path | None:
     """The complete checkpoint with the highest step, or ``None``."""
     found = complete(output_dir)

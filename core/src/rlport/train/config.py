@@ -109,6 +109,16 @@ class DataConfig:
         256, "prompts longer than this (in tokens) are dropped, with a count", ge=1
     )
     shuffle: bool = setting(True, "reshuffle the prompts every epoch (seeded by trainer.seed)")
+    train_max_samples: int = setting(
+        0,
+        "train on at most this many prompts (0: all): a draw seeded by trainer.seed with data.shuffle, else the first",
+        ge=0,
+    )
+    val_max_samples: int = setting(0, "validate on at most this many prompts (0: all), drawn alike", ge=0)
+    apply_chat_template_kwargs: dict[str, Any] = setting(
+        doc="extra arguments of the tokenizer's apply_chat_template (e.g. enable_thinking: false)",
+        factory=dict,
+    )
 
 
 @dataclass
@@ -340,6 +350,13 @@ class TrainerConfig:
     seed: int = setting(0, "seeds the data order, the model sampling and the demo")
     output_dir: str = setting("outputs/rlport", "metrics.jsonl, reward_curve.png and checkpoints/ go here")
     save_every: int = setting(0, "save a checkpoint every N steps; 0: only at the end", ge=0)
+    max_checkpoints_to_keep: int = setting(
+        0, "keep only the newest N checkpoints (older ones are deleted after each save); 0: all", ge=0
+    )
+    rollout_data_dir: str = setting(
+        "", "write each step's rollouts (input, output, gts, score, step) to DIR/STEP.jsonl, as verl"
+    )
+    validation_data_dir: str = setting("", "write every validation's answers to DIR/STEP.jsonl, as verl")
     critic_warmup_steps: int = setting(
         0, "the first N steps update only the critic (algorithm.adv_estimator=gae)", ge=0
     )

@@ -98,9 +98,28 @@ def read_parquet(
     return out
 
 
-def tokenize(examples: list[Example], tokenizer: Any, max_prompt_length: int) -> tuple[list[Example], int]:
-    """Fill ``prompt_ids`` with the chat template applied (generation prompt added); drop prompts
-    longer than ``max_prompt_length``. Returns the kept examples and how many were dropped."""
+def limit(examples: list[Example], n: int, *, shuffle: bool, seed: int) -> list[Example]:
+    """At most ``n`` of ``examples`` (``data.train_max_samples``; 0: all): a draw seeded by ``seed``
+    when ``shuffle``, else the first ``n``; in file order either way."""
+    if n <= 0 or n >= len(examples):
+        return examples
+    if not shuffle:
+        return examples[:n]
+    import random
+
+    chosen = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in chosen]
+
+
+def tokenize(
+    examples: list[Example],
+    tokenizer: Any,
+    max_prompt_length: int,
+    template_kwargs: dict[str, Any] | None = None,
+) -> tuple[list[Example], int]:
+    """Fill ``prompt_ids`` with the chat template applied (generation prompt added, and
+    ``template_kwargs``: ``data.apply_chat_template_kwargs``); drop prompts longer than
+    ``max_prompt_length``. Returns the kept examples and how many were dropped."""
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(
             "the model's tokenizer has no chat template, so chat-message prompts cannot be formatted",
@@ -109,7 +128,9 @@ def tokenize(examples: list[Example], tokenizer: Any, max_prompt_length: int) ->
     kept: list[Example] = []
     longest = 0
     for ex in examples:
-        ids = tokenizer.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=True)
+        ids = tokenizer.apply_chat_template(
+            ex.messages, add_generation_prompt=True, tokenize=True, **(template_kwargs or {})
+        )
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         ids = list(ids)

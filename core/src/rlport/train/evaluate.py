@@ -50,7 +50,7 @@ def logged_indices(examples: list[Example], n: int) -> set[int]:
 @dataclass
 class Validation:
     metrics: dict[str, float]
-    #: the logged answers, in file order: data_source, prompt, response, ground_truth, score
+    #: every answer, in file order: index, data_source, prompt, response, ground_truth, score
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -61,10 +61,9 @@ def validate_policy(
     tokenizer: Any,
     rewards: Any,
     params: SamplingParams,
-    log_indices: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> Validation:
     """The greedy reward of the pool's current policy on ``examples`` (at least one per worker),
-    with the answers to the prompts in ``log_indices``."""
+    and every answer."""
     parts = shards(examples, pool.world)
     outs = pool.call("generate", generate_calls(parts, params))
     by_source: dict[str, list[float]] = {}
@@ -75,20 +74,15 @@ def validate_policy(
             text = tokenizer.decode(token_ids, skip_special_tokens=True)
             score = rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info)
             by_source.setdefault(ex.data_source, []).append(score)
-            if ex.index in log_indices:
-                prompt = tokenizer.decode(ex.prompt_ids, skip_special_tokens=False)
-                samples.append(
-                    (
-                        ex.index,
-                        {
-                            "data_source": ex.data_source,
-                            "prompt": prompt,
-                            "response": text,
-                            "ground_truth": str(ex.ground_truth),
-                            "score": float(score),
-                        },
-                    )
-                )
+            row = {
+                "index": ex.index,
+                "data_source": ex.data_source,
+                "prompt": tokenizer.decode(ex.prompt_ids, skip_special_tokens=True),
+                "response": text,
+                "ground_truth": ex.ground_truth,
+                "score": float(score),
+            }
+            samples.append((ex.index, row))
     scores = [s for v in by_source.values() for s in v]
     m = {"val/reward/mean": statistics.fmean(scores)}
     for source, values in sorted(by_source.items()):

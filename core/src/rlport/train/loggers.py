@@ -56,7 +56,8 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[s[c] for c in SAMPLE_COLUMNS] for s in samples]
+    """The table rows; a ground truth of any shape (a list, a mapping) is shown as its text."""
+    return [[str(s[c]) if c == "ground_truth" else s[c] for c in SAMPLE_COLUMNS] for s in samples]
 
 
 def markdown_table(samples: list[dict[str, Any]]) -> str:

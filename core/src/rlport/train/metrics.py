@@ -26,6 +26,19 @@ class MetricsLog:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def write_generations(folder: str | Path, step: int, rows: list[dict[str, Any]]) -> Path:
+    """verl's dump of a step's answers (``trainer.rollout_data_dir`` and
+    ``trainer.validation_data_dir``): ``folder/STEP.jsonl``, one object per answer with ``input``,
+    ``output``, ``gts``, ``score`` and ``step``."""
+    out = Path(folder).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{step}.jsonl"
+    with path.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps({**row, "step": step}, ensure_ascii=False, default=str) + "\n")
+    return path
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

@@ -26,10 +26,17 @@ from rlport.train import checkpoint
 from rlport.train.batching import generate_calls
 from rlport.train.batching import shards as split
 from rlport.train.config import TrainConfig, example, resolve
-from rlport.train.data import Example, Sampler, read_parquet, tokenize
+from rlport.train.data import Example, Sampler, limit, read_parquet, tokenize
 from rlport.train.evaluate import Validation, greedy_params, logged_indices, validate_policy
 from rlport.train.loggers import open_loggers
-from rlport.train.metrics import MetricsLog, plot_rewards, read_jsonl, step_line, val_line
+from rlport.train.metrics import (
+    MetricsLog,
+    plot_rewards,
+    read_jsonl,
+    step_line,
+    val_line,
+    write_generations,
+)
 from rlport.train.rewards import RewardManager
 from rlport.train.validate import validate
 
@@ -279,14 +286,26 @@ class Trainer:
         self.tokenizer = load_tokenizer(cfg.model.path)
         self.stop_ids = stop_token_ids(self.tokenizer, cfg.model.path)
         self.rewards = RewardManager.from_config(cfg.reward)
-        examples = read_parquet(cfg.data.train_files, cfg.data.prompt_key)
+        d = cfg.data
+        examples = limit(
+            read_parquet(d.train_files, d.prompt_key),
+            d.train_max_samples,
+            shuffle=d.shuffle,
+            seed=cfg.trainer.seed,
+        )
         self.rewards.check_sources({e.data_source for e in examples})
-        self.examples, self.dropped = tokenize(examples, self.tokenizer, cfg.data.max_prompt_length)
+        template = dict(d.apply_chat_template_kwargs)
+        self.examples, self.dropped = tokenize(examples, self.tokenizer, d.max_prompt_length, template)
         self.val_examples: list[Example] = []
         if cfg.data.val_files:
-            val = read_parquet(cfg.data.val_files, cfg.data.prompt_key, key="data.val_files")
+            val = limit(
+                read_parquet(d.val_files, d.prompt_key, key="data.val_files"),
+                d.val_max_samples,
+                shuffle=d.shuffle,
+                seed=cfg.trainer.seed,
+            )
             self.rewards.check_sources({e.data_source for e in val})
-            self.val_examples, _ = tokenize(val, self.tokenizer, cfg.data.max_prompt_length)
+            self.val_examples, _ = tokenize(val, self.tokenizer, d.max_prompt_length, template)
         longest = max(len(e.prompt_ids) for e in [*self.examples, *self.val_examples])
         if longest + cfg.rollout.max_new_tokens > cfg.rollout.max_model_len:
             raise ConfigError(
@@ -383,12 +402,18 @@ class Trainer:
         rewards: list[float] = []
         group_ids: list[int] = []
         lengths: list[int] = []
+        dumped: list[dict[str, Any]] = []  # trainer.rollout_data_dir
         for w, (shard, (groups, _)) in enumerate(zip(shards, outs, strict=True)):
             samples = []
             for j, (ex, group) in enumerate(zip(shard, groups, strict=True)):
                 for token_ids, logprobs, _finish in group:
                     text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
                     rewards.append(self.rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info))
+                    if cfg.trainer.rollout_data_dir:
+                        prompt = self.tokenizer.decode(ex.prompt_ids, skip_special_tokens=True)
+                        dumped.append(
+                            {"input": prompt, "output": text, "gts": ex.ground_truth, "score": rewards[-1]}
+                        )
                     group_ids.append(w * 1_000_000 + j)
                     lengths.append(len(token_ids))
                     samples.append(Sample(ex.prompt_ids, token_ids, logprobs))
@@ -424,6 +449,8 @@ class Trainer:
             for s, a in zip(flat, adv, strict=True):
                 s.advantage = a
         t_reward = time.perf_counter() - t
+        if dumped:
+            write_generations(cfg.trainer.rollout_data_dir, step + 1, dumped)
 
         t = time.perf_counter()
         update_actor = (
@@ -469,7 +496,8 @@ class Trainer:
 
     # -- the run -----------------------------------------------------------------------------------
     def save(self, pool: _Pool, step: int) -> Path:
-        """Write the checkpoint of ``step`` aside and rename it into place once complete."""
+        """Write the checkpoint of ``step`` aside and rename it into place once complete; then keep
+        only the newest ``trainer.max_checkpoints_to_keep``."""
         with checkpoint.writing(self.out, step) as folder:
             pool.call("save", [(str(folder),)] * pool.world)  # every rank gathers; rank 0 writes
             state = checkpoint.TrainerState(
@@ -480,6 +508,7 @@ class Trainer:
                 kl_coef=self.kl_ctrl.value if self.kl_ctrl is not None else None,
             )
             checkpoint.write_state(folder, state, self.tokenizer, self.cfg.model.path)
+        checkpoint.prune(self.out, self.cfg.trainer.max_checkpoints_to_keep)
         return checkpoint.checkpoint_dir(self.out, step)
 
     def validate(self, pool: _Pool, step: int) -> Validation:
@@ -495,7 +524,6 @@ class Trainer:
             tokenizer=self.tokenizer,
             rewards=self.rewards,
             params=params,
-            log_indices=self.log_indices,
         )
         v.metrics["time/validate"] = time.perf_counter() - t
         return v
@@ -560,11 +588,23 @@ class Trainer:
                 """Validate at ``step``; the answers go to val_generations.jsonl and the loggers."""
                 v = self.validate(pool, step)
                 validation.append({"step": step, **v.metrics})
+                if t.validation_data_dir:
+                    rows = [
+                        {
+                            "input": s["prompt"],
+                            "output": s["response"],
+                            "gts": s["ground_truth"],  # as the data holds it, as verl dumps it
+                            "score": s["score"],
+                        }
+                        for s in v.samples
+                    ]
+                    write_generations(t.validation_data_dir, step, rows)
                 if answers is not None:
-                    for sample in v.samples:
+                    logged = [s for s in v.samples if s["index"] in self.log_indices]
+                    for sample in logged:
                         answers.write({"step": step, **sample})
                     for logger in loggers:
-                        logger.log_samples(v.samples, step)
+                        logger.log_samples(logged, step)
                 return v.metrics
 
             if (t.val_before_train or t.val_only) and self.val_examples:

@@ -212,8 +212,10 @@ RULES: tuple[Rule, ...] = (
     Accept("data.return_raw_chat", "rlport applies the chat template itself", (True,)),
     Accept("data.val_batch_size", "rlport validates every validation prompt in one batch", (None,)),
     Accept("data.gen_batch_size", "rlport generates data.train_batch_size prompts per step", (None,)),
-    Refuse("data.train_max_samples", DATA_LOADER),
-    Refuse("data.val_max_samples", DATA_LOADER),
+    Map("data.train_max_samples", "data.train_max_samples", convert=_positive_or_zero),
+    Map("data.val_max_samples", "data.val_max_samples", convert=_positive_or_zero),
+    Map("data.apply_chat_template_kwargs", "data.apply_chat_template_kwargs"),
+    Map("data.apply_chat_template_kwargs.*", "data.apply_chat_template_kwargs.*"),
     Refuse("data.validation_shuffle", DATA_LOADER),
     Refuse("data.custom_cls.*", DATA_LOADER),
     Refuse("data.image_key", MULTIMODAL),
@@ -545,9 +547,20 @@ RULES: tuple[Rule, ...] = (
     Accept("trainer.ray_wait_register_center_timeout", "rlport's workers register with Ray directly"),
     Accept("trainer.use_v1", "rlport has one trainer"),
     Refuse("trainer.v1.*", ASYNC),
+    *(
+        Map(
+            f"trainer.max_{model}_ckpt_to_keep",
+            "trainer.max_checkpoints_to_keep",
+            convert=_positive_or_zero,
+            note="one rlport checkpoint holds the actor and the critic: both keys set how many are kept",
+        )
+        for model in ("actor", "critic")
+    ),
+    Map("trainer.rollout_data_dir", "trainer.rollout_data_dir", convert=_unless_null),
+    Map("trainer.validation_data_dir", "trainer.validation_data_dir", convert=_unless_null),
     Refuse(
         "trainer.*",
-        "a verl trainer feature rlport does not implement (hdfs copies, checkpoint retention, callbacks)",
+        "a verl trainer feature rlport does not implement (hdfs copies, checkpoint callbacks, deleting a checkpoint after loading it)",
     ),
     Map("ray_kwargs.ray_init.num_cpus", "trainer.ray_num_cpus", convert=_positive_or_zero),
     Refuse("ray_kwargs.*", "rlport starts Ray itself (trainer.ray_address, trainer.ray_num_cpus)"),
