@@ -307,6 +307,56 @@ def test_validation_before_and_during_training(tmp_path: Path) -> None:
         assert sum(d["score"] for d in dumped) / 3 == pytest.approx(v["val/reward/mean"])
 
 
+def test_validation_params_follow_val_kwargs() -> None:
+    from rlport.train.config import ValKwargsConfig
+    from rlport.train.evaluate import validation_params
+
+    greedy = validation_params(ValKwargsConfig(), 8, [2], seed=5)
+    assert (greedy.n, greedy.temperature, greedy.top_p, greedy.top_k) == (1, 0.0, 1.0, 0)
+    sampled = validation_params(
+        ValKwargsConfig(do_sample=True, temperature=0.7, top_p=0.9, top_k=5, n=4), 8, [2], 5
+    )
+    assert (sampled.n, sampled.temperature, sampled.top_p, sampled.top_k) == (4, 0.7, 0.9, 5)
+    # do_sample=false is greedy whatever the temperature, as in verl; n copies are still answered
+    off = validation_params(ValKwargsConfig(do_sample=False, temperature=0.7, top_k=5, n=2), 8, [2], 5)
+    assert (off.n, off.temperature, off.top_k) == (2, 0.0, 0)
+
+
+def test_best_and_worst_of_n_by_hand() -> None:
+    from rlport.train.evaluate import _reward_metrics
+
+    m = _reward_metrics("val/reward", [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.5]], 3)
+    assert m == pytest.approx(
+        {"val/reward/mean": 3.5 / 9, "val/reward/best@3": 2 / 3, "val/reward/worst@3": 0.5 / 3}
+    )
+    assert _reward_metrics("val/reward", [[1.0], [0.0]], 1) == {"val/reward/mean": 0.5}
+
+
+def test_sampled_validation_answers_n_per_prompt(tmp_path: Path) -> None:
+    """rollout.val_kwargs.do_sample=true n=3: three sampled answers per validation prompt, the mean
+    over all of them, and best@3 >= mean >= worst@3 overall and per data source."""
+    res = _run(
+        tmp_path / "run",
+        "trainer.steps=1",
+        f"data.val_files=[{_test_file(tmp_path)}]",
+        "trainer.test_freq=1",
+        "rollout.val_kwargs.do_sample=true",
+        "rollout.val_kwargs.temperature=1.0",
+        "rollout.val_kwargs.n=3",
+        f"trainer.validation_data_dir={tmp_path / 'val'}",
+    )
+    (v,) = res.validation
+    dumped = _lines(tmp_path / "val" / "1.jsonl")
+    assert len(dumped) == 4 * 3  # the demo's 4 validation prompts
+    assert v["val/reward/mean"] == pytest.approx(sum(d["score"] for d in dumped) / 12)
+    for prefix in ("val/reward", "val/rlport/repeat_letter/reward"):
+        assert v[f"{prefix}/best@3"] >= v[f"{prefix}/mean"] >= v[f"{prefix}/worst@3"]
+    by_prompt: dict[str, set[str]] = {}
+    for d in dumped:
+        by_prompt.setdefault(d["input"], set()).add(d["output"])
+    assert len(by_prompt) == 4 and any(len(outs) > 1 for outs in by_prompt.values())  # sampled, not greedy
+
+
 def test_val_only_validates_once_and_trains_nothing(tmp_path: Path) -> None:
     """trainer.val_only: one validation of the given model, then the run stops: no update, no
     checkpoint, no reward curve; the metrics hold only the validation."""

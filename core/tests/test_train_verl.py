@@ -85,6 +85,10 @@ def test_verl_keys_map_onto_rlport_settings() -> None:
             "data.train_max_samples=-1",
             "data.val_max_samples=100",
             "+data.apply_chat_template_kwargs.enable_thinking=False",
+            "actor_rollout_ref.rollout.val_kwargs.do_sample=True",
+            "actor_rollout_ref.rollout.val_kwargs.temperature=0.6",
+            "actor_rollout_ref.rollout.val_kwargs.top_k=-1",
+            "actor_rollout_ref.rollout.val_kwargs.n=4",
             "trainer.logger=['console','wandb']",
             "custom_reward_function.path=my_reward.py",
             "actor_rollout_ref.rollout.engine_kwargs.vllm.swap_space=2",
@@ -104,6 +108,8 @@ def test_verl_keys_map_onto_rlport_settings() -> None:
     assert (cfg.trainer.max_checkpoints_to_keep, cfg.trainer.rollout_data_dir) == (3, "/tmp/rollouts")
     assert (cfg.data.train_max_samples, cfg.data.val_max_samples) == (0, 100)
     assert cfg.data.apply_chat_template_kwargs == {"enable_thinking": False}
+    vk = cfg.rollout.val_kwargs
+    assert (vk.do_sample, vk.temperature, vk.top_k, vk.n) == (True, pytest.approx(0.6), 0, 4)
     assert cfg.trainer.logger == ["console", "wandb"]
     assert (cfg.reward.path, cfg.reward.name) == ("my_reward.py", "compute_score")
     assert cfg.rollout.options == {"swap_space": 2}

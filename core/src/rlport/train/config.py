@@ -131,6 +131,19 @@ class ModelConfig:
 
 
 @dataclass
+class ValKwargsConfig:
+    """How validation answers are drawn (verl's ``rollout.val_kwargs``): greedy unless ``do_sample``."""
+
+    do_sample: bool = setting(False, "sample the validation answers; false: greedy (temperature 0)")
+    temperature: float = setting(0.0, "do_sample: the validation temperature", ge=0)
+    top_p: float = setting(1.0, "do_sample: nucleus sampling mass", gt=0, le=1)
+    top_k: int = setting(0, "do_sample: keep the k most likely tokens; 0 disables top-k", ge=0)
+    n: int = setting(
+        1, "answers per validation prompt; above 1 adds best@n and worst@n beside the mean", ge=1
+    )
+
+
+@dataclass
 class RolloutConfig:
     engine: str = setting(
         "hf", "a rollout engine offered by a plugin (`rlport plugins` lists them): hf | vllm"
@@ -151,6 +164,9 @@ class RolloutConfig:
     )
     sleep: bool = setting(True, "release the engine's weights and KV cache while the actor trains")
     options: dict[str, Any] = setting(doc="engine-specific arguments (rollout.options.x=y)", factory=dict)
+    val_kwargs: ValKwargsConfig = setting(
+        doc="the validation answers (data.val_files)", factory=ValKwargsConfig
+    )
 
 
 @dataclass

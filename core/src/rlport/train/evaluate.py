@@ -1,8 +1,9 @@
-"""Validation: the greedy reward on ``data.val_files``, per data source, as verl reports it.
+"""Validation: the reward on ``data.val_files``, per data source, as verl reports it.
 
-Each validation prompt is answered once at temperature 0 (verl's ``val_kwargs``: greedy, one
-sample) by the workers' engines, which hold the current policy; the responses are scored with the
-same rules as training. Metrics are ``val/reward/mean`` and ``val/<data_source>/reward/mean``.
+Each validation prompt is answered by the workers' engines, which hold the current policy, as
+``rollout.val_kwargs`` says (verl's ``val_kwargs``; by default greedy, one answer); the answers are
+scored with the same rules as training. Metrics are ``val/reward/mean`` and
+``val/<data_source>/reward/mean``, and with ``val_kwargs.n > 1`` ``.../best@n`` and ``.../worst@n``.
 
 ``trainer.log_val_generations=N`` keeps N of the answers (prompt, response, ground truth, score):
 the same N prompts at every validation, drawn once with a fixed seed as verl draws them, so a
@@ -21,12 +22,15 @@ from rlport.train.batching import generate_calls, shards
 from rlport.train.data import Example
 
 
-def greedy_params(max_new_tokens: int, stop_ids: list[int], seed: int) -> SamplingParams:
+def validation_params(val: Any, max_new_tokens: int, stop_ids: list[int], seed: int) -> SamplingParams:
+    """The sampling of ``rollout.val_kwargs`` (``val``): ``n`` answers per prompt, greedy unless
+    ``do_sample`` (then its temperature, top_p and top_k), as verl's validation draws them."""
+    sample = val.do_sample and val.temperature > 0
     return SamplingParams(
-        n=1,
-        temperature=0.0,
-        top_p=1.0,
-        top_k=0,
+        n=val.n,
+        temperature=val.temperature if sample else 0.0,
+        top_p=val.top_p if sample else 1.0,
+        top_k=val.top_k if sample else 0,
         max_new_tokens=max_new_tokens,
         stop_token_ids=stop_ids,
         seed=seed,
@@ -62,29 +66,46 @@ def validate_policy(
     rewards: Any,
     params: SamplingParams,
 ) -> Validation:
-    """The greedy reward of the pool's current policy on ``examples`` (at least one per worker),
-    and every answer."""
+    """The validation reward of the pool's current policy on ``examples`` (at least one per
+    worker), drawn with ``params``, and every answer. Each prompt's reward is the mean of its
+    ``params.n`` answers; with ``n > 1`` also the best and the worst of them (``best@n``,
+    ``worst@n``: exact over the n answers drawn, where verl bootstraps an estimate)."""
     parts = shards(examples, pool.world)
     outs = pool.call("generate", generate_calls(parts, params))
-    by_source: dict[str, list[float]] = {}
-    samples: list[tuple[int, dict[str, Any]]] = []
+    per_prompt: dict[str, list[list[float]]] = {}
+    samples: list[tuple[int, int, dict[str, Any]]] = []
     for part, (groups, _) in zip(parts, outs, strict=True):
         for ex, group in zip(part, groups, strict=True):
-            token_ids = group[0][0]
-            text = tokenizer.decode(token_ids, skip_special_tokens=True)
-            score = rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info)
-            by_source.setdefault(ex.data_source, []).append(score)
-            row = {
-                "index": ex.index,
-                "data_source": ex.data_source,
-                "prompt": tokenizer.decode(ex.prompt_ids, skip_special_tokens=True),
-                "response": text,
-                "ground_truth": ex.ground_truth,
-                "score": float(score),
-            }
-            samples.append((ex.index, row))
-    scores = [s for v in by_source.values() for s in v]
-    m = {"val/reward/mean": statistics.fmean(scores)}
-    for source, values in sorted(by_source.items()):
-        m[f"val/{source}/reward/mean"] = statistics.fmean(values)
-    return Validation(m, [row for _, row in sorted(samples, key=lambda t: t[0])])
+            prompt = tokenizer.decode(ex.prompt_ids, skip_special_tokens=True)
+            scores = []
+            for k, (token_ids, _logprobs, _finish) in enumerate(group):
+                text = tokenizer.decode(token_ids, skip_special_tokens=True)
+                score = float(rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info))
+                scores.append(score)
+                row = {
+                    "index": ex.index,
+                    "sample": k,
+                    "data_source": ex.data_source,
+                    "prompt": prompt,
+                    "response": text,
+                    "ground_truth": ex.ground_truth,
+                    "score": score,
+                }
+                samples.append((ex.index, k, row))
+            per_prompt.setdefault(ex.data_source, []).append(scores)
+    n = params.n
+    every = [p for prompts in per_prompt.values() for p in prompts]
+    m = _reward_metrics("val/reward", every, n)
+    for source, prompts in sorted(per_prompt.items()):
+        m.update(_reward_metrics(f"val/{source}/reward", prompts, n))
+    return Validation(m, [row for _, _, row in sorted(samples, key=lambda t: t[:2])])
+
+
+def _reward_metrics(prefix: str, prompts: list[list[float]], n: int) -> dict[str, float]:
+    """``PREFIX/mean`` over every answer; with n > 1 ``PREFIX/best@n`` and ``PREFIX/worst@n``, the
+    mean over prompts of the best and the worst of their answers."""
+    out = {f"{prefix}/mean": statistics.fmean(s for scores in prompts for s in scores)}
+    if n > 1:
+        out[f"{prefix}/best@{n}"] = statistics.fmean(max(scores) for scores in prompts)
+        out[f"{prefix}/worst@{n}"] = statistics.fmean(min(scores) for scores in prompts)
+    return out

@@ -74,8 +74,15 @@ def val_line(m: dict[str, Any], when: str) -> str:
         for k, v in sorted(m.items())
         if k.startswith("val/") and k.endswith("/reward/mean") and k != "val/reward/mean"
     )
+    spread = " ".join(
+        f"{k[len('val/reward/'):]} {v:.3f}"
+        for k, v in sorted(m.items())
+        if k.startswith(("val/reward/best@", "val/reward/worst@"))
+    )
     return (
-        f"validation {when}: reward {m['val/reward/mean']:.3f} [{sources}] {m.get('time/validate', 0.0):.2f}s"
+        f"validation {when}: reward {m['val/reward/mean']:.3f}"
+        + (f" ({spread})" if spread else "")
+        + f" [{sources}] {m.get('time/validate', 0.0):.2f}s"
     )
 
 

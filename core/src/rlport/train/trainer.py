@@ -27,7 +27,7 @@ from rlport.train.batching import generate_calls
 from rlport.train.batching import shards as split
 from rlport.train.config import TrainConfig, example, resolve
 from rlport.train.data import Example, Sampler, limit, read_parquet, tokenize
-from rlport.train.evaluate import Validation, greedy_params, logged_indices, validate_policy
+from rlport.train.evaluate import Validation, logged_indices, validate_policy, validation_params
 from rlport.train.loggers import open_loggers
 from rlport.train.metrics import (
     MetricsLog,
@@ -512,11 +512,12 @@ class Trainer:
         return checkpoint.checkpoint_dir(self.out, step)
 
     def validate(self, pool: _Pool, step: int) -> Validation:
-        """The greedy validation reward (overall and per data source) of the current policy, and the
-        answers ``trainer.log_val_generations`` asks for."""
+        """The validation reward (overall and per data source) of the current policy, answered as
+        ``rollout.val_kwargs`` says, and every answer."""
         t = time.perf_counter()
-        params = greedy_params(
-            self.cfg.rollout.max_new_tokens, self.stop_ids, step_seed(self.cfg.trainer.seed, step)
+        r = self.cfg.rollout
+        params = validation_params(
+            r.val_kwargs, r.max_new_tokens, self.stop_ids, step_seed(self.cfg.trainer.seed, step)
         )
         v = validate_policy(
             pool,
@@ -600,7 +601,8 @@ class Trainer:
                     ]
                     write_generations(t.validation_data_dir, step, rows)
                 if answers is not None:
-                    logged = [s for s in v.samples if s["index"] in self.log_indices]
+                    # the first answer of each logged prompt
+                    logged = [s for s in v.samples if s["index"] in self.log_indices and s["sample"] == 0]
                     for sample in logged:
                         answers.write({"step": step, **sample})
                     for logger in loggers:
