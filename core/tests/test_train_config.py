@@ -111,6 +111,9 @@ def test_every_unknown_key_is_reported_at_once() -> None:
         ("actor.lr=fast", "expects a number, got 'fast'"),
         ("algorithm.use_kl_loss=maybe", "expects a boolean (true/false), got 'maybe'"),
         ("actor.betas=[0.9,x]", "expects a list of a number"),
+        # shown as written: Hydra's own rendering escapes : { } (got '$\\{1\\:-vllm\\}')
+        ("trainer.steps=${1:-8}", "expects an integer, got '${1:-8}'"),
+        ("trainer.steps=a:b", "expects an integer, got 'a:b'"),
     ],
 )
 def test_wrong_type_names_key_value_type_and_fix(override: str, expected: str) -> None:

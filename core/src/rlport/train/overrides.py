@@ -95,7 +95,8 @@ def parse_overrides(texts: list[str] | tuple[str, ...]) -> tuple[list[Entry], li
         if o.type == OverrideType.DEL:
             entries.append(Entry(key, None, where, "", delete=True))
             continue
-        raw = o.get_value_element_as_str() if o.value() is not None else "null"
+        # as the user wrote it (Hydra's get_value_element_as_str() re-escapes ``:`` ``{`` ``\\``)
+        raw = text.split("=", 1)[1] if "=" in text else ""
         entries.append(Entry(key, o.value(), where, raw))
     return entries, problems
 
