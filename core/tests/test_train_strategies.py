@@ -363,3 +363,52 @@ def test_dynamic_batches_and_checkpointing_keep_the_update(
         assert changed[2].module.is_gradient_checkpointing and not plain[2].module.is_gradient_checkpointing
     for n, w in plain[0].items():
         assert torch.allclose(changed[0][n], w, atol=LR * UPDATE_TOL), n
+
+
+def test_offload_asks_for_what_fsdp2_does() -> None:
+    """SECTION.fsdp_config.optimizer_offload moves the optimizer state with the parameters only
+    (FSDP2's CPUOffloadPolicy): alone it is an error naming the fix off the host, and satisfied on
+    it; param_offload on the host is an error naming the section."""
+    from rlport.train.config import FsdpConfig
+    from rlport.train.validate import check_offload
+
+    with pytest.raises(ConfigError) as err:
+        check_offload("critic", FsdpConfig(optimizer_offload=True), "cuda")
+    assert (
+        "critic.fsdp_config.optimizer_offload=true without critic.fsdp_config.param_offload"
+        in err.value.message
+    )
+    assert err.value.fix == (
+        "rlport train critic.fsdp_config.param_offload=true (or critic.fsdp_config.optimizer_offload=false)"
+    )
+    check_offload("critic", FsdpConfig(optimizer_offload=True, param_offload=True), "cuda")
+    check_offload("actor", FsdpConfig(optimizer_offload=True), "cpu")  # the state already is on the host
+    with pytest.raises(ConfigError, match=r"critic\.fsdp_config\.param_offload=true moves parameters"):
+        check_offload("critic", FsdpConfig(param_offload=True), "cpu")
+
+
+def test_the_actor_and_the_critic_each_take_their_fsdp_config(
+    model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlport
+    from rlport.train import trained
+
+    seen: dict[str, Any] = {}
+    real = trained.build
+
+    def recording(name: str, **kwargs: Any) -> Any:
+        seen[kwargs["fsdp"].reduce_dtype] = kwargs["fsdp"]
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(trained, "build", recording)
+    cfg = _cfg(
+        model,
+        "replicated",
+        1,
+        "actor.fsdp_config.reduce_dtype=float16",
+        "critic.fsdp_config.reduce_dtype=bfloat16",
+    )
+    rt = rlport.init()
+    Actor(cfg, path=str(model), device="cpu", rt=rt)
+    Critic(cfg, device="cpu", rt=rt)
+    assert seen == {"float16": cfg.actor.fsdp_config, "bfloat16": cfg.critic.fsdp_config}

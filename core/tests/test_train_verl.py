@@ -89,6 +89,12 @@ def test_verl_keys_map_onto_rlport_settings() -> None:
             "actor_rollout_ref.rollout.val_kwargs.temperature=0.6",
             "actor_rollout_ref.rollout.val_kwargs.top_k=-1",
             "actor_rollout_ref.rollout.val_kwargs.n=4",
+            "critic.fsdp.param_offload=True",
+            "critic.fsdp.optimizer_offload=True",
+            "actor_rollout_ref.actor.fsdp_config.optimizer_offload=False",
+            "actor_rollout_ref.ref.megatron.tensor_model_parallel_size=1",
+            "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True",
+            "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=8192",
             "trainer.logger=['console','wandb']",
             "custom_reward_function.path=my_reward.py",
             "actor_rollout_ref.rollout.engine_kwargs.vllm.swap_space=2",
@@ -110,6 +116,9 @@ def test_verl_keys_map_onto_rlport_settings() -> None:
     assert cfg.data.apply_chat_template_kwargs == {"enable_thinking": False}
     vk = cfg.rollout.val_kwargs
     assert (vk.do_sample, vk.temperature, vk.top_k, vk.n) == (True, pytest.approx(0.6), 0, 4)
+    assert (cfg.critic.fsdp_config.param_offload, cfg.critic.fsdp_config.optimizer_offload) == (True, True)
+    assert not cfg.actor.fsdp_config.optimizer_offload
+    assert any("log_prob_use_dynamic_bsz" in n and "no effect" in n for n in notes)
     assert cfg.trainer.logger == ["console", "wandb"]
     assert (cfg.reward.path, cfg.reward.name) == ("my_reward.py", "compute_score")
     assert cfg.rollout.options == {"swap_space": 2}

@@ -182,6 +182,10 @@ class FsdpConfig:
     param_offload: bool = setting(
         False, "parameters, gradients and optimizer state on the host (CPUOffloadPolicy)"
     )
+    optimizer_offload: bool = setting(
+        False,
+        "the optimizer state on the host: FSDP2 keeps it with the parameters, so it needs param_offload",
+    )
 
 
 @dataclass
@@ -253,6 +257,7 @@ class CriticConfig:
     path: str = setting(
         "", 'the value model\'s Hugging Face folder (a causal LM; a value head is added); "": model.path'
     )
+    fsdp_config: FsdpConfig = setting(doc="the critic's FSDP (actor.strategy=fsdp)", factory=FsdpConfig)
     lr: float = setting(1e-5, "the critic's AdamW learning rate", gt=0)
     lr_schedule: LrScheduleConfig = setting(doc="warm-up and decay of critic.lr", factory=LrScheduleConfig)
     weight_decay: float = setting(0.0, "the critic's AdamW weight decay", ge=0)

@@ -75,7 +75,7 @@ def val_line(m: dict[str, Any], when: str) -> str:
         if k.startswith("val/") and k.endswith("/reward/mean") and k != "val/reward/mean"
     )
     spread = " ".join(
-        f"{k[len('val/reward/'):]} {v:.3f}"
+        f"{k[len('val/reward/') :]} {v:.3f}"
         for k, v in sorted(m.items())
         if k.startswith(("val/reward/best@", "val/reward/worst@"))
     )

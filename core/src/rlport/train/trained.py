@@ -108,7 +108,7 @@ class TrainedModel:
             strategy,
             world=self.world,
             device_type=torch.device(self.device).type,
-            fsdp=cfg.actor.fsdp_config,
+            fsdp=section.fsdp_config,  # the actor's or the critic's own
             megatron=cfg.actor.megatron,
             path=path,
             backend=rt.collectives_backend,

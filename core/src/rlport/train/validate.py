@@ -126,12 +126,10 @@ def check_strategy(cfg: TrainConfig, rt: Any) -> None:
             f"actor.strategy={name} splits the work over data-parallel workers, but trainer.workers=1",
             f"rlport train trainer.workers=2 actor.strategy={name} (or actor.strategy=replicated)",
         )
-    if name == "fsdp" and cfg.actor.fsdp_config.param_offload and rt.device.device_type == "cpu":
-        raise ConfigError(
-            "actor.fsdp_config.param_offload=true moves parameters to the host, and the training "
-            "device already is the host (cpu)",
-            "rlport train actor.fsdp_config.param_offload=false",
-        )
+    if name == "fsdp":
+        sections = ["actor", "critic"] if cfg.algorithm.adv_estimator == "gae" else ["actor"]
+        for section in sections:
+            check_offload(section, getattr(cfg, section).fsdp_config, rt.device.device_type)
     if name == "fsdp" and cfg.actor.offload:
         raise ConfigError(
             "actor.offload=true parks whole parameters, which actor.strategy=fsdp shards",
@@ -139,6 +137,23 @@ def check_strategy(cfg: TrainConfig, rt: Any) -> None:
         )
     if name == "megatron":
         check_megatron(cfg)
+
+
+def check_offload(section: str, fsdp: Any, device_type: str) -> None:
+    """``SECTION.fsdp_config``'s offload asks for what FSDP2 does: parameters, gradients and the
+    optimizer state move to the host together (``CPUOffloadPolicy``), and only off the host."""
+    key = f"{section}.fsdp_config"
+    if fsdp.param_offload and device_type == "cpu":
+        raise ConfigError(
+            f"{key}.param_offload=true moves parameters to the host, and the training device already is the host (cpu)",
+            f"rlport train {key}.param_offload=false",
+        )
+    if fsdp.optimizer_offload and not fsdp.param_offload and device_type != "cpu":
+        raise ConfigError(
+            f"{key}.optimizer_offload=true without {key}.param_offload: FSDP2 keeps the optimizer state "
+            "beside the parameters, so it moves to the host only with them",
+            f"rlport train {key}.param_offload=true (or {key}.optimizer_offload=false)",
+        )
 
 
 def check_megatron(cfg: TrainConfig) -> None:

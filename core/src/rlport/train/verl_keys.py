@@ -141,6 +141,11 @@ def _schedule(verl: str, rlport: str) -> list[Rule]:
     ]
 
 
+LOGPROB_CHUNKS = (
+    "rlport recomputes logprobs in the actor's micro-batches (actor.micro_batch_size, or "
+    "actor.ppo_max_token_len_per_gpu with actor.use_dynamic_bsz); the value has no effect"
+)
+REFERENCE_WHOLE = "rlport holds the reference model whole beside each actor rank (algorithm.use_kl_loss)"
 CRITIC_SHARED = "the critic is built like the actor (actor.strategy, model.dtype); the value has no effect"
 PROFILER = (
     "rlport does not implement verl's profiler settings because profiling belongs to the device "
@@ -303,11 +308,7 @@ RULES: tuple[Rule, ...] = (
             "expert_model_parallel_size",
         )
     ),
-    Accept(
-        "actor_rollout_ref.actor.fsdp_config.optimizer_offload",
-        "rlport offloads the optimizer state with the parameters: set actor.fsdp_config.param_offload=true",
-        (False,),
-    ),
+    Map("actor_rollout_ref.actor.fsdp_config.optimizer_offload", "actor.fsdp_config.optimizer_offload"),
     Accept("actor_rollout_ref.actor.use_torch_compile", SPEED),
     Accept("actor_rollout_ref.actor.fsdp_config.use_torch_compile", SPEED),
     Accept("actor_rollout_ref.actor.ulysses_sequence_parallel_size", PARALLEL, (1,)),
@@ -338,6 +339,23 @@ RULES: tuple[Rule, ...] = (
         "the reference model is parked with the actor (actor.offload); the value has no effect",
     ),
     Accept("actor_rollout_ref.ref.log_prob_micro_batch_size", "deprecated in verl", (None,)),
+    Accept("actor_rollout_ref.ref.log_prob_use_dynamic_bsz", LOGPROB_CHUNKS),
+    Accept("actor_rollout_ref.ref.log_prob_max_token_len_per_gpu", LOGPROB_CHUNKS),
+    *(
+        Accept(f"actor_rollout_ref.ref.megatron.{size}", REFERENCE_WHOLE, (1, None))
+        for size in (
+            "tensor_model_parallel_size",
+            "pipeline_model_parallel_size",
+            "virtual_pipeline_model_parallel_size",
+            "context_parallel_size",
+            "expert_model_parallel_size",
+            "expert_tensor_parallel_size",
+        )
+    ),
+    Accept(
+        "actor_rollout_ref.ref.megatron.param_offload",
+        "the reference model is parked with the actor (actor.offload); the value has no effect",
+    ),
     Refuse("actor_rollout_ref.ref.profiler.*", PROFILER),
     Refuse(
         "actor_rollout_ref.ref.*",
@@ -371,6 +389,8 @@ RULES: tuple[Rule, ...] = (
         "rlport recomputes logprobs in actor.micro_batch_size chunks; the value has no effect",
     ),
     Accept("actor_rollout_ref.rollout.log_prob_micro_batch_size", "deprecated in verl", (None,)),
+    Accept("actor_rollout_ref.rollout.log_prob_use_dynamic_bsz", LOGPROB_CHUNKS),
+    Accept("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu", LOGPROB_CHUNKS),
     Accept("actor_rollout_ref.rollout.do_sample", "rlport samples during training", (True,)),
     Accept(
         "actor_rollout_ref.rollout.calculate_log_probs",
@@ -445,7 +465,11 @@ RULES: tuple[Rule, ...] = (
     Accept("critic.rollout_n", "follows rollout.n"),
     Accept("critic.shuffle", "rlport shuffles each mini-batch split (seeded by trainer.seed)"),
     Accept("critic.data_loader_seed", "rlport seeds the mini-batch split from trainer.seed"),
-    Accept("critic.loss_scale_factor", "rlport averages the value loss over tokens", (None,)),
+    Accept(
+        "critic.loss_scale_factor",
+        "rlport's critic divides seq-mean-token-sum-norm by rollout.max_new_tokens",
+        (None,),
+    ),
     Map("critic.use_dynamic_bsz", "critic.use_dynamic_bsz"),
     Map("critic.ppo_max_token_len_per_gpu", "critic.ppo_max_token_len_per_gpu"),
     Accept(
@@ -468,7 +492,16 @@ RULES: tuple[Rule, ...] = (
         "critic.model.*",
         "rlport loads critic.path with transformers as it is (AutoModelForTokenClassification, one label)",
     ),
-    Accept("critic.fsdp.param_offload", CRITIC_SHARED, (False,)),
+    Map("critic.fsdp.param_offload", "critic.fsdp_config.param_offload"),
+    Map("critic.fsdp.optimizer_offload", "critic.fsdp_config.optimizer_offload"),
+    *(  # verl before 0.9 named the critic's FSDP settings critic.model.fsdp_config.*
+        Map(
+            f"critic.model.fsdp_config.{k}",
+            f"critic.fsdp_config.{k}",
+            note=f"verl 0.9's name is critic.fsdp.{k}",
+        )
+        for k in ("param_offload", "optimizer_offload")
+    ),
     Refuse("critic.fsdp.*", FSDP),
     Refuse("critic.checkpoint.*", CHECKPOINT),
     Refuse("critic.profiler.*", PROFILER),
