@@ -141,6 +141,14 @@ def _schedule(verl: str, rlport: str) -> list[Rule]:
     ]
 
 
+#: verl's actor.megatron sizes that rlport's MegatronConfig has
+MEGATRON_SIZES = (
+    "tensor_model_parallel_size",
+    "pipeline_model_parallel_size",
+    "virtual_pipeline_model_parallel_size",
+    "context_parallel_size",
+    "expert_model_parallel_size",
+)
 LOGPROB_CHUNKS = (
     "rlport recomputes logprobs in the actor's micro-batches (actor.micro_batch_size, or "
     "actor.ppo_max_token_len_per_gpu with actor.use_dynamic_bsz); the value has no effect"
@@ -298,16 +306,7 @@ RULES: tuple[Rule, ...] = (
     Map("actor_rollout_ref.actor.clip_ratio_c", "algorithm.clip_ratio_c"),
     Map("actor_rollout_ref.actor.strategy", "actor.strategy", convert=_strategy, back=lambda v: v or "fsdp"),
     Map("actor_rollout_ref.actor.fsdp_config.param_offload", "actor.fsdp_config.param_offload"),
-    *(
-        Map(f"actor_rollout_ref.actor.megatron.{size}", f"actor.megatron.{size}")
-        for size in (
-            "tensor_model_parallel_size",
-            "pipeline_model_parallel_size",
-            "virtual_pipeline_model_parallel_size",
-            "context_parallel_size",
-            "expert_model_parallel_size",
-        )
-    ),
+    *(Map(f"actor_rollout_ref.actor.megatron.{size}", f"actor.megatron.{size}") for size in MEGATRON_SIZES),
     Map("actor_rollout_ref.actor.fsdp_config.optimizer_offload", "actor.fsdp_config.optimizer_offload"),
     Accept("actor_rollout_ref.actor.use_torch_compile", SPEED),
     Accept("actor_rollout_ref.actor.fsdp_config.use_torch_compile", SPEED),
@@ -343,14 +342,7 @@ RULES: tuple[Rule, ...] = (
     Accept("actor_rollout_ref.ref.log_prob_max_token_len_per_gpu", LOGPROB_CHUNKS),
     *(
         Accept(f"actor_rollout_ref.ref.megatron.{size}", REFERENCE_WHOLE, (1, None))
-        for size in (
-            "tensor_model_parallel_size",
-            "pipeline_model_parallel_size",
-            "virtual_pipeline_model_parallel_size",
-            "context_parallel_size",
-            "expert_model_parallel_size",
-            "expert_tensor_parallel_size",
-        )
+        for size in (*MEGATRON_SIZES, "expert_tensor_parallel_size")
     ),
     Accept(
         "actor_rollout_ref.ref.megatron.param_offload",
