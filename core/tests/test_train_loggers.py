@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from demo_runs import run_demo
 from rich.console import Console
 
 from rlport.extras import MissingExtra
-from rlport.train.cli import build_config
 from rlport.train.loggers import check_installed, open_loggers
-from rlport.train.trainer import Trainer
 
 METRICS = [
     {"step": 1, "reward/mean": 0.25, "actor/kl": 0.5},
@@ -160,21 +159,14 @@ def test_a_run_logs_to_tensorboard_and_wandb(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
-    cfg = build_config(
-        [
-            "trainer.progress=false",
-            "data.train_batch_size=4",
-            "rollout.n=4",
-            "rollout.max_new_tokens=4",
-            "trainer.steps=2",
-            f"trainer.output_dir={out}",
-            "trainer.logger=[tensorboard,wandb]",
-            "trainer.experiment_name=demo-run",
-        ],
-        demo=True,
-    )
     console = Console(file=io.StringIO(), width=200)
-    res = Trainer(cfg, console=console).fit()
+    res = run_demo(
+        out,
+        "trainer.steps=2",
+        "trainer.logger=[tensorboard,wandb]",
+        "trainer.experiment_name=demo-run",
+        console=console,
+    )
     assert "step 1/2" not in console.file.getvalue()  # no console logger
     assert not (out / "metrics.jsonl").exists()  # no jsonl logger
     assert res.plot_path.is_file()

@@ -31,13 +31,13 @@ def _verl() -> SimpleNamespace:
     verl_F = SimpleNamespace(**helpers)
     algos = verl_functions(
         "verl/trainer/ppo/core_algos.py",
-        ("agg_loss", "compute_policy_loss_vanilla"),
+        ("agg_loss", "compute_policy_loss_vanilla", "compute_policy_loss_gspo", "compute_policy_loss_gpg"),
         {
             "torch": torch,
             "verl_F": verl_F,
             "Optional": Optional,
             "Any": Any,
-            "ActorConfig": Any,
+            "ActorConfig": SimpleNamespace,
             "AlgoConfig": type("AlgoConfig", (), {}),
             "register_policy_loss": lambda name: lambda fn: fn,
         },
@@ -109,6 +109,38 @@ def test_dual_clip_equals_verls_vanilla_policy_loss(clip_c: float) -> None:
     assert metrics["actor/pg_clipfrac_lower"] > 0  # the case is exercised
 
 
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+def test_gspo_and_gpg_equal_verls(mode: str) -> None:
+    """algorithm.policy_loss=gspo (the clipped sequence ratio) and gpg (-A logp): the loss and
+    the gradient equal verl's compute_policy_loss_gspo / _gpg."""
+    from rlport.train.grpo import gpg_policy_loss, gspo_policy_loss
+
+    g = torch.Generator().manual_seed(5)
+    _, mask = _batch(6)
+    old = torch.randn(mask.shape, generator=g) * 0.3
+    start = old + torch.randn(mask.shape, generator=g) * 0.01  # GSPO's ratios stay near 1
+    adv = torch.randn(mask.shape[0], 1, generator=g).expand_as(mask).contiguous()
+    whole = MiniBatchSize.of(LENGTHS)
+    config = SimpleNamespace(clip_ratio=3e-4, clip_ratio_low=3e-4, clip_ratio_high=4e-4, global_batch_info={})
+    verl = _verl()
+    for ours_fn, theirs in (
+        (
+            lambda lp: gspo_policy_loss(lp, old, adv, mask, clip_low=3e-4, clip_high=4e-4),
+            verl.compute_policy_loss_gspo,
+        ),
+        (lambda lp: gpg_policy_loss(lp, adv, mask), verl.compute_policy_loss_gpg),
+    ):
+        a = start.clone().requires_grad_(True)
+        micro_share(ours_fn(a).per_token, mask, mode, whole).backward()
+        b = start.clone().requires_grad_(True)
+        loss, _ = theirs(old, b, adv, mask, mode, config)
+        loss.backward()
+        assert float(micro_share(ours_fn(start).per_token, mask, mode, whole)) == pytest.approx(
+            float(loss), rel=1e-5
+        )
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_dual_clip_by_hand() -> None:
     """A ratio of 5 with advantage -1: the clipped surrogate gives 5, the dual clip bounds it at
     3 and takes its gradient away; with advantage +1 the dual clip does nothing."""
@@ -132,11 +164,13 @@ def test_verl_keys_map() -> None:
             "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm",
             "actor_rollout_ref.actor.loss_scale_factor=512",
             "actor_rollout_ref.actor.clip_ratio_c=10.0",
+            "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
             "critic.loss_agg_mode=seq-mean-token-mean",
         ]
     )
     al = cfg.algorithm
     assert (al.loss_agg_mode, al.loss_scale_factor, al.clip_ratio_c) == ("seq-mean-token-sum-norm", 512, 10.0)
+    assert al.policy_loss == "gspo"
     assert cfg.critic.loss_agg_mode == "seq-mean-token-mean"
     from rlport.errors import ConfigError
 

@@ -4,7 +4,6 @@ map onto them, and a run's ``actor/lr`` follows the schedule across a resume."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import math
@@ -13,13 +12,11 @@ from typing import Any
 
 import pytest
 import torch
-from rich.console import Console
+from demo_runs import metrics, run_demo
 from verl_source import verl_functions
 
-from rlport.train.cli import build_config
 from rlport.train.config import LrScheduleConfig, load_config
 from rlport.train.schedule import lr_schedule, warmup_steps
-from rlport.train.trainer import Trainer
 
 LR = 2e-5
 TOTAL = 20
@@ -133,23 +130,12 @@ def test_verl_schedule_keys_map() -> None:
 
 
 def _run(out: Path, *extra: str) -> list[dict[str, Any]]:
-    cfg = build_config(
-        [
-            "trainer.progress=false",
-            "data.train_batch_size=4",
-            "rollout.n=4",
-            "rollout.max_new_tokens=4",
-            f"trainer.output_dir={out}",
-            "actor.lr=1e-4",
-            "actor.lr_schedule.type=cosine",
-            "actor.lr_schedule.warmup_steps=2",
-            "actor.lr_schedule.min_lr_ratio=0.1",
-            *extra,
-        ],
-        demo=True,
+    schedule = (
+        "actor.lr_schedule.type=cosine",
+        "actor.lr_schedule.warmup_steps=2",
+        "actor.lr_schedule.min_lr_ratio=0.1",
     )
-    res = Trainer(cfg, console=Console(file=io.StringIO(), width=200)).fit()
-    return [json.loads(line) for line in res.metrics_path.read_text().splitlines()]
+    return metrics(run_demo(out, "actor.lr=1e-4", *schedule, *extra))
 
 
 def test_a_run_follows_the_schedule_across_a_resume(tmp_path: Path) -> None:

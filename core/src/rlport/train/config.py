@@ -93,6 +93,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 #: ``algorithm.kl_penalty``: the per-token estimates of KL(actor || reference), as verl names them.
 KL_PENALTIES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
 LOGGERS = ("console", "jsonl", "tensorboard", "wandb", "mlflow", "swanlab")
+#: ``algorithm.adv_estimator``s that give one advantage per sequence from its group (rollout.n >= 2)
+GROUPED_ESTIMATORS = ("grpo", "rloo", "opo", "gpg", "grpo_passk")
+#: ... that give per-token advantages without a critic
+PER_TOKEN_ESTIMATORS = ("reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax")
+ADV_ESTIMATORS = ("gae", *GROUPED_ESTIMATORS, *PER_TOKEN_ESTIMATORS)
 #: verl's ``loss_agg_mode`` values (:mod:`rlport.train.loss_agg`)
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
@@ -300,8 +305,9 @@ class KlCtrlConfig:
 class AlgorithmConfig:
     adv_estimator: str = setting(
         "grpo",
-        "grpo: group-relative advantages; gae: PPO with a critic (critic.*) and GAE",
-        choices=("grpo", "gae"),
+        "grpo: group-relative advantages; gae: PPO with a critic (critic.*) and GAE; rloo, opo, gpg, "
+        "grpo_passk, reinforce_plus_plus, reinforce_plus_plus_baseline, remax: verl's others",
+        choices=ADV_ESTIMATORS,
     )
     gamma: float = setting(1.0, "GAE's discount per token", ge=0, le=1)
     lam: float = setting(1.0, "GAE's lambda (1: Monte Carlo returns, 0: one-step TD)", ge=0, le=1)
@@ -316,6 +322,11 @@ class AlgorithmConfig:
         "dual-clip PPO: a token with a negative advantage loses at most clip_ratio_c x |advantage|",
         gt=1,
         why="a bound at or below 1 would cut the clipped surrogate itself",
+    )
+    policy_loss: str = setting(
+        "vanilla",
+        "vanilla: PPO's clipped surrogate (dual clip); gspo: clipped on the sequence's ratio; gpg: -A logp",
+        choices=("vanilla", "gspo", "gpg"),
     )
     loss_agg_mode: str = setting(
         "token-mean",
@@ -589,12 +600,12 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
         )
     out.extend(_mini_batch_problems(cfg, "actor", a.ppo_mini_batch_size, a.mini_batches))
     al, c = cfg.algorithm, cfg.critic
-    if al.adv_estimator == "grpo" and r.n < 2:
+    if al.adv_estimator in (*GROUPED_ESTIMATORS, "reinforce_plus_plus_baseline") and r.n < 2:
         out.append(
             _problem(
                 "rollout.n",
                 r.n,
-                "at least 2 with algorithm.adv_estimator=grpo (GRPO compares samples within a group)",
+                f"at least 2 with algorithm.adv_estimator={al.adv_estimator} (it compares the samples of a group)",
                 "rollout.n=4 (or algorithm.adv_estimator=gae, PPO with a critic)",
             )
         )

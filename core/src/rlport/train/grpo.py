@@ -96,6 +96,50 @@ def clipped_policy_loss(
     )
 
 
+def gspo_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float,
+    clip_high: float,
+) -> PolicyLoss:
+    """GSPO (``algorithm.policy_loss=gspo``, verl's ``loss_mode=gspo``): the clipped surrogate on a
+    sequence's ratio ``s = exp(mean over its tokens of (logp - old_logp))``, carried by each token as
+    ``sg[s] x exp(logp - sg[logp])`` so that every token gets the sequence's gradient."""
+    adv = advantages.reshape(-1, 1).to(logp.dtype) if advantages.ndim == 1 else advantages.to(logp.dtype)
+    mask = mask.to(logp.dtype)
+    log_ratio = logp - old_logp
+    seq = (log_ratio * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+    ratio = torch.exp(torch.clamp(logp - logp.detach() + seq.detach().unsqueeze(-1), max=10.0))
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    per_token = torch.maximum(unclipped, clipped)
+    return PolicyLoss(
+        loss=masked_mean(per_token, mask),
+        per_token=per_token,
+        clip_frac=masked_mean((clipped > unclipped).to(logp.dtype), mask).detach(),
+        clip_frac_lower=torch.zeros((), dtype=logp.dtype),
+        approx_kl=masked_mean(-log_ratio, mask).detach(),
+    )
+
+
+def gpg_policy_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> PolicyLoss:
+    """GPG (``algorithm.policy_loss=gpg``): the plain policy gradient ``-A logp``, no ratio and no
+    clip (with ``algorithm.adv_estimator=gpg``)."""
+    adv = advantages.reshape(-1, 1).to(logp.dtype) if advantages.ndim == 1 else advantages.to(logp.dtype)
+    per_token = -adv * logp
+    zero = torch.zeros((), dtype=logp.dtype)
+    return PolicyLoss(
+        loss=masked_mean(per_token, mask),
+        per_token=per_token,
+        clip_frac=zero,
+        clip_frac_lower=zero,
+        approx_kl=zero,
+    )
+
+
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimator of KL(actor || reference): ``exp(ref - logp) - (ref - logp) - 1``,
     non-negative and unbiased; clamped to [-10, 10] in log space for stability, as verl does."""

@@ -159,6 +159,8 @@ class Advantages:
     returns: list[list[float]] | None
     sequence_rewards: list[float]
     metrics: dict[str, float]
+    token_rewards: torch.Tensor | None = None  # (batch, width): for the per-token estimators
+    mask: torch.Tensor | None = None
 
 
 def advantages(
@@ -189,7 +191,7 @@ def advantages(
         metrics["actor/reward_kl_penalty_coeff"] = beta
     sequence_rewards = rewards.sum(-1).tolist()
     if values is None:
-        return Advantages(None, None, sequence_rewards, metrics)
+        return Advantages(None, None, sequence_rewards, metrics, rewards, mask)
     v = pad_rows(values, width)
     adv, ret = gae(rewards, v, mask, gamma=gamma, lam=lam)
     adv = masked_whiten(adv, mask)
@@ -197,4 +199,4 @@ def advantages(
     metrics["critic/returns_mean"] = float(masked_mean(ret, mask).item())
     rows_adv = [adv[i, :n].tolist() for i, n in enumerate(lengths)]
     rows_ret = [ret[i, :n].tolist() for i, n in enumerate(lengths)]
-    return Advantages(rows_adv, rows_ret, sequence_rewards, metrics)
+    return Advantages(rows_adv, rows_ret, sequence_rewards, metrics, rewards, mask)

@@ -12,6 +12,7 @@ logs the step, draws the progress bar and saves checkpoints. Every phase is time
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,16 @@ def plan_steps(cfg: TrainConfig, prompts: int, dropped: int, val_prompts: int) -
         t.steps = t.total_epochs * (prompts // d.train_batch_size)
 
 
+def algorithm_label(estimator: str) -> str:
+    """The progress bar's name of the algorithm ``algorithm.adv_estimator`` runs."""
+    names = {
+        "gae": "PPO",
+        "reinforce_plus_plus": "REINFORCE++",
+        "reinforce_plus_plus_baseline": "REINFORCE++-baseline",
+    }
+    return names.get(estimator, estimator.replace("_", "-").upper())
+
+
 class Trainer:
     """Runs ``cfg`` to the end: ``Trainer(cfg).fit()``."""
 
@@ -377,6 +388,23 @@ class Trainer:
             seed=step_seed(self.cfg.trainer.seed, step),
         )
 
+    def _greedy_rewards(self, pool: _Pool, shards: list[list[Example]], step: int) -> list[float]:
+        """ReMax's baseline: the reward of one greedy answer to each prompt of the step, repeated
+        for each of its ``rollout.n`` samples (in the order the samples are)."""
+        from rlport.train.config import ValKwargsConfig
+
+        r = self.cfg.rollout
+        params = validation_params(
+            ValKwargsConfig(), r.max_new_tokens, self.stop_ids, step_seed(self.cfg.trainer.seed, step)
+        )
+        outs = pool.call("generate", generate_calls(shards, params))
+        out: list[float] = []
+        for shard, (groups, _) in zip(shards, outs, strict=True):
+            for ex, group in zip(shard, groups, strict=True):
+                text = self.tokenizer.decode(group[0][0], skip_special_tokens=True)
+                out.extend([self.rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info)] * r.n)
+        return out
+
     def rollout_calls(
         self, shards: list[list[Example]], step: int
     ) -> list[tuple[list[list[int]], SamplingParams]]:
@@ -385,7 +413,7 @@ class Trainer:
 
     def step(self, pool: _Pool, step: int) -> dict[str, Any]:
         from rlport.train.actor import Sample
-        from rlport.train.grpo import group_advantages
+        from rlport.train.estimators import PER_TOKEN, sequence_advantages, token_advantages
         from rlport.train.ppo import advantages
 
         cfg = self.cfg
@@ -419,33 +447,46 @@ class Trainer:
                     samples.append(Sample(ex.prompt_ids, token_ids, logprobs))
             per_worker.append(samples)
         al = cfg.algorithm
+        est = al.adv_estimator
         flat = [s for samples in per_worker for s in samples]
-        extra: dict[str, float] = {}
-        sequence_rewards = rewards
-        if al.adv_estimator == "gae" or al.use_kl_in_reward:
+        values = kl = None
+        if est == "gae" or al.use_kl_in_reward:
             # the workers' logprobs, reference logprobs and values, for token rewards and GAE
             t_prepare = time.perf_counter()
             prepared = pool.call("prepare", [(samples,) for samples in per_worker])
             t += time.perf_counter() - t_prepare  # time/logprob counts it, not time/reward
-            values = [v for p in prepared for v in p["values"]] if al.adv_estimator == "gae" else None
+            values = [v for p in prepared for v in p["values"]] if est == "gae" else None
             kl = [k for p in prepared for k in p["kl"]] if al.use_kl_in_reward else None
-            res = advantages(
-                rewards,
-                lengths,
-                values=values,
-                kl=kl,
-                kl_ctrl=self.kl_ctrl,
-                gamma=al.gamma,
-                lam=al.lam,
+        res = advantages(
+            rewards, lengths, values=values, kl=kl, kl_ctrl=self.kl_ctrl, gamma=al.gamma, lam=al.lam
+        )
+        extra = dict(res.metrics)
+        if res.advantages is not None and res.returns is not None:  # gae
+            for s, a, r in zip(flat, res.advantages, res.returns, strict=True):
+                s.advantages, s.returns = a, r
+        elif est in PER_TOKEN:
+            baselines = None
+            if est == "remax":  # the reward of a greedy answer to each prompt
+                t_base = time.perf_counter()
+                baselines = self._greedy_rewards(pool, shards, step)
+                t_rollout += time.perf_counter() - t_base
+                t += time.perf_counter() - t_base
+                extra["reward/greedy_baseline_mean"] = statistics.fmean(baselines)
+            assert res.token_rewards is not None and res.mask is not None
+            per_token, _returns = token_advantages(
+                est, res.token_rewards, res.mask, group_ids=group_ids, gamma=al.gamma, baselines=baselines
             )
-            extra, sequence_rewards = res.metrics, res.sequence_rewards
-            if res.advantages is not None and res.returns is not None:
-                for s, a, r in zip(flat, res.advantages, res.returns, strict=True):
-                    s.advantages, s.returns = a, r
-        if al.adv_estimator == "grpo":
-            adv = group_advantages(
-                sequence_rewards, group_ids, epsilon=al.adv_epsilon, norm_by_std=al.norm_adv_by_std
-            ).tolist()
+            for s, a in zip(flat, per_token, strict=True):
+                s.advantages = a
+        else:
+            adv = sequence_advantages(
+                est,
+                res.sequence_rewards,
+                group_ids,
+                lengths,
+                epsilon=al.adv_epsilon,
+                norm_by_std=al.norm_adv_by_std,
+            )
             for s, a in zip(flat, adv, strict=True):
                 s.advantage = a
         t_reward = time.perf_counter() - t
@@ -459,8 +500,6 @@ class Trainer:
         stats = pool.call("train", [(samples, update_actor) for samples in per_worker])
         t_train = time.perf_counter() - t
         t_total = time.perf_counter() - t_step
-
-        import statistics
 
         gen_tokens = sum(lengths)
         prompt_tokens = sum(len(e.prompt_ids) for e in batch) * cfg.rollout.n
@@ -676,7 +715,7 @@ class Trainer:
                 yield None, None
                 return
             progress = Progress(
-                TextColumn("[bold]" + ("PPO" if self.cfg.algorithm.adv_estimator == "gae" else "GRPO")),
+                TextColumn(algorithm_label(self.cfg.algorithm.adv_estimator), style="bold", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("reward [cyan]{task.fields[reward]:.3f}"),

@@ -316,9 +316,10 @@ RULES: tuple[Rule, ...] = (
     Refuse("actor_rollout_ref.actor.fsdp_config.*", FSDP),
     Refuse("actor_rollout_ref.actor.profiler.*", PROFILER),
     Refuse("actor_rollout_ref.actor.checkpoint.*", CHECKPOINT),
+    Map("actor_rollout_ref.actor.policy_loss.loss_mode", "algorithm.policy_loss"),
     Refuse(
         "actor_rollout_ref.actor.policy_loss.*",
-        "rlport's policy loss is PPO's clipped surrogate (verl's vanilla)",
+        "rlport's policy losses are verl's vanilla, gspo and gpg (algorithm.policy_loss), without their other settings",
     ),
     Refuse(
         "actor_rollout_ref.actor.qat.*",

@@ -1,0 +1,31 @@
+"""Short runs of `rlport train --demo` for tests: the tiny sizes, a quiet console, the metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+#: two-second steps on the demo model: 4 prompts x 4 samples of 4 tokens
+TINY = ["trainer.progress=false", "data.train_batch_size=4", "rollout.n=4", "rollout.max_new_tokens=4"]
+
+
+def demo_config(out: Path, *extra: str) -> Any:
+    from rlport.train.cli import build_config
+
+    return build_config([*TINY, f"trainer.output_dir={out}", *extra], demo=True)
+
+
+def run_demo(out: Path, *extra: str, console: Console | None = None) -> Any:
+    """The demo with ``extra`` overrides, written to ``out``; its TrainResult."""
+    from rlport.train.trainer import Trainer
+
+    return Trainer(demo_config(out, *extra), console=console or Console(file=io.StringIO(), width=200)).fit()
+
+
+def metrics(res: Any) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl."""
+    return [json.loads(line) for line in Path(res.metrics_path).read_text().splitlines()]
