@@ -313,6 +313,11 @@ RULES: tuple[Rule, ...] = (
     Accept("actor_rollout_ref.actor.ulysses_sequence_parallel_size", PARALLEL, (1,)),
     Accept("actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size", PARALLEL, (1,)),
     Accept("actor_rollout_ref.actor.rollout_n", "follows rollout.n", ()),
+    Accept(
+        "actor_rollout_ref.actor.megatron.use_mbridge",
+        "rlport converts Hugging Face and Megatron weights through mbridge always",
+        (True,),
+    ),
     Refuse("actor_rollout_ref.actor.fsdp_config.*", FSDP),
     Refuse("actor_rollout_ref.actor.profiler.*", PROFILER),
     Refuse("actor_rollout_ref.actor.checkpoint.*", CHECKPOINT),
