@@ -154,3 +154,25 @@ def test_yaml_file_errors(tmp_path: Path) -> None:
     good.write_text("trainer:\n  steps: 3\nrollout:\n  n: 4\n")
     cfg = load_config(["trainer.steps=9"], config_file=good)
     assert (cfg.trainer.steps, cfg.rollout.n) == (9, 4)
+
+
+def test_an_unexpanded_shell_variable_is_a_config_error() -> None:
+    """A value OmegaConf reads as an interpolation that does not resolve (a script's
+    ${NNODES:-8} that the shell did not expand) is reported beside the other problems with the
+    key and the fix, never a crash; one that names an rlport setting resolves."""
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            [
+                "trainer.nnodes=${NNODES:-8}",
+                "data.train_files=[${DATA}/train.parquet]",
+                "rollout.options.swap_space=${SWAP}",
+                "trainer.steps=many",
+            ]
+        )
+    text = err.value.message
+    assert "4 problems" in text
+    assert "'trainer.nnodes' is '${NNODES:-8}', an interpolation rlport cannot resolve" in text
+    assert "'data.train_files' is '[${DATA}/train.parquet]'" in text
+    assert "'rollout.options.swap_space' is '${SWAP}'" in text
+    assert "check that the variable is set" in text
+    assert load_config(["trainer.seed=${trainer.steps}", "trainer.steps=3"]).trainer.seed == 3

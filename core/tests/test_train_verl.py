@@ -324,3 +324,15 @@ def test_verl_ppo_quickstart_runs(tmp_path: Path) -> None:
     assert log.count("vf_loss") == 2, log[-2000:]
     step = out / "checkpoints" / "step_2"
     assert (step / "model.safetensors").is_file() and (step / "critic" / "model.safetensors").is_file()
+
+
+def test_a_wrong_value_of_any_mapped_key_is_a_config_error() -> None:
+    """Whatever a verl key's converter expects, a value it cannot take is reported with the key
+    the user wrote and a fix, never a crash (every mapped key, with X and a list)."""
+    for rule in (r for r in verl_keys.RULES if r.kind == "map"):
+        key = rule.verl[:-2] + ".x" if rule.verl.endswith(".*") else rule.verl
+        for value in ("X", "[1,2]"):
+            try:
+                load_config([f"{key}={value}"])
+            except ConfigError as err:
+                assert key in err.message and err.fix, (key, value, err.message)

@@ -534,8 +534,9 @@ def _problem(key: str, value: Any, expected: str, fix: str) -> ConfigError:
     return ConfigError(f"config key '{key}' is {value!r}; expected {expected}", f"rlport train {fix}")
 
 
-def field_problems(cfg: TrainConfig) -> list[ConfigError]:
-    """Values outside the range or choices declared beside their field."""
+def field_problems(cfg: TrainConfig, origins: dict[str, str] | None = None) -> list[ConfigError]:
+    """Values outside the range or choices declared beside their field; ``origins`` maps a setting
+    to the verl key that set it, which the message then names too."""
     out = []
     for key, f in all_fields().items():
         if "range" not in f.metadata and "choices" not in f.metadata:
@@ -544,13 +545,18 @@ def field_problems(cfg: TrainConfig) -> list[ConfigError]:
         for part in key.split("."):
             value = getattr(value, part)
         bound: Bound | None = f.metadata.get("range")
+        found = None
         if bound is not None and value is not None and not bound.holds(value):
-            out.append(_problem(key, value, bound.text(), example(key)))
+            found = _problem(key, value, bound.text(), example(key))
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             why = f" ({f.metadata['why']})" if f.metadata.get("why") else ""
             shown = ", ".join(repr(c) if c == "" else str(c) for c in choices)
-            out.append(_problem(key, value, f"one of {shown}{why}", example(key)))
+            found = _problem(key, value, f"one of {shown}{why}", example(key))
+        if found is not None and origins and key in origins:
+            found = ConfigError(f"{found.message} (set by verl's '{origins[key]}')", found.fix)
+        if found is not None:
+            out.append(found)
     return out
 
 
@@ -732,13 +738,18 @@ def load_config(
     resolved (:func:`resolve`). ``notes`` collects what the accepted verl keys mean here."""
     from rlport.train.overrides import merge
 
+    origins: dict[str, str] = {}
     cfg, problems = merge(
-        base if base is not None else TrainConfig(), overrides, config_file=config_file, notes=notes
+        base if base is not None else TrainConfig(),
+        overrides,
+        config_file=config_file,
+        notes=notes,
+        origins=origins,
     )
     t = cfg.trainer
     if t.n_gpus_per_node > 0 and t.nnodes >= 1 and t.workers == 1:
         t.workers = t.nnodes * t.n_gpus_per_node  # verl counts devices per node, rlport workers
-    raise_all([*problems, *field_problems(cfg), *joint_problems(cfg)])
+    raise_all([*problems, *field_problems(cfg, origins), *joint_problems(cfg)])
     resolve(cfg)
     return cfg
 

@@ -175,10 +175,11 @@ def merge(
     *,
     config_file: str | Path | None = None,
     notes: list[str] | None = None,
+    origins: dict[str, str] | None = None,
 ) -> tuple[TrainConfig, list[ConfigError]]:
     """``base``, then ``config_file``, then ``overrides``; returns the configuration (without the
     settings that failed) and a problem for every unknown, refused or mistyped key. ``notes``
-    collects what accepted verl keys mean here."""
+    collects what accepted verl keys mean here; ``origins`` which verl key set each setting."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.structured(base)
@@ -186,8 +187,9 @@ def merge(
     parsed, problems = parse_overrides(overrides)
     notes = notes if notes is not None else []
     given = _last_of_each([*entries, *parsed])
+    origins = origins if origins is not None else {}
     for entry in given:
-        problems.extend(_apply(cfg, entry, notes))
+        problems.extend(_apply(cfg, entry, notes, origins))
     keys = {e.key for e in given if not e.delete}
     # verl's own critic names (critic.model.path, critic.optim.lr, ...), not rlport's
     critic = sorted(k for k in keys if k.startswith("critic.") and _rlport_target(k) is None)
@@ -212,13 +214,13 @@ def _last_of_each(entries: list[Entry]) -> list[Entry]:
     return out[::-1]
 
 
-def _apply(cfg: Any, e: Entry, notes: list[str]) -> list[ConfigError]:
+def _apply(cfg: Any, e: Entry, notes: list[str], origins: dict[str, str]) -> list[ConfigError]:
     target = _rlport_target(e.key)
     if target is not None:
         value = default_value(target) if e.delete else e.value
         rule = verl_keys.rule_for(target)
         if rule is not None and rule.verl == target and rule.convert is not None:
-            value = rule.convert(value)  # a name rlport shares with verl takes verl's values too
+            value = rule.converted(value)  # a name rlport shares with verl takes verl's values too
             if isinstance(value, verl_keys.Skip):
                 return []
         problem = _set(cfg, target, value, e, shown=f"'{e.key}'")
@@ -243,6 +245,8 @@ def _apply(cfg: Any, e: Entry, notes: list[str]) -> list[ConfigError]:
         problem = _set(cfg, rl_key, value, e, shown=f"'{e.key}' (rlport's '{rl_key}')")
         if problem:
             out.append(problem)
+        else:
+            origins[rl_key] = e.key
     return out
 
 
@@ -271,6 +275,24 @@ def _set(cfg: Any, key: str, value: Any, e: Entry, *, shown: str) -> ConfigError
         return ConfigError(
             f"config key {shown} expects {type_name(hint)}, got {got!r}{e.where}",
             f"rlport train {example(key)}",
+        )
+    try:  # an interpolation (${NAME}, ${NAME:-8}) must resolve against rlport's own settings
+        node = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(node):
+            OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as exc:
+        parent, _, leaf = key.rpartition(".")
+        holder = OmegaConf.select(cfg, parent) if parent else cfg
+        if key in all_fields():
+            OmegaConf.update(cfg, key, default_value(key), merge=False)
+        else:
+            del holder[leaf]  # an entry of a mapping (rollout.options.NAME): gone again
+        got = e.raw or value
+        return ConfigError(
+            f"config key {shown} is {got!r}, an interpolation rlport cannot resolve "
+            f"({str(exc).splitlines()[0]}){e.where}",
+            "give the value itself; in a shell script, check that the variable is set and the "
+            f"value is not in single quotes, e.g. rlport train {example(key)}",
         )
     return None
 

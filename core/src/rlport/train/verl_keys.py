@@ -41,6 +41,16 @@ class Rule:
     values: tuple[Any, ...] = ()
     reason: str = ""
 
+    def converted(self, value: Any) -> Any:
+        """``value`` through ``convert``; a value it cannot take (``X`` for a count) passes as it
+        is, for the setting's own type check to report with the setting's name and an example."""
+        if self.convert is None:
+            return value
+        try:
+            return self.convert(value)
+        except (TypeError, ValueError):
+            return value
+
     def matches(self, key: str) -> bool:
         if self.verl.endswith(".*"):
             return key.startswith(self.verl[:-1])
@@ -165,7 +175,7 @@ PARALLEL = (
     "model parallelism is actor.strategy=megatron's (actor.megatron.*)"
 )
 FSDP = (
-    "rlport's FSDP (actor.strategy=fsdp) exposes param_dtype, reduce_dtype and param_offload only "
+    "rlport's FSDP (actor.strategy=fsdp) exposes param_dtype, reduce_dtype, param_offload and optimizer_offload only "
     "(actor.fsdp_config.*); verl's other FSDP knobs tune verl's own engine"
 )
 LORA = "rlport does not implement LoRA because it trains every parameter; not yet planned"
@@ -517,7 +527,7 @@ RULES: tuple[Rule, ...] = (
     Refuse(
         "algorithm.*",
         "rlport does not implement verl's other algorithm variants (filter groups, PF-PPO, rollout "
-        "correction); it runs GRPO and PPO with GAE (algorithm.* in rlport train --show-config); "
+        "correction); it runs the estimators algorithm.adv_estimator lists (rlport train --show-config); "
         "not yet planned",
     ),
     # -- rewards --------------------------------------------------------------------------------------
@@ -700,7 +710,7 @@ def translate(key: str, value: Any, written: Any = None) -> Translation | None:
     if rule is None or not (rule.verl == key or rule.kind == "map" or _in_verl(key)):
         return None  # a prefix rule covers verl's keys below it, not a misspelt one
     if rule.kind == "map":
-        converted = rule.convert(value) if rule.convert is not None else value
+        converted = rule.converted(value)
         if isinstance(converted, Skip):
             return Translation(
                 rule, note=f"{key}={value!r} leaves {', '.join(rule.rlport)} at rlport's default"
