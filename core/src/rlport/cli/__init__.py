@@ -174,8 +174,9 @@ def train(
         ),
     ] = False,
 ) -> None:
-    """GRPO post-training: rlport train [--demo] [--config FILE] \\[key=value ...] (dotted overrides,
-    e.g. data.train_files=train.parquet rollout.engine=vllm trainer.steps=50)."""
+    """RL post-training, GRPO by default (PPO: algorithm.adv_estimator=gae): rlport train [--demo]
+    [--config FILE] \\[key=value ...] (dotted overrides, e.g. data.train_files=train.parquet
+    rollout.engine=vllm trainer.steps=50)."""
     from rlport.train.cli import run_train, show_config_view
 
     args = list(ctx.args)

@@ -119,7 +119,7 @@ def train_command(
     config: str | None = None,
     show_config: bool = False,
 ) -> None:
-    """Run GRPO post-training: rlport train [--demo] [--config FILE] [--show-config] [key=value ...].
+    """Run RL post-training (algorithm.adv_estimator: grpo, gae, ...): rlport train [--demo] [--config FILE] [--show-config] [key=value ...].
 
     typer signature proposal (annotations kept out of this module so importing it needs no typer)::
 
