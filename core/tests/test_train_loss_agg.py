@@ -178,7 +178,7 @@ def test_verl_keys_map() -> None:
         load_config(["algorithm.clip_ratio_c=1.0"])
     assert (
         "'algorithm.clip_ratio_c' is 1.0" in err.value.message
-        and "algorithm.clip_ratio_c=3.0" in err.value.fix
+        and "algorithm.clip_ratio_c=3.0 (verl's dual clip; 0 turns it off)" in err.value.fix
     )
 
 

@@ -193,6 +193,7 @@ def test_defaults_table_is_in_sync() -> None:
     assert rows["actor_rollout_ref.actor.optim.weight_decay"] == (0.01, 0.0)
     assert rows["trainer.val_before_train"] == (True, False)
     assert rows["trainer.resume_mode"] == ("auto", "")
+    assert rows["actor_rollout_ref.actor.clip_ratio_c"] == (3.0, 0.0)
     assert "actor_rollout_ref.actor.clip_ratio" not in rows  # the same default (0.2) in both
     assert not any(key == "data.train_files" for key in rows)  # a placeholder path, not a default
 

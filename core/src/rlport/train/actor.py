@@ -167,7 +167,7 @@ class Actor(TrainedModel):
                 mask,
                 clip_low=al.clip_ratio_low,
                 clip_high=al.clip_ratio_high,
-                clip_c=al.clip_ratio_c,
+                clip_c=al.clip_ratio_c or None,  # 0: no dual clip
             )
         per_token = pl.per_token
         kl_val = torch.tensor(0.0)

@@ -318,14 +318,14 @@ class AlgorithmConfig:
     clip_ratio_low: float = setting(0.2, "ratio is clipped to [1 - low, 1 + high]", ge=0, lt=1)
     clip_ratio_high: float = setting(0.2, "upper clip of the ratio", ge=0)
     clip_ratio_c: float = setting(
-        3.0,
-        "dual-clip PPO: a token with a negative advantage loses at most clip_ratio_c x |advantage|",
-        gt=1,
-        why="a bound at or below 1 would cut the clipped surrogate itself",
+        0.0,
+        "dual-clip PPO: a token with a negative advantage loses at most clip_ratio_c x |advantage| "
+        "(verl's default is 3); 0: off, PPO's plain clipped surrogate",
+        ge=0,
     )
     policy_loss: str = setting(
         "vanilla",
-        "vanilla: PPO's clipped surrogate (dual clip); gspo: clipped on the sequence's ratio; gpg: -A logp",
+        "vanilla: PPO's clipped surrogate (dual clip with clip_ratio_c); gspo: clipped on the sequence's ratio; gpg: -A logp",
         choices=("vanilla", "gspo", "gpg"),
     )
     loss_agg_mode: str = setting(
@@ -564,6 +564,15 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
     """Settings that are each in range but do not fit together; the fix names the value that does."""
     d, r, a, t = cfg.data, cfg.rollout, cfg.actor, cfg.trainer
     out = []
+    if 0 < cfg.algorithm.clip_ratio_c <= 1:
+        out.append(
+            _problem(
+                "algorithm.clip_ratio_c",
+                cfg.algorithm.clip_ratio_c,
+                "0 (off) or above 1: a bound at or below 1 would cut the clipped surrogate itself",
+                "algorithm.clip_ratio_c=3.0 (verl's dual clip; 0 turns it off)",
+            )
+        )
     if r.max_model_len and r.max_model_len <= r.max_new_tokens:
         out.append(
             _problem(
