@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from demo_runs import run_demo
@@ -54,13 +55,19 @@ def _wandb_history(run: Path) -> list[dict]:
     return [r["history"]["item"] for r in records if r.get("type") == "history"]
 
 
-def test_tensorboard_events_read_back(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
-    (logger,) = open_loggers(["console", "tensorboard"], project="p", name="n", config={}, folder=tmp_path)
+def _write(name: str, folder: Path, config: dict, samples_step: int) -> Any:
+    """The logger ``name`` after METRICS at steps 1 and 2 and SAMPLES at ``samples_step``, closed."""
+    (logger,) = open_loggers(["console", name], project="proj", name="exp", config=config, folder=folder)
     for m in METRICS:
         logger.log(m, m["step"])
-    logger.log_samples(SAMPLES, 2)
+    logger.log_samples(SAMPLES, samples_step)
     logger.close()
+    return logger
+
+
+def test_tensorboard_events_read_back(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    _write("tensorboard", tmp_path, {}, 2)
     assert _scalars(tmp_path / "tensorboard", "reward/mean") == [(1, 0.25), (2, 0.75)]
     assert _scalars(tmp_path / "tensorboard", "actor/kl") == [(1, 0.5), (2, 0.125)]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -81,13 +88,7 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    (logger,) = open_loggers(
-        ["wandb"], project="proj", name="exp", config={"trainer": {"seed": 3}}, folder=tmp_path
-    )
-    for m in METRICS:
-        logger.log(m, m["step"])
-    logger.log_samples(SAMPLES, 3)
-    logger.close()
+    _write("wandb", tmp_path, {"trainer": {"seed": 3}}, 3)
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     history = _wandb_history(run)
     assert [(h["_step"], h["reward/mean"], h["actor/kl"]) for h in history[:2]] == [
@@ -106,14 +107,8 @@ def test_mlflow_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest.Monkey
     uri = (tmp_path / "mlruns").resolve().as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    (logger,) = open_loggers(
-        ["mlflow"], project="proj", name="exp", config={"actor": {"lr": 1e-5}}, folder=tmp_path
-    )
-    for m in METRICS:
-        logger.log(m, m["step"])
-    logger.log_samples(SAMPLES, 2)
-    run_id = logger.run.info.run_id  # type: ignore[attr-defined]
-    logger.close()
+    logger = _write("mlflow", tmp_path, {"actor": {"lr": 1e-5}}, 2)
+    run_id = logger.run.info.run_id
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     history = client.get_metric_history(run_id, "reward/mean")
     assert [(h.step, h.value) for h in history] == [(1, 0.25), (2, 0.75)]
@@ -128,17 +123,11 @@ def test_mlflow_run_holds_the_metrics(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_swanlab_offline_run_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("swanlab")
-    monkeypatch.setenv("SWANLAB_MODE", "offline")
     """swanlab's offline run folder: its record file and the run's configuration (its record format
     has no public reader, so the metrics themselves are not read back here)."""
-    (logger,) = open_loggers(
-        ["swanlab"], project="proj", name="exp", config={"trainer": {"seed": 3}}, folder=tmp_path
-    )
-    for m in METRICS:
-        logger.log(m, m["step"])
-    logger.log_samples(SAMPLES, 2)
-    logger.close()
+    pytest.importorskip("swanlab")
+    monkeypatch.setenv("SWANLAB_MODE", "offline")
+    _write("swanlab", tmp_path, {"trainer": {"seed": 3}}, 2)
     (run,) = (tmp_path / "swanlog").glob("run-*")
     assert list(run.glob("run-*.swanlab"))
     assert "seed" in (run / "files" / "config.yaml").read_text()
