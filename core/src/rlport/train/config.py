@@ -225,12 +225,14 @@ class LrScheduleConfig:
 
 
 @dataclass
-class ActorConfig:
-    strategy: str = setting("", 'replicated | ddp | fsdp | megatron; "": fsdp with trainer.workers > 1')
+class UpdateConfig:
+    """How a trained model (``actor``, ``critic``) is updated: its AdamW optimizer and schedule,
+    and how each step's rollouts are cut into updates and micro-batches. Both sections have these
+    settings; :class:`rlport.train.trained.TrainedModel` reads them for either."""
+
     fsdp_config: FsdpConfig = setting(doc="actor.strategy=fsdp only", factory=FsdpConfig)
-    megatron: MegatronConfig = setting(doc="actor.strategy=megatron only", factory=MegatronConfig)
     lr: float = setting(1e-5, "AdamW learning rate", gt=0)
-    lr_schedule: LrScheduleConfig = setting(doc="warm-up and decay of actor.lr", factory=LrScheduleConfig)
+    lr_schedule: LrScheduleConfig = setting(doc="warm-up and decay of lr", factory=LrScheduleConfig)
     weight_decay: float = setting(0.0, "AdamW weight decay", ge=0)
     betas: list[float] = setting(doc="AdamW betas", factory=lambda: [0.9, 0.999])
     grad_clip: float = setting(1.0, "max gradient norm; 0 disables clipping", ge=0)
@@ -240,7 +242,7 @@ class ActorConfig:
     )
     ppo_mini_batch_size: int = setting(
         0,
-        "prompts per optimizer update, as verl counts them; 0: use actor.mini_batches "
+        "prompts per optimizer update, as verl counts them; 0: use mini_batches "
         "(else mini_batches = data.train_batch_size / this)",
         ge=0,
     )
@@ -251,37 +253,38 @@ class ActorConfig:
     ppo_max_token_len_per_gpu: int = setting(
         16384, "use_dynamic_bsz: tokens per micro-batch (sequences x longest, padding included)", ge=1
     )
-    offload: bool | None = setting(None, "park actor/reference weights during rollout; null: only off-host")
     gradient_checkpointing: bool = setting(
         False, "recompute activations in the backward pass (less memory, more compute)"
     )
 
 
 @dataclass
-class CriticConfig:
+class ActorConfig(UpdateConfig):
+    strategy: str = setting(
+        "", 'replicated | ddp | fsdp | megatron (the critic\'s too); "": fsdp with trainer.workers > 1'
+    )
+    megatron: MegatronConfig = setting(doc="actor.strategy=megatron only", factory=MegatronConfig)
+    offload: bool | None = setting(None, "park actor/reference weights during rollout; null: only off-host")
+
+
+@dataclass
+class CriticConfig(UpdateConfig):
+    """PPO's value model (``algorithm.adv_estimator=gae``). It trains on ``actor.strategy``; where
+    a setting differs from the actor's, verl's critic default is kept."""
+
     path: str = setting(
         "", 'the value model\'s Hugging Face folder (a causal LM; a value head is added); "": model.path'
     )
-    fsdp_config: FsdpConfig = setting(doc="the critic's FSDP (actor.strategy=fsdp)", factory=FsdpConfig)
-    lr: float = setting(1e-5, "the critic's AdamW learning rate", gt=0)
-    lr_schedule: LrScheduleConfig = setting(doc="warm-up and decay of critic.lr", factory=LrScheduleConfig)
-    weight_decay: float = setting(0.0, "the critic's AdamW weight decay", ge=0)
-    betas: list[float] = setting(doc="the critic's AdamW betas", factory=lambda: [0.9, 0.999])
-    grad_clip: float = setting(1.0, "the critic's max gradient norm; 0 disables clipping", ge=0)
-    ppo_epochs: int = setting(1, "the critic's passes over each step's rollouts", ge=1)
+    mini_batches: int = setting(0, "critic updates per epoch; 0: actor.mini_batches", ge=0)
     ppo_mini_batch_size: int = setting(
         0, "prompts per critic update, as verl counts them; 0: as many updates as the actor's", ge=0
     )
-    mini_batches: int = setting(0, "critic updates per epoch; 0: actor.mini_batches", ge=0)
-    micro_batch_size: int = setting(16, "sequences per critic forward/backward", ge=1)
-    use_dynamic_bsz: bool = setting(False, "the critic's micro-batches by token budget")
     ppo_max_token_len_per_gpu: int = setting(
-        32768, "use_dynamic_bsz: tokens per critic micro-batch (sequences x longest)", ge=1
+        32768, "use_dynamic_bsz: tokens per micro-batch (sequences x longest, padding included)", ge=1
     )
     cliprange_value: float = setting(
         0.5, "new values are clipped to the rollout's values +- this in the value loss", ge=0
     )
-    gradient_checkpointing: bool = setting(False, "recompute the critic's activations in the backward pass")
     loss_agg_mode: str = setting(
         "token-mean",
         "how the value loss's tokens become the loss (as algorithm.loss_agg_mode)",
@@ -442,8 +445,15 @@ class TrainConfig:
 
 
 def _fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
+    """``cls``'s fields and their types: its own first, then those it shares through a base
+    (:class:`UpdateConfig`), so ``--show-config`` opens ``actor`` with its strategy."""
     hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+    shared = {
+        f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)
+    }
+    fields = dataclasses.fields(cls)
+    ordered = [f for f in fields if f.name not in shared] + [f for f in fields if f.name in shared]
+    return [(f, hints[f.name]) for f in ordered]
 
 
 def all_keys(cls: type = TrainConfig, prefix: str = "") -> dict[str, Any]:

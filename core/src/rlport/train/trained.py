@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from rlport.train.batching import token_budget_chunks
-from rlport.train.config import TrainConfig
+from rlport.train.config import TrainConfig, UpdateConfig
 from rlport.train.loss_agg import MiniBatchSize
 from rlport.train.strategies import Strategy, build, unwrap
 
@@ -50,7 +50,7 @@ class Optim:
     token_budget: int = 0  # use_dynamic_bsz: tokens per micro-batch instead of micro_batch_size
 
     @classmethod
-    def of(cls, section: Any, mini_batches: int) -> Optim:
+    def of(cls, section: UpdateConfig, mini_batches: int) -> Optim:
         """The settings of ``section`` (``cfg.actor`` or ``cfg.critic``) with ``mini_batches``."""
         return cls(
             lr=section.lr,
@@ -87,7 +87,7 @@ class TrainedModel:
         *,
         path: str,
         rt: Any,
-        section: Any,
+        section: UpdateConfig,
         mini_batches: int,
         resume_from: str | Path | None,
         updates_done: int = 0,
