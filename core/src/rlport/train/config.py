@@ -133,6 +133,18 @@ class ModelConfig:
     attn_implementation: str = setting(
         "rlport", '"rlport" routes attention through the device plugin\'s backend'
     )
+    lora_rank: int = setting(
+        0, "0: train every parameter; > 0: LoRA adapters of this rank (peft), the rest frozen", ge=0
+    )
+    lora_alpha: float = setting(16.0, "LoRA: the adapters' scale is lora_alpha / lora_rank", gt=0)
+    target_modules: list[str] = setting(
+        doc="LoRA: the modules adapted, by name ([all-linear]: every linear layer but the output)",
+        factory=lambda: ["all-linear"],
+    )
+    exclude_modules: list[str] = setting(doc="LoRA: modules left without adapters", factory=list)
+    lora_adapter_path: str = setting(
+        "", 'LoRA: start from the adapters in this folder (PeftModel.save_pretrained); "": new ones'
+    )
 
 
 @dataclass

@@ -148,7 +148,11 @@ class TrainedModel:
         state = self.strategy.full_state_dict(self.model)
         self.strategy.save_training_state(self.model, self.optimizer, out, self.rank)
         if self.rank == 0:
-            self.module.save_pretrained(out, state_dict=state)
+            self._write_model(out, state)
+
+    def _write_model(self, out: Path, state: dict[str, torch.Tensor]) -> None:
+        """Rank 0 writes the model's full ``state`` into ``out`` in Hugging Face format."""
+        self.module.save_pretrained(out, state_dict=state)
 
     @torch.no_grad()
     def checksum(self) -> float:

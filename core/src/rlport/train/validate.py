@@ -192,6 +192,33 @@ def check_megatron(cfg: TrainConfig) -> None:
         )
 
 
+def check_lora(cfg: TrainConfig) -> None:
+    """``model.lora_rank > 0``: peft is installed, the strategy can hold adapters, and a
+    ``model.lora_adapter_path`` is an adapter folder."""
+    m = cfg.model
+    if not m.lora_rank:
+        if m.lora_adapter_path:
+            raise ConfigError(
+                f"model.lora_adapter_path='{m.lora_adapter_path}' is set, but model.lora_rank=0 trains without adapters",
+                "rlport train model.lora_rank=R (the adapter's rank; its own config decides) or model.lora_adapter_path=''",
+            )
+        return
+    from rlport.extras import require
+    from rlport.train.strategies import resolve_name
+
+    require("lora", purpose=f"model.lora_rank={m.lora_rank}")
+    if resolve_name(cfg.actor.strategy, cfg.trainer.workers) == "megatron":
+        raise ConfigError(
+            "model.lora_rank > 0 with actor.strategy=megatron: rlport's LoRA is peft's, on a Hugging Face model",
+            "rlport train actor.strategy=fsdp (or ddp, replicated) model.lora_rank=...",
+        )
+    if m.lora_adapter_path and not (Path(m.lora_adapter_path).expanduser() / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"model.lora_adapter_path='{m.lora_adapter_path}' holds no adapter_config.json",
+            "give a folder that PeftModel.save_pretrained wrote (a checkpoint's actor/lora_adapter), or model.lora_adapter_path=''",
+        )
+
+
 def check_critic_folder(cfg: TrainConfig) -> None:
     """With PPO (``algorithm.adv_estimator=gae``), ``critic.path`` (default ``model.path``) is a
     model folder too."""
@@ -213,6 +240,7 @@ def validate(cfg: TrainConfig, rt: Any) -> None:
     check_engine(cfg, rt)
     check_strategy(cfg, rt)
     check_attention(cfg)
+    check_lora(cfg)
     check_ray(cfg)
     check_output_dir(cfg)
     from rlport.train.loggers import check_installed

@@ -100,6 +100,17 @@ def _files(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _names(value: Any) -> Any:
+    """verl's module names: one name (``all-linear``), a list, or ``null`` for none."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else value
+
+
+def _path_or_empty(value: Any) -> Any:
+    return "" if value is None else value
+
+
 def _strategy(value: Any) -> Any:
     return "" if value in ("fsdp", "fsdp2") else value
 
@@ -178,7 +189,15 @@ FSDP = (
     "rlport's FSDP (actor.strategy=fsdp) exposes param_dtype, reduce_dtype, param_offload and optimizer_offload only "
     "(actor.fsdp_config.*); verl's other FSDP knobs tune verl's own engine"
 )
-LORA = "rlport does not implement LoRA because it trains every parameter; not yet planned"
+LORA = (
+    "rlport does not implement LoRA on the critic because its LoRA is the actor's "
+    "(model.lora_rank: verl's actor_rollout_ref.model.lora_rank); the critic trains every parameter"
+)
+MEGATRON_LORA = (
+    "rlport does not implement verl's Megatron-Bridge LoRA (model.lora.*) because its LoRA is peft's, on the "
+    "Hugging Face model: model.lora_rank, model.lora_alpha, model.target_modules (verl's "
+    "actor_rollout_ref.model.lora_rank, lora_alpha, target_modules)"
+)
 MULTI_TURN = (
     "rlport does not implement multi-turn or agent rollouts because a step is one prompt and one "
     "sampled response; not yet planned"
@@ -267,12 +286,12 @@ RULES: tuple[Rule, ...] = (
         "rlport loads models without remote code (transformers' own classes)",
         (False,),
     ),
-    Refuse("actor_rollout_ref.model.lora_rank", LORA),
-    Refuse("actor_rollout_ref.model.lora_alpha", LORA),
-    Refuse("actor_rollout_ref.model.lora.*", LORA),
-    Refuse("actor_rollout_ref.model.lora_adapter_path", LORA),
-    Refuse("actor_rollout_ref.model.target_modules", LORA),
-    Refuse("actor_rollout_ref.model.exclude_modules", LORA),
+    Map("actor_rollout_ref.model.lora_rank", "model.lora_rank"),
+    Map("actor_rollout_ref.model.lora_alpha", "model.lora_alpha"),
+    Map("actor_rollout_ref.model.target_modules", "model.target_modules", convert=_names),
+    Map("actor_rollout_ref.model.exclude_modules", "model.exclude_modules", convert=_names),
+    Map("actor_rollout_ref.model.lora_adapter_path", "model.lora_adapter_path", convert=_path_or_empty),
+    Refuse("actor_rollout_ref.model.lora.*", MEGATRON_LORA),
     Refuse(
         "actor_rollout_ref.model.*",
         "rlport loads model.path with transformers as it is (no tokenizer, config or kernel overrides)",
@@ -410,6 +429,11 @@ RULES: tuple[Rule, ...] = (
         "actor_rollout_ref.rollout.load_format",
         "rlport's engine loads model.path, then receives the actor's weights",
     ),
+    Accept(
+        "actor_rollout_ref.rollout.layered_summon",
+        "with LoRA, rlport merges the adapters into each weight as it streams the weights to the engine, "
+        "one tensor at a time; the value has no effect",
+    ),
     Accept("actor_rollout_ref.rollout.max_num_batched_tokens", SPEED),
     Accept("actor_rollout_ref.rollout.max_num_seqs", SPEED),
     Accept("actor_rollout_ref.rollout.enable_chunked_prefill", SPEED),
@@ -494,8 +518,11 @@ RULES: tuple[Rule, ...] = (
     ),
     Accept("critic.model.use_fused_kernels", SPEED),
     Accept("critic.model.use_liger", SPEED, (False,)),
-    Refuse("critic.model.lora_rank", LORA),
-    Refuse("critic.model.lora.*", LORA),
+    *(
+        Refuse(f"critic.model.{k}", LORA)
+        for k in ("lora_rank", "lora_alpha", "target_modules", "exclude_modules", "lora_adapter_path")
+    ),
+    Refuse("critic.model.lora.*", MEGATRON_LORA),
     Refuse(
         "critic.model.*",
         "rlport loads critic.path with transformers as it is (AutoModelForTokenClassification, one label)",

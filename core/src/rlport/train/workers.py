@@ -136,6 +136,8 @@ class Worker:
         self.engine_name = r.engine
         placement = EnginePlacement(same_process=caps.get("weights_process", "trainer") != "worker")
         self.transport = rt.weight_transport(r.engine, placement)  # resolved once, used every step
+        if m.lora_adapter_path and not self.resume_from:
+            self.push_weights()  # the engine loaded model.path: the given adapters are not in it yet
         if self.offload:
             self.memory.sleep()
 
@@ -191,6 +193,7 @@ class Worker:
             "engine_sleep_tags": list(self.sleep_tags),
             "weight_transport": self.transport.name,
             "strategy": self.actor.strategy.name,
+            "lora": self.actor.lora_text(),
             "optimizer": f"{self.actor.optimizer_name} ({self.actor.optimizer_plugin})",
             "attn_implementation": getattr(self.actor.config, "_attn_implementation", None),
             "offload": self.offload,
