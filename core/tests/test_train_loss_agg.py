@@ -3,8 +3,8 @@
 mini-batch however it is cut, also when the mini-batch is spread over data-parallel ranks holding
 different numbers of tokens and sequences (verl's ``dp_size``, ``batch_num_tokens``,
 ``global_batch_size``), the clipped loss equals verl's ``compute_policy_loss_vanilla``, and an actor
-update depends neither on the micro-batch size nor on how many DDP ranks (real gloo processes)
-share the mini-batch, in any mode."""
+update depends neither on the micro-batch size nor on how many ranks (ddp or fsdp over real gloo
+processes) share the mini-batch, in any mode."""
 
 from __future__ import annotations
 
@@ -305,8 +305,10 @@ def test_an_update_does_not_depend_on_the_micro_batches(mode: str, model: Path) 
         assert any(not torch.allclose(token[n], g, rtol=1e-2, atol=1e-6) for n, g in whole.items())
 
 
-#: what each of two DDP ranks holds of one mini-batch: 2 long and 4 short answers
-RANK_SPLIT = ((0, 1), (2, 3, 4, 5))
+#: what each of two ranks holds of one mini-batch of 6 answers: under ddp 2 long and 4 short (other
+#: token and sequence counts), under fsdp 3 and 3 of other lengths (FSDP2 gathers the weights in
+#: every forward, so its ranks run as many micro-batches)
+RANK_SPLITS = {"ddp": ((0, 1), (2, 3, 4, 5)), "fsdp": ((0, 1, 2), (3, 4, 5))}
 
 
 def _ragged_samples() -> list[Sample]:
@@ -321,13 +323,14 @@ def _ragged_samples() -> list[Sample]:
 
 def _gradients(model: Path, strategy: str, rank: int, world: int) -> dict[str, dict[str, torch.Tensor]]:
     """Per mode, the change of every weight in one actor update with plain SGD at rate 1 (its
-    gradient) on this rank's samples: all of them with one rank, ``RANK_SPLIT[rank]`` with two."""
+    gradient) on this rank's samples: all of them with one rank, ``RANK_SPLITS[strategy][rank]``
+    with two."""
     import rlport
     from rlport.train.actor import Actor
 
     samples = _ragged_samples()
     if world > 1:
-        samples = [samples[i] for i in RANK_SPLIT[rank]]
+        samples = [samples[i] for i in RANK_SPLITS[strategy][rank]]
     out = {}
     for mode in LOSS_AGG_MODES:
         cfg = build_config(
@@ -349,28 +352,36 @@ def _gradients(model: Path, strategy: str, rank: int, world: int) -> dict[str, d
     return out
 
 
-def _ddp_rank(rank: int, model: Path, store: str, out: Path) -> None:
+def _two_ranks(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
     import torch.distributed as dist
 
     os.environ["RLPORT_SUMMARY"] = "0"
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        grads = _gradients(model, "ddp", rank, 2)
+        grads = _gradients(model, strategy, rank, 2)
         if rank == 0:
             torch.save(grads, out)
     finally:
         dist.destroy_process_group()
 
 
-def test_ddp_over_ranks_of_unequal_counts_equals_one_rank(model: Path, tmp_path: Path) -> None:
-    """Two gloo DDP ranks holding 2 long and 4 short answers of one mini-batch make the update
-    that one rank holding all 6 makes, in every mode: each rank divides by the global token and
-    sequence counts (one all-reduce) and DDP averages the ranks' gradients."""
+@pytest.fixture(scope="module")
+def one_rank(model: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return _gradients(model, "replicated", 0, 1)
+
+
+@pytest.mark.parametrize("strategy", RANK_SPLITS)
+def test_two_ranks_of_unequal_counts_make_the_update_of_one(
+    strategy: str, model: Path, one_rank: dict[str, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    """Two gloo ranks (ddp, fsdp) holding parts of one mini-batch with different token counts
+    (and, under ddp, sequence counts) make the update that one rank holding all 6 answers makes,
+    in every mode: each rank divides by the global token and sequence counts (one all-reduce),
+    multiplies by 2, and the strategy averages the ranks' gradients."""
     import torch.multiprocessing as mp
 
     out = tmp_path / "grads.pt"
-    mp.spawn(_ddp_rank, args=(model, str(tmp_path / "store"), out), nprocs=2, join=True)
+    mp.spawn(_two_ranks, args=(model, strategy, str(tmp_path / "store"), out), nprocs=2, join=True)
     two = torch.load(out, weights_only=False)
-    one = _gradients(model, "replicated", 0, 1)
     for mode in LOSS_AGG_MODES:
-        _assert_same_update(two[mode], one[mode], mode)
+        _assert_same_update(two[mode], one_rank[mode], f"{strategy} {mode}")
