@@ -1,10 +1,15 @@
 """``algorithm.loss_agg_mode`` / ``critic.loss_agg_mode`` and dual-clip PPO
 (``algorithm.clip_ratio_c``): the micro-batch shares add up to verl's own ``agg_loss`` of the whole
-mini-batch however it is cut, the clipped loss equals verl's ``compute_policy_loss_vanilla``, and an
-actor update does not depend on the micro-batch size in any mode."""
+mini-batch however it is cut, also when the mini-batch is spread over data-parallel ranks holding
+different numbers of tokens and sequences (verl's ``dp_size``, ``batch_num_tokens``,
+``global_batch_size``), the clipped loss equals verl's ``compute_policy_loss_vanilla``, and an actor
+update depends neither on the micro-batch size nor on how many ranks (ddp or fsdp over real gloo
+processes) share the mini-batch, in any mode."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -45,12 +50,12 @@ def _verl() -> SimpleNamespace:
     return SimpleNamespace(**algos)
 
 
-def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(seed: int = 0, lengths: list[int] = LENGTHS) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    width = max(LENGTHS)
-    per_token = torch.randn(len(LENGTHS), width, generator=g)
-    mask = torch.zeros(len(LENGTHS), width)
-    for i, n in enumerate(LENGTHS):
+    width = max(lengths)
+    per_token = torch.randn(len(lengths), width, generator=g)
+    mask = torch.zeros(len(lengths), width)
+    for i, n in enumerate(lengths):
         mask[i, :n] = 1.0
     return per_token, mask
 
@@ -68,21 +73,80 @@ def test_micro_shares_add_up_to_verls_agg_loss(mode: str, cuts: list[list[int]])
     assert float(total) == pytest.approx(float(want), rel=1e-6)
 
 
+#: one mini-batch over two data-parallel ranks: different token and sequence counts, an empty answer
+RANK_LENGTHS = ([9, 0, 2], [1, 3, 2, 1, 4, 1])
+
+
+def _verl_loss(
+    verl: SimpleNamespace, per_token: torch.Tensor, mask: torch.Tensor, mode: str, **kw: Any
+) -> float:
+    norm = NORM if mode.endswith("-norm") else None
+    return float(verl.agg_loss(per_token, mask, mode, loss_scale_factor=norm, **kw))
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_shares_over_ranks_equal_verls_global_agg_loss(mode: str) -> None:
+    """Each rank's micro-batch shares add up to verl's ``agg_loss`` of its part with
+    ``dp_size=2`` and the global token and sequence counts; the ranks' sum over 2 (what averaging
+    their gradients descends) is ``agg_loss`` of the whole mini-batch on one rank, while the mean of
+    each rank's own loss is not (the ranks hold different numbers of tokens and sequences)."""
+    verl = _verl()
+    parts = [_batch(10 + r, lengths) for r, lengths in enumerate(RANK_LENGTHS)]
+    whole = dataclasses.replace(MiniBatchSize.of([n for ls in RANK_LENGTHS for n in ls]), ranks=2)
+    rank_losses = []
+    for (per_token, mask), lengths in zip(parts, RANK_LENGTHS, strict=True):
+        share = sum(  # micro-batches of two, each padded to its own longest
+            float(
+                micro_share(
+                    per_token[i : i + 2, : max(1, *lengths[i : i + 2])],
+                    mask[i : i + 2, : max(1, *lengths[i : i + 2])],
+                    mode,
+                    whole,
+                    norm=NORM,
+                )
+            )
+            for i in range(0, len(lengths), 2)
+        )
+        theirs = _verl_loss(
+            verl,
+            per_token,
+            mask,
+            mode,
+            dp_size=2,
+            batch_num_tokens=whole.tokens,
+            global_batch_size=whole.sequences,
+        )
+        assert share == pytest.approx(theirs, rel=1e-6)
+        rank_losses.append(share)
+    width = max(max(ls) for ls in RANK_LENGTHS)
+    pad = [torch.nn.functional.pad(t, (0, width - t.shape[1])) for part in parts for t in part]
+    per_token, mask = torch.cat(pad[0::2]), torch.cat(pad[1::2])
+    one_rank = _verl_loss(verl, per_token, mask, mode)
+    assert sum(rank_losses) / 2 == pytest.approx(one_rank, rel=1e-6)
+    if mode != "token-sum":  # the case is exercised: each rank's own mean is another loss
+        own = sum(_verl_loss(verl, *part, mode) for part in parts) / 2
+        assert own != pytest.approx(one_rank, rel=1e-2)
+
+
 def test_modes_by_hand() -> None:
-    """Two sequences: losses [1, 1, 1, 1] and [4]: token-mean 8/5, seq-mean-token-mean (1 + 4)/2,
-    seq-mean-token-sum (4 + 4)/2, and that over 2 for the -norm form."""
+    """Two sequences: losses [1, 1, 1, 1] and [4]: token-mean 8/5, token-sum 8,
+    seq-mean-token-mean (1 + 4)/2, seq-mean-token-sum (4 + 4)/2, and that over 2 for the -norm
+    form; over 3 ranks each share is 3 times as large (their gradients are averaged)."""
     per_token = torch.tensor([[1.0, 1.0, 1.0, 1.0], [4.0, 0.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
     whole = MiniBatchSize.of([4, 1])
     got = {m: float(micro_share(per_token, mask, m, whole, norm=2.0)) for m in LOSS_AGG_MODES}
-    assert got == pytest.approx(
-        {
-            "token-mean": 1.6,
-            "seq-mean-token-mean": 2.5,
-            "seq-mean-token-sum": 4.0,
-            "seq-mean-token-sum-norm": 2.0,
-        }
-    )
+    want = {
+        "token-mean": 1.6,
+        "token-sum": 8.0,
+        "seq-mean-token-mean": 2.5,
+        "seq-mean-token-sum": 4.0,
+        "seq-mean-token-sum-norm": 2.0,
+    }
+    assert got == pytest.approx(want)
+    three = dataclasses.replace(whole, ranks=3)
+    got = {m: float(micro_share(per_token, mask, m, three, norm=2.0)) for m in LOSS_AGG_MODES}
+    assert got == pytest.approx({m: 3 * v for m, v in want.items()})
     with pytest.raises(ValueError, match="'token-sum-typo' is not one of"):
         micro_share(per_token, mask, "token-sum-typo", whole)
 
@@ -200,6 +264,16 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", vocab=None)
 
 
+def _assert_same_update(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], what: str) -> None:
+    """Every weight's change alike, to float32's rounding of the weights (the change is a
+    difference of weights: its error grows with the step, large under token-sum)."""
+    scale = max(float(g.abs().max()) for g in want.values())
+    assert scale > 1e-4, f"{what}: the update did not move the weights"
+    assert got.keys() == want.keys()
+    for name, g in want.items():
+        assert torch.allclose(got[name], g, rtol=1e-4, atol=1e-6 * scale), f"{what}: {name}"
+
+
 def _update(model: Path, *extra: str) -> dict[str, torch.Tensor]:
     import rlport
     from rlport.train.actor import Actor
@@ -225,8 +299,89 @@ def test_an_update_does_not_depend_on_the_micro_batches(mode: str, model: Path) 
     the sequence modes give other gradients than token-mean (rollouts of different lengths)."""
     whole = _update(model, f"algorithm.loss_agg_mode={mode}", "actor.micro_batch_size=6")
     cut = _update(model, f"algorithm.loss_agg_mode={mode}", "actor.micro_batch_size=1")
-    for name, g in whole.items():
-        assert torch.allclose(cut[name], g, rtol=1e-4, atol=1e-7), name
+    _assert_same_update(cut, whole, mode)
     if mode != "token-mean":
         token = _update(model, "actor.micro_batch_size=6")
         assert any(not torch.allclose(token[n], g, rtol=1e-2, atol=1e-6) for n, g in whole.items())
+
+
+#: what each of two ranks holds of one mini-batch of 6 answers: under ddp 2 long and 4 short (other
+#: token and sequence counts), under fsdp 3 and 3 of other lengths (FSDP2 gathers the weights in
+#: every forward, so its ranks run as many micro-batches)
+RANK_SPLITS = {"ddp": ((0, 1), (2, 3, 4, 5)), "fsdp": ((0, 1, 2), (3, 4, 5))}
+
+
+def _ragged_samples() -> list[Sample]:
+    g = torch.Generator().manual_seed(2)
+    out = []
+    for i, n in enumerate((11, 8, 1, 2, 3, 1)):
+        prompt = torch.randint(3, 100, (4 + i % 2,), generator=g).tolist()
+        response = torch.randint(3, 100, (n,), generator=g).tolist()
+        out.append(Sample(prompt, response, [0.0] * n, advantage=float(i % 3) - 0.8))
+    return out
+
+
+def _gradients(model: Path, strategy: str, rank: int, world: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Per mode, the change of every weight in one actor update with plain SGD at rate 1 (its
+    gradient) on this rank's samples: all of them with one rank, ``RANK_SPLITS[strategy][rank]``
+    with two."""
+    import rlport
+    from rlport.train.actor import Actor
+
+    samples = _ragged_samples()
+    if world > 1:
+        samples = [samples[i] for i in RANK_SPLITS[strategy][rank]]
+    out = {}
+    for mode in LOSS_AGG_MODES:
+        cfg = build_config(
+            [
+                f"model.path={model}",
+                f"actor.strategy={strategy}",
+                f"trainer.workers={world}",
+                "actor.micro_batch_size=2",
+                "actor.grad_clip=0",
+                f"algorithm.loss_agg_mode={mode}",
+            ],
+            demo=False,
+        )
+        actor = Actor(cfg, path=str(model), device="cpu", rank=rank, world=world, rt=rlport.init())
+        actor.optimizer = torch.optim.SGD(actor.model.parameters(), lr=1.0)
+        before = {n: t.clone() for n, t in actor.full_parameters()}
+        actor.update(samples, actor.logprobs(samples))
+        out[mode] = {n: before[n] - t for n, t in actor.full_parameters()}
+    return out
+
+
+def _two_ranks(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
+    import torch.distributed as dist
+
+    os.environ["RLPORT_SUMMARY"] = "0"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        grads = _gradients(model, strategy, rank, 2)
+        if rank == 0:
+            torch.save(grads, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def one_rank(model: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return _gradients(model, "replicated", 0, 1)
+
+
+@pytest.mark.parametrize("strategy", RANK_SPLITS)
+def test_two_ranks_of_unequal_counts_make_the_update_of_one(
+    strategy: str, model: Path, one_rank: dict[str, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    """Two gloo ranks (ddp, fsdp) holding parts of one mini-batch with different token counts
+    (and, under ddp, sequence counts) make the update that one rank holding all 6 answers makes,
+    in every mode: each rank divides by the global token and sequence counts (one all-reduce),
+    multiplies by 2, and the strategy averages the ranks' gradients."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "grads.pt"
+    mp.spawn(_two_ranks, args=(model, strategy, str(tmp_path / "store"), out), nprocs=2, join=True)
+    two = torch.load(out, weights_only=False)
+    for mode in LOSS_AGG_MODES:
+        _assert_same_update(two[mode], one_rank[mode], f"{strategy} {mode}")

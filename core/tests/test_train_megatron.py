@@ -131,6 +131,8 @@ def test_the_actor_saves_its_megatron_model_as_the_hf_checkpoint_it_loaded(tmp_p
     try:
         actor = Actor(cfg, path=str(path), device="cpu", rt=rlport.init())
         assert actor.strategy.name == "megatron" and type(actor.module).__name__ == "Qwen2ForCausalLM"
+        # the loss is scaled by, and its counts summed over, Megatron's data-parallel group: one rank
+        assert actor.strategy.data_parallel() == (1, parallel_state.get_data_parallel_group())
         sent = dict(actor.full_parameters())
         actor.save(tmp_path / "out")
     finally:

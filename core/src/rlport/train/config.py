@@ -99,7 +99,13 @@ GROUPED_ESTIMATORS = ("grpo", "rloo", "opo", "gpg", "grpo_passk")
 PER_TOKEN_ESTIMATORS = ("reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax")
 ADV_ESTIMATORS = ("gae", *GROUPED_ESTIMATORS, *PER_TOKEN_ESTIMATORS)
 #: verl's ``loss_agg_mode`` values (:mod:`rlport.train.loss_agg`)
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+LOSS_AGG_MODES = (
+    "token-mean",
+    "token-sum",
+    "seq-mean-token-mean",
+    "seq-mean-token-sum",
+    "seq-mean-token-sum-norm",
+)
 
 
 @dataclass
@@ -345,7 +351,7 @@ class AlgorithmConfig:
     )
     loss_agg_mode: str = setting(
         "token-mean",
-        "how the policy loss's tokens become the loss: token-mean, seq-mean-token-mean, "
+        "how the policy loss's tokens become the loss: token-mean, token-sum, seq-mean-token-mean, "
         "seq-mean-token-sum, seq-mean-token-sum-norm",
         choices=LOSS_AGG_MODES,
     )

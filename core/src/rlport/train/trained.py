@@ -19,7 +19,7 @@ import torch
 
 from rlport.train.batching import token_budget_chunks
 from rlport.train.config import TrainConfig, UpdateConfig
-from rlport.train.loss_agg import MiniBatchSize
+from rlport.train.loss_agg import MiniBatchSize, global_sizes
 from rlport.train.strategies import Strategy, build, unwrap
 
 
@@ -219,39 +219,56 @@ class TrainedModel:
         micro-batches (:meth:`_split`) accumulating gradients, then one step of the learning-rate
         schedule. ``micro_step(chunk, indices, mini_batch_size)`` runs a micro-batch's forward and
         backward (of its :func:`~rlport.train.loss_agg.micro_share`) and returns its loss terms and its ``weight``
-        (tokens); the result holds their token-weighted means and ``PREFIX/grad_norm``,
+        (tokens); ``mini_batch_size`` counts the mini-batch over all data-parallel ranks
+        (:func:`~rlport.train.loss_agg.global_sizes`, one all-reduce per update, so every rank
+        must have as many mini-batches). The result holds their token-weighted means and ``PREFIX/grad_norm``,
         ``PREFIX/updates``, ``PREFIX/lr`` (the rate these updates used)."""
         o = self.optim
         sums: dict[str, float] = {}
         weights = 0.0
         grad_norms: list[float] = []
-        order = list(range(len(samples)))
-        gen = torch.Generator().manual_seed(seed)
-        for _epoch in range(o.epochs):
-            if o.mini_batches > 1:
-                order = torch.randperm(len(samples), generator=gen).tolist()
-            size = math.ceil(len(samples) / o.mini_batches)
-            for start in range(0, len(samples), size):
-                mb = order[start : start + size]
-                whole = MiniBatchSize.of([len(samples[i].response_ids) for i in mb])
-                self.optimizer.zero_grad(set_to_none=True)
-                micro = [[mb[j] for j in part] for part in self._split([samples[i] for i in mb])]
-                for k, idx in enumerate(micro):
-                    with self.strategy.accumulate(self.model, last=k == len(micro) - 1):
-                        stats = micro_step([samples[i] for i in idx], idx, whole)
-                    w = stats.pop("weight")
-                    weights += w
-                    for key, value in stats.items():
-                        sums[key] = sums.get(key, 0.0) + value * w
-                self.strategy.reduce(self.model)
-                grad_norms.append(self._clip(o.grad_clip))
-                self.optimizer.step()
+        plan = self._mini_batches(len(samples), seed)
+        ranks, group = self.strategy.data_parallel()
+        sizes = global_sizes(
+            [[len(samples[i].response_ids) for i in mb] for mb in plan],
+            ranks=ranks,
+            group=group,
+            device=self.device,
+        )
+        for mb, whole in zip(plan, sizes, strict=True):
+            self.optimizer.zero_grad(set_to_none=True)
+            micro = [[mb[j] for j in part] for part in self._split([samples[i] for i in mb])]
+            for k, idx in enumerate(micro):
+                with self.strategy.accumulate(self.model, last=k == len(micro) - 1):
+                    stats = micro_step([samples[i] for i in idx], idx, whole)
+                w = stats.pop("weight")
+                weights += w
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value * w
+            self.strategy.reduce(self.model)
+            grad_norms.append(self._clip(o.grad_clip))
+            self.optimizer.step()
         out = {k: v / max(1.0, weights) for k, v in sums.items()}
         out[f"{prefix}/grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
         out[f"{prefix}/updates"] = float(len(grad_norms))
         out[f"{prefix}/lr"] = float(self.optimizer.param_groups[0]["lr"])
         self.scheduler.step()
         return out
+
+    def _mini_batches(self, count: int, seed: int) -> list[list[int]]:
+        """The positions of ``count`` samples in each mini-batch of the update, in order:
+        ``optim.epochs`` passes of ``optim.mini_batches``, shuffled by ``seed`` when there are
+        several per pass."""
+        o = self.optim
+        order = list(range(count))
+        gen = torch.Generator().manual_seed(seed)
+        plan = []
+        for _epoch in range(o.epochs):
+            if o.mini_batches > 1:
+                order = torch.randperm(count, generator=gen).tolist()
+            size = max(1, math.ceil(count / o.mini_batches))
+            plan.extend(order[start : start + size] for start in range(0, count, size))
+        return plan
 
     def _clip(self, grad_clip: float) -> float:
         """Clip the global gradient norm (over the shards too: DTensor gradients give the full

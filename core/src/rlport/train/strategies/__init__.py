@@ -41,6 +41,11 @@ class Strategy(Protocol):
     def reduce(self, model: torch.nn.Module) -> None:
         """Average the accumulated gradients over the ranks (a no-op where backward did it)."""
 
+    def data_parallel(self) -> tuple[int, Any]:
+        """The ranks :meth:`reduce` (or backward) averages the gradients over, and their process
+        group (``None``: the default one); the loss is scaled by their number
+        (:mod:`rlport.train.loss_agg`). Called after :meth:`wrap`."""
+
     def full_parameters(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         """``(Hugging Face name, full tensor)`` per parameter, one at a time, on every rank."""
 
@@ -106,6 +111,12 @@ def build(
 
 class Local:
     """Full weights and optimizer state for strategies where every rank holds the whole model."""
+
+    world: int
+
+    def data_parallel(self) -> tuple[int, Any]:
+        """Every rank is a replica: gradients are averaged over all ``world`` ranks."""
+        return self.world, None
 
     def full_parameters(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         return ((name, p.detach()) for name, p in unwrap(model).named_parameters())

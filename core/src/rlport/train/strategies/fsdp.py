@@ -113,6 +113,10 @@ class FsdpStrategy:
     def reduce(self, model: torch.nn.Module) -> None:
         """Nothing left to do: the last backward reduce-scattered the gradients."""
 
+    def data_parallel(self) -> tuple[int, Any]:
+        """The reduce-scatter averages over the mesh: all ``world`` ranks."""
+        return self.world, None
+
     def full_parameters(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         for name, p in model.named_parameters():
             full = p.full_tensor() if hasattr(p, "full_tensor") else p

@@ -94,10 +94,14 @@ class MegatronStrategy(Local):
         return contextlib.nullcontext()
 
     def reduce(self, model: torch.nn.Module) -> None:
+        ranks, group = self.data_parallel()
+        average_gradients(list(model.parameters()), ranks, group)
+
+    def data_parallel(self) -> tuple[int, Any]:
+        """Megatron's data-parallel group (all ranks while tensor and pipeline sizes are 1)."""
         from megatron.core import parallel_state
 
-        group = parallel_state.get_data_parallel_group()
-        average_gradients(list(model.parameters()), parallel_state.get_data_parallel_world_size(), group)
+        return parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_group()
 
     def full_parameters(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         from rlport.train.megatron_bridge import hf_weights
