@@ -357,7 +357,12 @@ class AlgorithmConfig:
         True, "GRPO divides by the group's std; false gives Dr. GRPO-style advantages"
     )
     adv_epsilon: float = setting(1e-6, "added to the group std", gt=0)
-    clip_ratio_low: float = setting(0.2, "ratio is clipped to [1 - low, 1 + high]", ge=0, lt=1)
+    clip_ratio_low: float = setting(
+        0.2,
+        "ratio is clipped to [1 - low, 1 + high]; 1 or more: no lower clip (verl's CISPO example takes 10); "
+        "dppo_tv, dppo_kl: their divergence thresholds",
+        ge=0,
+    )
     clip_ratio_high: float = setting(0.2, "upper clip of the ratio", ge=0)
     clip_ratio_c: float = setting(
         0.0,
