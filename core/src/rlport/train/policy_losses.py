@@ -9,8 +9,8 @@ metrics where rlport has a slot for them. :data:`POLICY_LOSSES` maps each name o
 
 A loss on a sequence's value (``geo_mean``) carries that value on each of the sequence's tokens,
 so that their sequence mean (``seq-mean-token-mean``, which the configuration sets for ``geo_mean``
-and ``sapo`` as verl takes them) is the mean over sequences. Where verl clamps the log-ratio to [-20, 20] before ``exp``,
-these do too. Each equals verl's ``compute_policy_loss_<name>``, loss and gradient
+and ``sapo`` as verl takes them) is the mean over sequences. Where verl clamps the log-ratio to
+[-20, 20] before ``exp``, these do too. Each equals verl's ``compute_policy_loss_<name>``, loss and gradient
 (``core/tests/test_train_policy_losses.py``).
 """
 
@@ -29,40 +29,42 @@ from rlport.train.grpo import masked_mean
 
 @dataclass
 class PolicyLoss:
-    loss: torch.Tensor  # scalar, differentiable: the token mean of per_token
-    per_token: torch.Tensor  # (batch, response_len), differentiable
-    clip_frac: torch.Tensor  # share of tokens the loss's clip (or selection) took out of the plain gradient
-    clip_frac_lower: torch.Tensor  # share of tokens its lower bound (dual clip, truncation) bounded
-    approx_kl: torch.Tensor  # verl's ppo_kl: mostly the mean of (old_logp - logp)
+    """A policy loss of one micro-batch: its per-token losses and the figures the actor logs."""
+
+    loss: Tensor  # scalar, differentiable: the token mean of per_token
+    per_token: Tensor  # (batch, response_len), differentiable
+    clip_frac: Tensor  # share of tokens the loss's clip (or selection) took out of the plain gradient
+    clip_frac_lower: Tensor  # share of tokens its lower bound (dual clip, truncation) bounded
+    approx_kl: Tensor  # verl's ppo_kl: mostly the mean of (old_logp - logp)
 
 
-PolicyLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, AlgorithmConfig], PolicyLoss]
+PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, AlgorithmConfig], PolicyLoss]
 
 
-def _token_advantages(advantages: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+def _token_advantages(advantages: Tensor, logp: Tensor) -> Tensor:
     """``advantages`` on every token, shaped as ``logp``."""
     adv = advantages.reshape(-1, 1) if advantages.ndim == 1 else advantages
     return adv.to(logp.dtype).expand_as(logp)
 
 
-def _stable_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
+def _stable_log_ratio(logp: Tensor, old_logp: Tensor) -> Tensor:
     """``logp - old_logp`` clamped to [-20, 20], as verl clamps it before ``exp``."""
     return torch.clamp(logp - old_logp, -20.0, 20.0)
 
 
 def _result(
-    per_token: torch.Tensor,
-    mask: torch.Tensor,
+    per_token: Tensor,
+    mask: Tensor,
     *,
-    approx_kl: torch.Tensor,
-    clip: torch.Tensor | None = None,
-    lower: torch.Tensor | None = None,
+    approx_kl: Tensor,
+    clip: Tensor | None = None,
+    lower: Tensor | None = None,
 ) -> PolicyLoss:
     """The :class:`PolicyLoss` of ``per_token``; ``clip`` / ``lower`` flag the tokens counted in
     the two clip fractions (none: 0)."""
     zero = torch.zeros((), dtype=per_token.dtype, device=per_token.device)
 
-    def share(flags: torch.Tensor | None) -> torch.Tensor:
+    def share(flags: Tensor | None) -> Tensor:
         return zero if flags is None else masked_mean(flags.to(per_token.dtype), mask).detach()
 
     return PolicyLoss(
@@ -74,9 +76,7 @@ def _result(
     )
 
 
-def _ppo_surrogate(
-    ratio: torch.Tensor, adv: torch.Tensor, al: AlgorithmConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _ppo_surrogate(ratio: Tensor, adv: Tensor, al: AlgorithmConfig) -> tuple[Tensor, Tensor]:
     """PPO's clipped surrogate ``max(-A r, -A clip(r, 1-low, 1+high))`` and where the clipped
     branch is taken."""
     unclipped = -adv * ratio
@@ -170,15 +170,15 @@ def cispo_policy_loss(
     return _result(per_token, mask, approx_kl=-log_ratio, clip=(ratio < low) | (ratio > high))
 
 
-def _centred_product(adv: torch.Tensor, logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _centred_product(adv: Tensor, logp: Tensor, mask: Tensor) -> Tensor:
     """Each token's share of the covariance of advantage and logprob over the masked tokens:
     ``(A - mean A) (logp - mean logp)``."""
     return (adv - masked_mean(adv, mask)) * (logp - masked_mean(logp, mask))
 
 
 def clip_cov_selection(
-    adv: torch.Tensor, logp: torch.Tensor, mask: torch.Tensor, clipped: torch.Tensor, al: AlgorithmConfig
-) -> torch.Tensor:
+    adv: Tensor, logp: Tensor, mask: Tensor, clipped: Tensor, al: AlgorithmConfig
+) -> Tensor:
     """The tokens ``clip_cov`` takes the gradient from: among response tokens PPO's clip left
     alone whose covariance term lies strictly between ``clip_cov_lb`` and ``clip_cov_ub``,
     ``max(1, int(clip_cov_ratio x response tokens))`` drawn at random (all of them if fewer).
@@ -213,9 +213,7 @@ def clip_cov_policy_loss(
     return _result(per_token, mask, approx_kl=-log_ratio, clip=chosen)
 
 
-def kl_cov_selection(
-    adv: torch.Tensor, logp: torch.Tensor, mask: torch.Tensor, al: AlgorithmConfig
-) -> torch.Tensor:
+def kl_cov_selection(adv: Tensor, logp: Tensor, mask: Tensor, al: AlgorithmConfig) -> Tensor:
     """The tokens ``kl_cov`` penalises: the ``max(1, int(kl_cov_ratio x response tokens))``
     response tokens of largest covariance term (``torch.topk``; no draw)."""
     with torch.no_grad():
@@ -276,14 +274,14 @@ def dro_policy_loss(
     return _result(per_token, mask, approx_kl=-log_ratio)
 
 
-TrustRegion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AlgorithmConfig], torch.Tensor]
+TrustRegion = Callable[[Tensor, Tensor, Tensor, AlgorithmConfig], Tensor]
 
 
 def _dppo(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
     al: AlgorithmConfig,
     inside: TrustRegion,
 ) -> PolicyLoss:
@@ -301,21 +299,17 @@ def _dppo(
     return _result(per_token, mask, approx_kl=-log_ratio, clip=~keep, lower=(ratio > cap) & keep)
 
 
-def _within_tv(
-    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, al: AlgorithmConfig
-) -> torch.Tensor:
+def _within_tv(logp: Tensor, old_logp: Tensor, adv: Tensor, al: AlgorithmConfig) -> Tensor:
     """Binary TV: the token's probability rose by at most ``clip_ratio_high`` (``A > 0``) or fell
     by at most ``clip_ratio_low`` (``A <= 0``)."""
     moved = torch.exp(logp) - torch.exp(old_logp)
     return torch.where(adv > 0, moved <= al.clip_ratio_high, moved >= -al.clip_ratio_low)
 
 
-def _within_kl(
-    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, al: AlgorithmConfig
-) -> torch.Tensor:
-    """Binary KL: KL between the old and new Bernoulli (this token or another) at most
-    ``clip_ratio_high`` (``A > 0``) / ``clip_ratio_low``, or the probability moved the way that
-    lowers the gain (``A > 0``: fell; ``A <= 0``: rose)."""
+def _within_kl(logp: Tensor, old_logp: Tensor, adv: Tensor, al: AlgorithmConfig) -> Tensor:
+    """Binary KL: the KL between the old and the new Bernoulli (this token or another) is at most
+    ``clip_ratio_high`` (``A > 0``) or ``clip_ratio_low`` (``A <= 0``), or the probability moved
+    against the advantage (fell with ``A > 0``, rose with ``A <= 0``), which the gradient undoes."""
     p, p_old = torch.exp(logp), torch.exp(old_logp)
     kl = p_old * (old_logp - logp) + (1.0 - p_old) * torch.log((1.0 - p_old + 1e-8) / (1.0 - p + 1e-8))
     return torch.where(
