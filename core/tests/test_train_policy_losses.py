@@ -2,7 +2,8 @@
 ``compute_policy_loss_<name>`` (compiled from the installed verl by ``verl_source``): the loss of
 the mini-batch and its gradient in every ``loss_agg_mode`` the loss takes, and verl's metrics, on
 random batches with ragged masks and ratios well away from 1; the token selection of ``clip_cov``
-and ``kl_cov`` by hand; verl's keys; two demo steps with each loss.
+and ``kl_cov`` by hand; verl's keys; an update the same in any micro-batches; two demo steps with
+each loss.
 
 ``clip_cov`` draws its tokens with ``torch.randperm`` as verl does, so the comparison seeds the
 global generator alike before rlport's call and verl's, and checks that another seed draws other
