@@ -7,14 +7,15 @@ import math
 import pytest
 import torch
 
+from rlport.train.config import AlgorithmConfig
 from rlport.train.grpo import (
-    clipped_policy_loss,
     entropy_from_logits,
     group_advantages,
     kl_k3,
     masked_mean,
     token_logprobs,
 )
+from rlport.train.policy_losses import clipped_policy_loss
 
 
 def test_group_advantages_by_hand() -> None:
@@ -44,7 +45,7 @@ def test_clipped_loss_takes_the_pessimistic_branch() -> None:
     old = torch.zeros(4, 1)
     logp = torch.log(torch.tensor([[1.5], [1.5], [0.5], [0.5]])).requires_grad_(True)
     adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
-    out = clipped_policy_loss(logp, old, adv, torch.ones(4, 1), clip_low=0.2, clip_high=0.2)
+    out = clipped_policy_loss(logp, old, adv, torch.ones(4, 1), AlgorithmConfig())
     assert out.loss.item() == pytest.approx((-1.2 + 1.5 - 0.5 + 0.8) / 4)
     assert out.clip_frac.item() == pytest.approx(0.5)
     out.loss.backward()
@@ -57,10 +58,10 @@ def test_clip_bounds_are_asymmetric_and_mask_excludes_padding() -> None:
     logp = torch.log(torch.tensor([[1.25, 1.25, 9.0]]))
     adv = torch.tensor([1.0])
     mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third token is padding: its huge ratio must not count
-    low_high = clipped_policy_loss(logp, old, adv, mask, clip_low=0.2, clip_high=0.28)
+    low_high = clipped_policy_loss(logp, old, adv, mask, AlgorithmConfig(clip_ratio_high=0.28))
     assert low_high.loss.item() == pytest.approx(-1.25)  # 1.25 < 1.28: not clipped
     assert low_high.clip_frac.item() == 0.0
-    sym = clipped_policy_loss(logp, old, adv, mask, clip_low=0.2, clip_high=0.2)
+    sym = clipped_policy_loss(logp, old, adv, mask, AlgorithmConfig())
     assert sym.loss.item() == pytest.approx(-1.2)
     assert sym.approx_kl.item() == pytest.approx(-math.log(1.25))
 

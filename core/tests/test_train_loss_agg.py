@@ -12,16 +12,15 @@ import dataclasses
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Optional
 
 import pytest
 import torch
-from verl_source import verl_functions
+from verl_source import VerlActorConfig, verl_core_algos
 
 from rlport.train.cli import build_config
-from rlport.train.config import LOSS_AGG_MODES
-from rlport.train.grpo import clipped_policy_loss
+from rlport.train.config import LOSS_AGG_MODES, AlgorithmConfig
 from rlport.train.loss_agg import MiniBatchSize, micro_share
+from rlport.train.policy_losses import clipped_policy_loss
 from rlport.train.trained import Sample
 
 LENGTHS = [5, 1, 7, 0, 3, 7]  # a sequence without response tokens among them
@@ -29,25 +28,8 @@ NORM = 9.0
 
 
 def _verl() -> SimpleNamespace:
-    """verl's agg_loss and compute_policy_loss_vanilla, with the masked helpers they use."""
-    helpers = verl_functions(
-        "verl/utils/torch_functional.py", ("masked_sum", "masked_mean"), {"torch": torch}
-    )
-    verl_F = SimpleNamespace(**helpers)
-    algos = verl_functions(
-        "verl/trainer/ppo/core_algos.py",
-        ("agg_loss", "compute_policy_loss_vanilla", "compute_policy_loss_gspo", "compute_policy_loss_gpg"),
-        {
-            "torch": torch,
-            "verl_F": verl_F,
-            "Optional": Optional,
-            "Any": Any,
-            "ActorConfig": SimpleNamespace,
-            "AlgoConfig": type("AlgoConfig", (), {}),
-            "register_policy_loss": lambda name: lambda fn: fn,
-        },
-    )
-    return SimpleNamespace(**algos)
+    """verl's agg_loss and compute_policy_loss_vanilla."""
+    return verl_core_algos(("agg_loss", "compute_policy_loss_vanilla"))
 
 
 def _batch(seed: int = 0, lengths: list[int] = LENGTHS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,13 +140,10 @@ def test_dual_clip_equals_verls_vanilla_policy_loss(clip_c: float) -> None:
     old = torch.randn(per_token.shape, generator=g) * 0.3
     logp = old + torch.randn(per_token.shape, generator=g) * 1.2  # ratios up to e^3 and down
     adv = torch.randn(per_token.shape, generator=g)
-    ours = clipped_policy_loss(logp, old, adv, mask, clip_low=0.2, clip_high=0.28, clip_c=clip_c)
-    config = SimpleNamespace(
-        clip_ratio=0.2,
-        clip_ratio_low=0.2,
-        clip_ratio_high=0.28,
-        global_batch_info={},
-        get=lambda k, d: clip_c,
+    al = AlgorithmConfig(clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=clip_c)
+    ours = clipped_policy_loss(logp, old, adv, mask, al)
+    config = VerlActorConfig(
+        clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=clip_c, global_batch_info={}
     )
     loss, metrics = _verl().compute_policy_loss_vanilla(old, logp, adv, mask, "token-mean", config)
     assert float(ours.loss) == pytest.approx(float(loss), rel=1e-6)
@@ -173,50 +152,24 @@ def test_dual_clip_equals_verls_vanilla_policy_loss(clip_c: float) -> None:
     assert metrics["actor/pg_clipfrac_lower"] > 0  # the case is exercised
 
 
-@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
-def test_gspo_and_gpg_equal_verls(mode: str) -> None:
-    """algorithm.policy_loss=gspo (the clipped sequence ratio) and gpg (-A logp): the loss and
-    the gradient equal verl's compute_policy_loss_gspo / _gpg."""
-    from rlport.train.grpo import gpg_policy_loss, gspo_policy_loss
-
-    g = torch.Generator().manual_seed(5)
-    _, mask = _batch(6)
-    old = torch.randn(mask.shape, generator=g) * 0.3
-    start = old + torch.randn(mask.shape, generator=g) * 0.01  # GSPO's ratios stay near 1
-    adv = torch.randn(mask.shape[0], 1, generator=g).expand_as(mask).contiguous()
-    whole = MiniBatchSize.of(LENGTHS)
-    config = SimpleNamespace(clip_ratio=3e-4, clip_ratio_low=3e-4, clip_ratio_high=4e-4, global_batch_info={})
-    verl = _verl()
-    for ours_fn, theirs in (
-        (
-            lambda lp: gspo_policy_loss(lp, old, adv, mask, clip_low=3e-4, clip_high=4e-4),
-            verl.compute_policy_loss_gspo,
-        ),
-        (lambda lp: gpg_policy_loss(lp, adv, mask), verl.compute_policy_loss_gpg),
-    ):
-        a = start.clone().requires_grad_(True)
-        micro_share(ours_fn(a).per_token, mask, mode, whole).backward()
-        b = start.clone().requires_grad_(True)
-        loss, _ = theirs(old, b, adv, mask, mode, config)
-        loss.backward()
-        assert float(micro_share(ours_fn(start).per_token, mask, mode, whole)) == pytest.approx(
-            float(loss), rel=1e-5
-        )
-        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7)
-
-
 def test_dual_clip_by_hand() -> None:
     """A ratio of 5 with advantage -1: the clipped surrogate gives 5, the dual clip bounds it at
     3 and takes its gradient away; with advantage +1 the dual clip does nothing."""
     logp = torch.log(torch.tensor([[5.0], [5.0]])).requires_grad_(True)
     out = clipped_policy_loss(
-        logp, torch.zeros(2, 1), torch.tensor([-1.0, 1.0]), torch.ones(2, 1), clip_c=3.0
+        logp,
+        torch.zeros(2, 1),
+        torch.tensor([-1.0, 1.0]),
+        torch.ones(2, 1),
+        AlgorithmConfig(clip_ratio_c=3.0),
     )
     assert out.per_token.flatten().tolist() == pytest.approx([3.0, -1.2])
     assert float(out.clip_frac_lower) == pytest.approx(0.5)
     out.loss.backward()
     assert logp.grad.flatten().tolist() == pytest.approx([0.0, 0.0])
-    plain = clipped_policy_loss(logp.detach(), torch.zeros(2, 1), torch.tensor([-1.0, 1.0]), torch.ones(2, 1))
+    plain = clipped_policy_loss(
+        logp.detach(), torch.zeros(2, 1), torch.tensor([-1.0, 1.0]), torch.ones(2, 1), AlgorithmConfig()
+    )
     assert plain.per_token.flatten().tolist() == pytest.approx([5.0, -1.2])
 
 

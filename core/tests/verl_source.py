@@ -9,8 +9,8 @@ import ast
 import importlib.metadata
 import importlib.util
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from types import ModuleType, SimpleNamespace
+from typing import Any, Optional
 
 import pytest
 
@@ -47,3 +47,33 @@ def verl_functions(relative: str, names: tuple[str, ...], namespace: dict[str, A
     scope = dict(namespace)
     exec(compile(ast.Module(body=defs, type_ignores=[]), relative, "exec"), scope)
     return {name: scope[name] for name in names}
+
+
+class VerlActorConfig(SimpleNamespace):
+    """Stands in for verl's ``ActorConfig`` where its policy losses read it: attributes, and
+    ``get`` as verl's ``BaseConfig`` has it."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+def verl_core_algos(names: tuple[str, ...]) -> SimpleNamespace:
+    """The functions ``names`` of verl's ``trainer/ppo/core_algos.py`` (``agg_loss``, the
+    ``compute_policy_loss_*``), with the masked helpers of ``utils/torch_functional.py`` they use;
+    their configs are :class:`VerlActorConfig`."""
+    import torch
+
+    helpers = verl_functions(
+        "verl/utils/torch_functional.py", ("masked_sum", "masked_mean"), {"torch": torch}
+    )
+    namespace = {
+        "torch": torch,
+        "verl_F": SimpleNamespace(**helpers),
+        "Optional": Optional,
+        "Any": Any,
+        "ActorConfig": VerlActorConfig,
+        "DictConfig": dict,
+        "AlgoConfig": type("AlgoConfig", (), {}),
+        "register_policy_loss": lambda name: lambda fn: fn,
+    }
+    return SimpleNamespace(**verl_functions("verl/trainer/ppo/core_algos.py", names, namespace))

@@ -17,17 +17,10 @@ from typing import Any
 import torch
 
 from rlport.train.config import TrainConfig
-from rlport.train.grpo import (
-    clipped_policy_loss,
-    entropy_from_logits,
-    gpg_policy_loss,
-    gspo_policy_loss,
-    kl_k3,
-    masked_mean,
-    token_logprobs,
-)
+from rlport.train.grpo import entropy_from_logits, kl_k3, masked_mean, token_logprobs
 from rlport.train.loss_agg import MiniBatchSize, micro_share
 from rlport.train.modeling import load_causal_lm
+from rlport.train.policy_losses import POLICY_LOSSES
 from rlport.train.ppo import pad_rows
 from rlport.train.strategies import resolve_name
 from rlport.train.trained import Sample, TrainedModel
@@ -197,22 +190,7 @@ class Actor(TrainedModel):
             adv = pad_rows([s.advantages or [] for s in chunk], width).to(dev)
         else:
             adv = torch.tensor([s.advantage for s in chunk], device=dev)
-        if al.policy_loss == "gspo":
-            pl = gspo_policy_loss(
-                logp, old, adv, mask, clip_low=al.clip_ratio_low, clip_high=al.clip_ratio_high
-            )
-        elif al.policy_loss == "gpg":
-            pl = gpg_policy_loss(logp, adv, mask)
-        else:
-            pl = clipped_policy_loss(
-                logp,
-                old,
-                adv,
-                mask,
-                clip_low=al.clip_ratio_low,
-                clip_high=al.clip_ratio_high,
-                clip_c=al.clip_ratio_c or None,  # 0: no dual clip
-            )
+        pl = POLICY_LOSSES[al.policy_loss](logp, old, adv, mask, al)
         per_token = pl.per_token
         kl_val = torch.tensor(0.0)
         if al.use_kl_loss:

@@ -106,6 +106,22 @@ LOSS_AGG_MODES = (
     "seq-mean-token-sum",
     "seq-mean-token-sum-norm",
 )
+#: ``algorithm.policy_loss``: verl's ``policy_loss.loss_mode`` values (:mod:`rlport.train.policy_losses`)
+POLICY_LOSSES = (
+    "vanilla",
+    "gspo",
+    "gpg",
+    "geo_mean",
+    "cispo",
+    "clip_cov",
+    "kl_cov",
+    "sapo",
+    "dro",
+    "dppo_tv",
+    "dppo_kl",
+)
+#: ... whose loss is a mean over sequences whatever ``loss_agg_mode`` says (verl's geo_mean and sapo)
+SEQUENCE_MEAN_LOSSES = ("geo_mean", "sapo")
 
 
 @dataclass
@@ -323,6 +339,32 @@ class KlCtrlConfig:
 
 
 @dataclass
+class PolicyLossOptions:
+    """The settings of verl's other policy losses (verl's ``actor.policy_loss.*``, and the actor's
+    ``tau_pos`` / ``tau_neg``); each is read only by the loss it names."""
+
+    clip_cov_ratio: float = setting(
+        0.0002, "clip_cov: at most this share of a micro-batch's tokens lose their gradient", gt=0, le=1
+    )
+    clip_cov_lb: float = setting(1.0, "clip_cov: a token is a candidate if its covariance is above this")
+    clip_cov_ub: float = setting(5.0, "clip_cov: ... and below this")
+    kl_cov_ratio: float = setting(
+        0.0002,
+        "kl_cov: the share of a micro-batch's tokens (highest covariance) given the KL penalty",
+        gt=0,
+        le=1,
+    )
+    ppo_kl_coef: float = setting(0.1, "kl_cov: the penalty's weight, times |logp - old_logp|", ge=0)
+    tau_pos: float = setting(1.0, "sapo: the gate's temperature on tokens with a positive advantage", gt=0)
+    tau_neg: float = setting(1.05, "sapo: ... with a zero or negative advantage", gt=0)
+    dro_beta: float | None = setting(
+        None,
+        "dro: the weight of the quadratic penalty 0.5 (logp - old_logp)^2; needed with policy_loss=dro",
+        gt=0,
+    )
+
+
+@dataclass
 class AlgorithmConfig:
     adv_estimator: str = setting(
         "grpo",
@@ -336,23 +378,34 @@ class AlgorithmConfig:
         True, "GRPO divides by the group's std; false gives Dr. GRPO-style advantages"
     )
     adv_epsilon: float = setting(1e-6, "added to the group std", gt=0)
-    clip_ratio_low: float = setting(0.2, "ratio is clipped to [1 - low, 1 + high]", ge=0, lt=1)
+    clip_ratio_low: float = setting(
+        0.2,
+        "ratio is clipped to [1 - low, 1 + high]; 1 or more: no lower clip (verl's CISPO example takes 10); "
+        "dppo_tv, dppo_kl: their divergence thresholds",
+        ge=0,
+    )
     clip_ratio_high: float = setting(0.2, "upper clip of the ratio", ge=0)
     clip_ratio_c: float = setting(
         0.0,
         "dual-clip PPO: a token with a negative advantage loses at most clip_ratio_c x |advantage| "
-        "(verl's default is 3); 0: off, PPO's plain clipped surrogate",
+        "(verl's default is 3); 0: off, PPO's plain clipped surrogate; dppo_tv, dppo_kl: their ratio's cap (0: none)",
         ge=0,
     )
     policy_loss: str = setting(
         "vanilla",
-        "vanilla: PPO's clipped surrogate (dual clip with clip_ratio_c); gspo: clipped on the sequence's ratio; gpg: -A logp",
-        choices=("vanilla", "gspo", "gpg"),
+        "vanilla: PPO's clipped surrogate (dual clip with clip_ratio_c); gspo: clipped on the sequence's ratio; "
+        "gpg: -A logp; geo_mean, cispo, clip_cov, kl_cov, sapo, dro, dppo_tv, dppo_kl: verl's others "
+        "(settings in policy_loss_options; docs/train.md)",
+        choices=POLICY_LOSSES,
+        why="verl's bypass_mode, part of its rollout correction, is not implemented",
+    )
+    policy_loss_options: PolicyLossOptions = setting(
+        doc="the settings of clip_cov, kl_cov, sapo and dro", factory=PolicyLossOptions
     )
     loss_agg_mode: str = setting(
         "token-mean",
         "how the policy loss's tokens become the loss: token-mean, token-sum, seq-mean-token-mean, "
-        "seq-mean-token-sum, seq-mean-token-sum-norm",
+        "seq-mean-token-sum, seq-mean-token-sum-norm (policy_loss geo_mean and sapo: always seq-mean-token-mean, as verl)",
         choices=LOSS_AGG_MODES,
     )
     loss_scale_factor: int = setting(
@@ -601,6 +654,7 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
                 "algorithm.clip_ratio_c=3.0 (verl's dual clip; 0 turns it off)",
             )
         )
+    out.extend(_policy_loss_problems(cfg.algorithm))
     if r.max_model_len and r.max_model_len <= r.max_new_tokens:
         out.append(
             _problem(
@@ -712,6 +766,36 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
     return out
 
 
+def _policy_loss_problems(al: AlgorithmConfig) -> list[ConfigError]:
+    """A policy loss's own needs: dro's beta, and the sequence mean of geo_mean and sapo where
+    other terms would be aggregated differently from verl (:func:`resolve`)."""
+    out = []
+    if al.policy_loss == "dro" and al.policy_loss_options.dro_beta is None:
+        out.append(
+            _problem(
+                "algorithm.policy_loss_options.dro_beta",
+                None,
+                "a number above 0 with algorithm.policy_loss=dro (its penalty's weight; verl asks for it too)",
+                "algorithm.policy_loss_options.dro_beta=0.1",
+            )
+        )
+    other_terms = [
+        t for t, on in (("the KL loss", al.use_kl_loss), ("the entropy bonus", al.entropy_coef)) if on
+    ]
+    if al.policy_loss in SEQUENCE_MEAN_LOSSES and al.loss_agg_mode != "seq-mean-token-mean" and other_terms:
+        out.append(
+            _problem(
+                "algorithm.loss_agg_mode",
+                al.loss_agg_mode,
+                f"seq-mean-token-mean with algorithm.policy_loss={al.policy_loss} and {' and '.join(other_terms)}: "
+                f"verl takes {al.policy_loss}'s loss as a mean over sequences whatever loss_agg_mode says, and "
+                "the other terms by loss_agg_mode; rlport aggregates every term by the one mode",
+                "algorithm.loss_agg_mode=seq-mean-token-mean",
+            )
+        )
+    return out
+
+
 def _mini_batch_problems(cfg: TrainConfig, section: str, prompts: int, count: int) -> list[ConfigError]:
     """``section``'s (actor's or critic's) ``ppo_mini_batch_size`` divides the batch, and its
     mini-batches are at most the sequences a worker trains on."""
@@ -794,6 +878,7 @@ def load_config(
 def resolve(cfg: TrainConfig) -> None:
     """Settings given in another unit become rlport's: verl's ``ppo_mini_batch_size`` (prompts per
     update) sets ``actor.mini_batches`` (and the critic's); ``critic.path=""`` is ``model.path``;
+    ``algorithm.policy_loss`` geo_mean and sapo aggregate as ``seq-mean-token-mean``, as verl's do;
     ``rollout.max_model_len=0`` is prompt + response; ``~`` in
     paths is the home folder."""
     a, d, r = cfg.actor, cfg.data, cfg.rollout
@@ -802,6 +887,9 @@ def resolve(cfg: TrainConfig) -> None:
     cfg.model.path = os.path.expanduser(cfg.model.path)
     if a.ppo_mini_batch_size:
         a.mini_batches = d.train_batch_size // a.ppo_mini_batch_size
+    if cfg.algorithm.policy_loss in SEQUENCE_MEAN_LOSSES:
+        # verl ignores loss_agg_mode for these; with no other term (joint_problems) this is its loss
+        cfg.algorithm.loss_agg_mode = "seq-mean-token-mean"
     c = cfg.critic
     c.path = os.path.expanduser(c.path) if c.path else cfg.model.path
     if c.ppo_mini_batch_size:

@@ -1,15 +1,13 @@
-"""GRPO math on tensors: group-relative advantages, the clipped policy loss, KL (k3) and entropy.
+"""GRPO math on tensors: group-relative advantages, KL (k3), entropy and token logprobs (the
+policy losses are :mod:`rlport.train.policy_losses`').
 
-Shapes: ``logp``, ``old_logp``, ``ref_logp``, ``mask`` are ``(batch, response_len)``; ``mask`` is 1
-on response tokens and 0 on padding; ``advantages`` is ``(batch,)`` (one value per sequence,
-broadcast over its tokens). ``loss`` fields are token means over the mask (the logged figures);
-the update aggregates ``per_token`` by ``algorithm.loss_agg_mode`` (:mod:`rlport.train.loss_agg`).
+Shapes: ``logp``, ``ref_logp``, ``mask`` are ``(batch, response_len)``; ``mask`` is 1 on response
+tokens and 0 on padding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -50,94 +48,6 @@ def group_advantages(
         centred = group - mean
         adv[sel] = centred / (std + epsilon) if norm_by_std else centred
     return adv
-
-
-@dataclass
-class PolicyLoss:
-    loss: torch.Tensor  # scalar, differentiable: the token mean of per_token
-    per_token: torch.Tensor  # (batch, response_len), differentiable
-    clip_frac: torch.Tensor  # share of tokens where the clipped branch was taken
-    clip_frac_lower: torch.Tensor  # share of tokens a negative advantage's dual clip bounded
-    approx_kl: torch.Tensor  # mean of (old_logp - logp): how far this update moved from the rollout policy
-
-
-def clipped_policy_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    clip_c: float | None = None,
-) -> PolicyLoss:
-    """PPO's clipped surrogate: ``max(-A r, -A clip(r, 1-low, 1+high))`` with
-    ``r = exp(logp - old_logp)``; with ``clip_c`` (dual-clip PPO, verl's ``clip_ratio_c``), a
-    token with ``A < 0`` loses at most ``-A clip_c``, however large its ratio."""
-    adv = advantages.reshape(-1, 1).to(logp.dtype) if advantages.ndim == 1 else advantages.to(logp.dtype)
-    log_ratio = logp - old_logp
-    ratio = torch.exp(log_ratio)
-    unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    per_token = torch.maximum(unclipped, clipped)
-    took_clip = (clipped > unclipped).to(logp.dtype)
-    took_lower = torch.zeros_like(per_token)
-    if clip_c is not None:
-        bound = -adv * clip_c
-        negative = (adv < 0).expand_as(per_token)
-        took_lower = ((per_token > bound) & negative).to(logp.dtype)
-        per_token = torch.where(negative, torch.minimum(per_token, bound), per_token)
-    return PolicyLoss(
-        loss=masked_mean(per_token, mask),
-        per_token=per_token,
-        clip_frac=masked_mean(took_clip, mask).detach(),
-        clip_frac_lower=masked_mean(took_lower, mask).detach(),
-        approx_kl=masked_mean(-log_ratio, mask).detach(),
-    )
-
-
-def gspo_policy_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    clip_low: float,
-    clip_high: float,
-) -> PolicyLoss:
-    """GSPO (``algorithm.policy_loss=gspo``, verl's ``loss_mode=gspo``): the clipped surrogate on a
-    sequence's ratio ``s = exp(mean over its tokens of (logp - old_logp))``, carried by each token as
-    ``sg[s] x exp(logp - sg[logp])`` so that every token gets the sequence's gradient."""
-    adv = advantages.reshape(-1, 1).to(logp.dtype) if advantages.ndim == 1 else advantages.to(logp.dtype)
-    mask = mask.to(logp.dtype)
-    log_ratio = logp - old_logp
-    seq = (log_ratio * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
-    ratio = torch.exp(torch.clamp(logp - logp.detach() + seq.detach().unsqueeze(-1), max=10.0))
-    unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    per_token = torch.maximum(unclipped, clipped)
-    return PolicyLoss(
-        loss=masked_mean(per_token, mask),
-        per_token=per_token,
-        clip_frac=masked_mean((clipped > unclipped).to(logp.dtype), mask).detach(),
-        clip_frac_lower=torch.zeros((), dtype=logp.dtype),
-        approx_kl=masked_mean(-log_ratio, mask).detach(),
-    )
-
-
-def gpg_policy_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> PolicyLoss:
-    """GPG (``algorithm.policy_loss=gpg``): the plain policy gradient ``-A logp``, no ratio and no
-    clip (with ``algorithm.adv_estimator=gpg``)."""
-    adv = advantages.reshape(-1, 1).to(logp.dtype) if advantages.ndim == 1 else advantages.to(logp.dtype)
-    per_token = -adv * logp
-    zero = torch.zeros((), dtype=logp.dtype)
-    return PolicyLoss(
-        loss=masked_mean(per_token, mask),
-        per_token=per_token,
-        clip_frac=zero,
-        clip_frac_lower=zero,
-        approx_kl=zero,
-    )
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlport.train.config import POLICY_LOSSES
+
 VERL_VERSION = "0.9.1"
 DEFAULTS_FILE = Path(__file__).with_name("verl_defaults.yaml")
 
@@ -351,9 +353,21 @@ RULES: tuple[Rule, ...] = (
     Refuse("actor_rollout_ref.actor.profiler.*", PROFILER),
     Refuse("actor_rollout_ref.actor.checkpoint.*", CHECKPOINT),
     Map("actor_rollout_ref.actor.policy_loss.loss_mode", "algorithm.policy_loss"),
+    *(
+        Map(f"actor_rollout_ref.actor.policy_loss.{name}", f"algorithm.policy_loss_options.{name}")
+        for name in ("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "ppo_kl_coef")
+    ),
+    Map(
+        "actor_rollout_ref.actor.policy_loss.dro_beta",
+        "algorithm.policy_loss_options.dro_beta",
+        convert=_unless_null,
+    ),
+    Map("actor_rollout_ref.actor.tau_pos", "algorithm.policy_loss_options.tau_pos"),
+    Map("actor_rollout_ref.actor.tau_neg", "algorithm.policy_loss_options.tau_neg"),
     Refuse(
         "actor_rollout_ref.actor.policy_loss.*",
-        "rlport's policy losses are verl's vanilla, gspo and gpg (algorithm.policy_loss), without their other settings",
+        "rlport's policy losses are " + ", ".join(POLICY_LOSSES) + " (algorithm.policy_loss, "
+        "their settings in algorithm.policy_loss_options.*)",
     ),
     Refuse(
         "actor_rollout_ref.actor.qat.*",
