@@ -5,7 +5,8 @@
 
 Reads every ``examples/*_trainer/*.sh`` that runs ``verl.trainer.main_ppo``, joins its continued
 lines, substitutes the script's own simple ``NAME=value`` assignments for ``$NAME`` / ``${NAME}``
-(and computes ``$((a * b))``),
+(and computes ``$((a * b))``; a positional ``${1:-default}`` is its default, as when the script
+runs without arguments),
 sets the engine's tensor parallel size and ``trainer.n_gpus_per_node`` to 1 (one device per
 worker, as a run on one machine would), and hands the overrides to
 :func:`rlport.train.config.load_config`. Prints how many load, then the keys that stop the others,
@@ -25,8 +26,8 @@ from rlport.errors import ConfigError
 from rlport.train.config import load_config
 
 ONE = ("tensor_model_parallel_size", "n_gpus_per_node")
-ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_]\w*)=(\S*)\s*$")
-VARIABLE = re.compile(r"\$\{([A-Za-z_]\w*)(?::-([^}]*))?\}|\$([A-Za-z_]\w*)")
+ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_]\w*)=(\S*)\s*(?:#.*)?$")
+VARIABLE = re.compile(r"\$\{([A-Za-z_]\w*|\d+)(?::-([^}]*))?\}|\$([A-Za-z_]\w*)")
 KEY_IN_ERROR = re.compile(r"(?:verl key|config key) '([^']+)'")
 ARITHMETIC = re.compile(r"\$\(\(([^()]*)\)\)")
 
@@ -53,9 +54,7 @@ def command_of(script: str) -> list[str] | None:
         line = ARITHMETIC.sub(lambda m: _arithmetic(m.group(1), env), line)
         m = ASSIGNMENT.match(line)
         if m:
-            env[m.group(1)] = VARIABLE.sub(
-                lambda v: env.get(v.group(1) or v.group(2), "X"), m.group(2).strip("\"'")
-            )
+            env[m.group(1)] = VARIABLE.sub(lambda v: _value(v, env), m.group(2).strip("\"'"))
     line = next((x for x in text.splitlines() if "verl.trainer.main_ppo" in x), None)
     if line is None:
         return None
