@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -275,7 +276,14 @@ def _ragged_samples() -> list[Sample]:
     return out
 
 
-def _gradients(model: Path, strategy: str, rank: int, world: int) -> dict[str, dict[str, torch.Tensor]]:
+def _gradients(
+    model: Path,
+    strategy: str,
+    rank: int,
+    world: int,
+    extra: tuple[str, ...] = (),
+    modes: tuple[str, ...] = LOSS_AGG_MODES,
+) -> dict[str, dict[str, torch.Tensor]]:
     """Per mode, the change of every weight in one actor update with plain SGD at rate 1 (its
     gradient) on this rank's samples: all of them with one rank, ``RANK_SPLITS[strategy][rank]``
     with two."""
@@ -286,9 +294,10 @@ def _gradients(model: Path, strategy: str, rank: int, world: int) -> dict[str, d
     if world > 1:
         samples = [samples[i] for i in RANK_SPLITS[strategy][rank]]
     out = {}
-    for mode in LOSS_AGG_MODES:
+    for mode in modes:
         cfg = build_config(
             [
+                *extra,
                 f"model.path={model}",
                 f"actor.strategy={strategy}",
                 f"trainer.workers={world}",
@@ -306,13 +315,21 @@ def _gradients(model: Path, strategy: str, rank: int, world: int) -> dict[str, d
     return out
 
 
-def _two_ranks(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
+def _two_ranks(
+    rank: int,
+    model: Path,
+    strategy: str,
+    store: str,
+    out: Path,
+    extra: tuple[str, ...] = (),
+    modes: tuple[str, ...] = LOSS_AGG_MODES,
+) -> None:
     import torch.distributed as dist
 
     os.environ["RLPORT_SUMMARY"] = "0"
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        grads = _gradients(model, strategy, rank, 2)
+        grads = _gradients(model, strategy, rank, 2, extra, modes)
         if rank == 0:
             torch.save(grads, out)
     finally:
@@ -339,3 +356,57 @@ def test_two_ranks_of_unequal_counts_make_the_update_of_one(
     two = torch.load(out, weights_only=False)
     for mode in LOSS_AGG_MODES:
         _assert_same_update(two[mode], one_rank[mode], f"{strategy} {mode}")
+
+
+#: a budget that cuts fsdp's rank 0 (sequences of 16, 12 and 5 tokens) into 3 micro-batches and
+#: rank 1 (7, 7 and 6) into 2
+DYNAMIC = (
+    "actor.use_dynamic_bsz=true",
+    "actor.ppo_max_token_len_per_gpu=16",
+    "data.max_prompt_length=5",
+    "rollout.max_new_tokens=11",
+)
+
+
+def test_fsdp_ranks_whose_budgets_cut_differently_stay_in_step(
+    model: Path, one_rank: dict[str, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    """With ``use_dynamic_bsz`` the token budget cuts the two ranks' sequences into 3 and 2
+    micro-batches; FSDP gathers the parameters in every forward, so a rank running fewer would
+    leave the other waiting in a collective for ever. The ranks agree on the most (one
+    all-reduce) and the others cut further; the update is the one of one rank holding all."""
+    import torch.multiprocessing as mp
+
+    from rlport.train.batching import token_budget_chunks
+
+    samples = _ragged_samples()
+    cuts = [
+        token_budget_chunks([len(samples[i].prompt_ids) + len(samples[i].response_ids) for i in part], 16)
+        for part in RANK_SPLITS["fsdp"]
+    ]
+    assert [len(c) for c in cuts] == [3, 2]  # the case this test is about
+    out = tmp_path / "grads.pt"
+    ctx = mp.spawn(
+        _two_ranks,
+        args=(model, "fsdp", str(tmp_path / "store"), out, DYNAMIC, ("token-mean",)),
+        nprocs=2,
+        join=False,
+    )
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the two fsdp ranks hung: they ran different numbers of micro-batches")
+    two = torch.load(out, weights_only=False)
+    _assert_same_update(two["token-mean"], one_rank["token-mean"], "fsdp token-mean, dynamic micro-batches")
+
+
+def test_even_chunks_halves_the_largest_in_place() -> None:
+    from rlport.train.batching import even_chunks
+
+    assert even_chunks([[0, 1, 2, 3], [4]], 3) == [[0, 1], [2, 3], [4]]
+    assert even_chunks([[0], [1, 2, 3]], 4) == [[0], [1], [2], [3]]
+    assert even_chunks([[0, 1]], 1) == [[0, 1]]
+    with pytest.raises(ValueError, match="cannot cut 2 sequences into 3"):
+        even_chunks([[0], [1]], 3)

@@ -50,3 +50,19 @@ def token_budget_chunks(lengths: list[int], budget: int) -> list[list[int]]:
     if chunk:
         out.append(chunk)
     return out
+
+
+def even_chunks(chunks: list[list[int]], count: int) -> list[list[int]]:
+    """``chunks`` (micro-batches of positions, in order) cut further until there are ``count``:
+    each time the micro-batch with the most sequences is halved (in place, so the order stays).
+    For strategies whose every forward is a collective, so every rank must run as many
+    micro-batches; a rank holds as many sequences as the others, so ``count`` (their most
+    micro-batches) never exceeds its sequences."""
+    out = [list(c) for c in chunks]
+    if count > sum(len(c) for c in out):
+        raise ValueError(f"cannot cut {sum(len(c) for c in out)} sequences into {count} micro-batches")
+    while len(out) < count:
+        i = max(range(len(out)), key=lambda k: len(out[k]))
+        half = (len(out[i]) + 1) // 2
+        out[i : i + 1] = [out[i][:half], out[i][half:]]
+    return out

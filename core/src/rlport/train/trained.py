@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rlport.train.batching import token_budget_chunks
+from rlport.train.batching import even_chunks, token_budget_chunks
 from rlport.train.config import TrainConfig, UpdateConfig
 from rlport.train.loss_agg import MiniBatchSize, global_sizes
 from rlport.train.strategies import Strategy, build, unwrap
@@ -197,11 +197,19 @@ class TrainedModel:
         """Positions of ``samples`` in micro-batches: ``micro_batch_size`` at a time, or by
         ``ppo_max_token_len_per_gpu`` with ``use_dynamic_bsz``."""
         o = self.optim
-        if o.token_budget:
-            lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
-            return token_budget_chunks(lengths, o.token_budget)
-        k = o.micro_batch_size
-        return [list(range(i, min(i + k, len(samples)))) for i in range(0, len(samples), k)]
+        if not o.token_budget:
+            k = o.micro_batch_size
+            return [list(range(i, min(i + k, len(samples)))) for i in range(0, len(samples), k)]
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
+        chunks = token_budget_chunks(lengths, o.token_budget)
+        ranks, group = self.strategy.data_parallel()
+        if self.strategy.lockstep_forward and ranks > 1:  # as many forwards on every rank
+            import torch.distributed as dist
+
+            most = torch.tensor([len(chunks)], dtype=torch.int64, device=self.device)
+            dist.all_reduce(most, op=dist.ReduceOp.MAX, group=group)
+            chunks = even_chunks(chunks, int(most.item()))
+        return chunks
 
     def _chunks(self, samples: list[Sample]) -> list[list[Sample]]:
         return [[samples[i] for i in idx] for idx in self._split(samples)]

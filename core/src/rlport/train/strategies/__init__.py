@@ -31,6 +31,9 @@ BUILT = KNOWN
 
 class Strategy(Protocol):
     name: str
+    #: every forward is a collective (FSDP gathers the parameters in each), so all ranks must run
+    #: as many micro-batches; the trainer evens them out (:func:`rlport.train.batching.even_chunks`)
+    lockstep_forward: bool
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module to train (called once, after the process group is up)."""
@@ -113,6 +116,7 @@ class Local:
     """Full weights and optimizer state for strategies where every rank holds the whole model."""
 
     world: int
+    lockstep_forward = False  # a forward needs no other rank
 
     def data_parallel(self) -> tuple[int, Any]:
         """Every rank is a replica: gradients are averaged over all ``world`` ranks."""

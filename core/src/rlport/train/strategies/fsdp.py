@@ -56,6 +56,7 @@ def _alias_tied(model: torch.nn.Module, full: dict[str, torch.Tensor]) -> None:
 
 class FsdpStrategy:
     name = "fsdp"
+    lockstep_forward = True  # each forward all-gathers the parameters of every layer
 
     def __init__(self, world: int, device_type: str, config: Any = None, *, path: str = "") -> None:
         self.world = world
