@@ -11,7 +11,7 @@ from rlport.errors import EngineError
 from rlport.rollout.protocol import EngineConfig
 
 #: The EngineConfig fields every adapter passes on, under the engine's own argument names.
-CONFIG_FIELDS = ("model", "dtype", "seed", "max_model_len")
+CONFIG_FIELDS = ("model", "dtype", "seed", "max_model_len", "trust_remote_code")
 
 
 def engine_kwargs(

@@ -119,7 +119,12 @@ class HFEngine:
             attn = register()
         self.device = torch.device(config.device)
         try:
-            model = AutoModelForCausalLM.from_pretrained(config.model, attn_implementation=attn, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                config.model,
+                attn_implementation=attn,
+                dtype=dtype,
+                trust_remote_code=config.trust_remote_code,
+            )
         except (OSError, ValueError) as exc:
             raise EngineError(
                 f"hf engine: cannot load a causal LM from {config.model!r}: {exc}",

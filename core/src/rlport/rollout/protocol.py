@@ -49,14 +49,17 @@ class Generation:
 @dataclass(frozen=True)
 class EngineConfig:
     """What every engine is constructed with. ``model`` is a local Hugging Face folder;
-    ``device`` the torch device string from the active device plugin; ``options`` carries
-    engine-specific arguments after the device plugins' ``rlport_engine_args`` adjustments."""
+    ``device`` the torch device string from the active device plugin; ``trust_remote_code`` lets
+    the engine run the folder's own model code (its ``config.json`` ``auto_map``), as transformers'
+    argument of that name; ``options`` carries engine-specific arguments after the device plugins'
+    ``rlport_engine_args`` adjustments."""
 
     model: str
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
     max_model_len: int = 512
+    trust_remote_code: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 

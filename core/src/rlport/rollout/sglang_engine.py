@@ -60,6 +60,7 @@ CONFIG_NAMES = {
     "dtype": "dtype",
     "seed": "random_seed",
     "max_model_len": "context_length",
+    "trust_remote_code": "trust_remote_code",
 }
 FIXED = {"skip_tokenizer_init": True}
 

@@ -49,7 +49,13 @@ from rlport.rollout.weights import check_named_tensors, checkpoint_shapes
 
 EXTENSION = "rlport.rollout.vllm_engine.WeightLoaderExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
-CONFIG_NAMES = {"model": "model", "dtype": "dtype", "seed": "seed", "max_model_len": "max_model_len"}
+CONFIG_NAMES = {
+    "model": "model",
+    "dtype": "dtype",
+    "seed": "seed",
+    "max_model_len": "max_model_len",
+    "trust_remote_code": "trust_remote_code",
+}
 FIXED = {"skip_tokenizer_init": True, "logprobs_mode": "raw_logprobs", "worker_extension_cls": EXTENSION}
 
 

@@ -19,7 +19,7 @@ import torch
 from rlport.train.config import TrainConfig
 from rlport.train.grpo import entropy_from_logits, kl_k3, masked_mean, token_logprobs
 from rlport.train.loss_agg import MiniBatchSize, micro_share
-from rlport.train.modeling import load_causal_lm
+from rlport.train.modeling import load_causal_lm, loading
 from rlport.train.policy_losses import POLICY_LOSSES
 from rlport.train.ppo import pad_rows
 from rlport.train.strategies import resolve_name
@@ -69,7 +69,7 @@ class Actor(TrainedModel):
         where = "meta" if name == "fsdp" and not m.lora_rank else device
         # with LoRA, the base is model.path and the adapters are the checkpoint's (a resume) or new
         base = m.path if m.lora_rank else path
-        module = load_causal_lm(base, dtype=m.dtype, attn_implementation=m.attn_implementation, device=where)
+        module = load_causal_lm(base, **loading(m), device=where)
         self.lora_scaling: dict[str, float] = {}  # adapted module -> scaling; {} without LoRA
         if m.lora_rank:
             from rlport.train.lora import ADAPTER_DIR, add_adapters, scalings
@@ -89,9 +89,7 @@ class Actor(TrainedModel):
         )
         self.reference = None  # with LoRA, the reference is the actor with its adapters off
         if needs_reference(cfg) and not self.lora_scaling:
-            self.reference = load_causal_lm(
-                m.path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=device
-            )
+            self.reference = load_causal_lm(m.path, **loading(m), device=device)
             self.reference.eval().requires_grad_(False)
         self.peak_flops = dict(rt.device.peak_flops)
         self.compute_dtype = (cfg.actor.fsdp_config.param_dtype if name == "fsdp" else "") or m.dtype

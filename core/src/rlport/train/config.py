@@ -155,6 +155,11 @@ class ModelConfig:
     attn_implementation: str = setting(
         "rlport", '"rlport" routes attention through the device plugin\'s backend'
     )
+    trust_remote_code: bool = setting(
+        False,
+        "run the model folder's own Python code (config.json auto_map) in training and rollout; "
+        "only for a folder you trust",
+    )
     lora_rank: int = setting(
         0, "0: train every parameter; > 0: LoRA adapters of this rank (peft), the rest frozen", ge=0
     )

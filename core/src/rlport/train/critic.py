@@ -17,7 +17,7 @@ import torch
 
 from rlport.train.config import TrainConfig
 from rlport.train.loss_agg import MiniBatchSize, micro_share
-from rlport.train.modeling import load_value_model
+from rlport.train.modeling import load_value_model, loading
 from rlport.train.ppo import clipped_value_loss, pad_rows
 from rlport.train.strategies import resolve_name
 from rlport.train.trained import Sample, TrainedModel
@@ -46,9 +46,7 @@ class Critic(TrainedModel):
         path = str(resume_from or cfg.critic.path or cfg.model.path)
         m = cfg.model
         # loaded whole (a new value head is not in the folder fsdp would load shards from), then wrapped
-        module = load_value_model(
-            path, dtype=m.dtype, attn_implementation=m.attn_implementation, device=device
-        )
+        module = load_value_model(path, **loading(m), device=device)
         self._train_on_strategy(
             module,
             name,

@@ -13,6 +13,15 @@ from rlport.errors import ConfigError
 _GENERIC_TOKENIZERS = {"PreTrainedTokenizerFast", "TokenizersBackend"}
 
 
+def loading(model_cfg: Any) -> dict[str, Any]:
+    """The arguments of :func:`load_causal_lm` / :func:`load_value_model` that ``model.*`` sets."""
+    return {
+        "dtype": model_cfg.dtype,
+        "attn_implementation": model_cfg.attn_implementation,
+        "trust_remote_code": model_cfg.trust_remote_code,
+    }
+
+
 def quiet_transformers() -> None:
     """Turn off transformers' per-file progress bars (loading/saving shards): the run has its own."""
     from transformers.utils import logging as hf_logging
@@ -20,7 +29,7 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_tokenizer(path: str | Path) -> Any:
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
     """The folder's tokenizer, keeping a generic fast tokenizer generic."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -32,7 +41,7 @@ def load_tokenizer(path: str | Path) -> Any:
         if cls in _GENERIC_TOKENIZERS:
             tok = PreTrainedTokenizerFast.from_pretrained(str(path))
         else:
-            tok = AutoTokenizer.from_pretrained(str(path))
+            tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ConfigError(
             f"cannot load a tokenizer from model.path '{path}': {exc}",
@@ -57,7 +66,9 @@ def stop_token_ids(tokenizer: Any, model_path: str | Path) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def load_causal_lm(path: str | Path, *, dtype: str, attn_implementation: str, device: str) -> Any:
+def load_causal_lm(
+    path: str | Path, *, dtype: str, attn_implementation: str, device: str, trust_remote_code: bool = False
+) -> Any:
     """``AutoModelForCausalLM`` from ``path`` with the configured attention, on ``device``; on the
     ``meta`` device, the model's structure alone (from its config, no weights read), for a strategy
     that shards before it loads (:mod:`rlport.train.strategies.fsdp`)."""
@@ -69,13 +80,19 @@ def load_causal_lm(path: str | Path, *, dtype: str, attn_implementation: str, de
 
         register()
     if device == "meta":
-        config = AutoConfig.from_pretrained(str(path))
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(
-                config, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+                config,
+                dtype=getattr(torch, dtype),
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
             )
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+        str(path),
+        dtype=getattr(torch, dtype),
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
     )
     return model.to(device)
 
@@ -91,7 +108,9 @@ def checkpoint_tensors(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def load_value_model(path: str | Path, *, dtype: str, attn_implementation: str, device: str) -> Any:
+def load_value_model(
+    path: str | Path, *, dtype: str, attn_implementation: str, device: str, trust_remote_code: bool = False
+) -> Any:
     """A critic: ``AutoModelForTokenClassification`` with one label from ``path`` (a causal LM's
     folder gives the body its weights and a freshly initialised scalar head, as verl builds its
     critic; a saved critic's folder gives both), without dropout before the head, with the
@@ -108,10 +127,14 @@ def load_value_model(path: str | Path, *, dtype: str, attn_implementation: str, 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists lm_head as unused and the head as new: expected
     try:
-        config = AutoConfig.from_pretrained(str(path), num_labels=1)
+        config = AutoConfig.from_pretrained(str(path), num_labels=1, trust_remote_code=trust_remote_code)
         config.classifier_dropout = 0.0  # a value must not be noisy in training (transformers' default: 0.1)
         model = AutoModelForTokenClassification.from_pretrained(
-            str(path), config=config, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+            str(path),
+            config=config,
+            dtype=getattr(torch, dtype),
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
         )
     except ValueError as exc:  # transformers has no token-classification class for this architecture
         raise ConfigError(

@@ -294,7 +294,7 @@ class Trainer:
         validate(cfg, self.rt)
         from rlport.train.modeling import load_tokenizer, stop_token_ids
 
-        self.tokenizer = load_tokenizer(cfg.model.path)
+        self.tokenizer = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
         self.stop_ids = stop_token_ids(self.tokenizer, cfg.model.path)
         self.rewards = RewardManager.from_config(cfg.reward)
         d = cfg.data

@@ -7,6 +7,7 @@ bad value, what was expected and the fix.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,25 @@ def check_model_folder(path: str, key: str = "model.path") -> Path:
     return folder
 
 
+def check_remote_code(folder: Path, key: str, trust: bool) -> None:
+    """A folder whose ``config.json`` names its own code (``auto_map``) for a model type
+    transformers does not know loads only with ``model.trust_remote_code=true``: say so before
+    any worker starts, instead of transformers' error from inside one."""
+    config = json.loads((folder / "config.json").read_text())
+    if trust or not config.get("auto_map"):
+        return
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ConfigError(
+            f"{key}='{folder}' is a '{model_type}' model whose code is in the folder itself "
+            f"(config.json auto_map: {', '.join(sorted(config['auto_map']))}), which transformers does not "
+            "run unless asked",
+            "rlport train model.trust_remote_code=true (it runs that Python code: only for a folder you trust)",
+        )
+
+
 def check_data_files(cfg: TrainConfig) -> None:
     if not cfg.data.train_files:
         raise ConfigError(
@@ -70,7 +90,7 @@ def check_inputs(cfg: TrainConfig) -> None:
     from rlport.train.rewards import RewardManager
 
     check_data_files(cfg)
-    check_model_folder(cfg.model.path)
+    check_remote_code(check_model_folder(cfg.model.path), "model.path", cfg.model.trust_remote_code)
     check_critic_folder(cfg)
     check_installed(cfg.trainer.logger)
     rewards = RewardManager.from_config(cfg.reward)
@@ -223,7 +243,8 @@ def check_critic_folder(cfg: TrainConfig) -> None:
     """With PPO (``algorithm.adv_estimator=gae``), ``critic.path`` (default ``model.path``) is a
     model folder too."""
     if cfg.algorithm.adv_estimator == "gae" and cfg.critic.path and cfg.critic.path != cfg.model.path:
-        check_model_folder(cfg.critic.path, "critic.path")
+        folder = check_model_folder(cfg.critic.path, "critic.path")
+        check_remote_code(folder, "critic.path", cfg.model.trust_remote_code)
 
 
 def validate(cfg: TrainConfig, rt: Any) -> None:

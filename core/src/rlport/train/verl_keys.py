@@ -271,6 +271,10 @@ RULES: tuple[Rule, ...] = (
     Refuse("data.mm_processor_kwargs", MULTIMODAL),
     Refuse("data.tool_config_path", MULTI_TURN),
     Refuse("data.function_tool_path", MULTI_TURN),
+    Accept(
+        "data.trust_remote_code",
+        "the tokenizer loads as the actor does: model.trust_remote_code (verl's actor_rollout_ref.model.trust_remote_code)",
+    ),
     Refuse(
         "data.*", "rlport reads verl's parquet layout (prompt, data_source, reward_model, extra_info) only"
     ),
@@ -283,11 +287,7 @@ RULES: tuple[Rule, ...] = (
     Map("actor_rollout_ref.model.enable_gradient_checkpointing", "actor.gradient_checkpointing"),
     Accept("actor_rollout_ref.model.use_fused_kernels", SPEED),
     Accept("actor_rollout_ref.model.use_liger", SPEED, (False,)),
-    Accept(
-        "actor_rollout_ref.model.trust_remote_code",
-        "rlport loads models without remote code (transformers' own classes)",
-        (False,),
-    ),
+    Map("actor_rollout_ref.model.trust_remote_code", "model.trust_remote_code"),
     Map("actor_rollout_ref.model.lora_rank", "model.lora_rank"),
     Map("actor_rollout_ref.model.lora_alpha", "model.lora_alpha"),
     Map("actor_rollout_ref.model.target_modules", "model.target_modules", convert=_names),
@@ -527,8 +527,7 @@ RULES: tuple[Rule, ...] = (
     Accept("critic.model.use_remove_padding", "rlport pads each micro-batch; the value has no effect"),
     Accept(
         "critic.model.trust_remote_code",
-        "rlport loads models without remote code (transformers' own classes)",
-        (False,),
+        "the critic loads as the actor does: model.trust_remote_code (verl's actor_rollout_ref.model.trust_remote_code)",
     ),
     Accept("critic.model.use_fused_kernels", SPEED),
     Accept("critic.model.use_liger", SPEED, (False,)),

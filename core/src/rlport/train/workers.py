@@ -122,6 +122,7 @@ class Worker:
                 dtype=m.dtype,
                 seed=self.cfg.trainer.seed + self.rank,
                 max_model_len=r.max_model_len,
+                trust_remote_code=m.trust_remote_code,
                 options=dict(r.options),
             ),
         )
