@@ -169,3 +169,49 @@ def test_verl_custom_reward_function_path_and_name(tmp_path: Path) -> None:
     assert m.score("any/source", "yes", "yes", {"bonus": 0.5}) == 1.5
     cfg = load_config([f"reward.custom_reward_function.path={f}", "reward.custom_reward_function.name=other"])
     assert RewardManager.from_config(cfg.reward).score("s", "", "", None) == -1.0
+
+
+def test_builtin_rules_give_their_answer_as_pred() -> None:
+    """Validation's extra information of a built-in rule: ``acc`` (the score, as verl's reward
+    loop records a plain score) and ``pred``, the answer extracted; the score is unchanged."""
+    m = RewardManager()
+    right = m.result("openai/gsm8k", "3 + 4 = 7\n#### 1,072", "1072", None)
+    assert (right.score, right.extra) == (1.0, {"acc": 1.0, "pred": "1072"})
+    wrong = m.result("openai/gsm8k", "#### 70", "72", None)
+    assert (wrong.score, wrong.extra) == (0.0, {"acc": 0.0, "pred": "70"})
+    assert m.result("openai/gsm8k", "72", "72", None).extra["pred"] == ""  # no strict answer
+    assert m.score("openai/gsm8k", "#### 70", "72", None) == wrong.score
+    demo = m.result(rewards.DEMO_SOURCE, "aab", "a", {"length": 4})
+    assert (demo.score, demo.extra) == (0.5, {"acc": 0.5})  # no extractor: no pred
+
+
+def test_math_pred_is_one_vote_per_value() -> None:
+    pytest.importorskip("math_verify")
+    m = RewardManager()
+    half = m.result("lighteval/MATH", "so the answer is $\\boxed{\\frac{2}{4}}$", "\\frac{1}{2}", None)
+    assert half.score == 1.0 and half.extra["pred"] == rewards.math_pred("the answer is $1/2$") == "1/2"
+    third = m.result("lighteval/MATH", "the answer is $\\frac{1}{3}$", "\\frac{1}{2}", None)
+    assert third.score == 0.0 and third.extra["pred"] == "1/3"
+    assert m.result("math", "no idea", "2", None).extra["pred"] == ""
+
+
+def test_custom_reward_returning_a_dict(tmp_path: Path) -> None:
+    """A custom function may return verl's dict: its ``score`` trains, every key is kept for
+    validation; a dict without ``score`` or a score that is no number is refused by name."""
+    f = tmp_path / "dict_reward.py"
+    f.write_text(
+        "def compute_score(data_source, solution_str, ground_truth, extra_info):\n"
+        "    return {'score': float(solution_str == ground_truth), 'pred': solution_str, 'len': len(solution_str)}\n"
+        "def no_score(data_source, solution_str, ground_truth, extra_info):\n"
+        "    return {'acc': 1.0}\n"
+        "def text(data_source, solution_str, ground_truth, extra_info):\n"
+        "    return 'good'\n"
+    )
+    m = RewardManager(f"{f}:compute_score")
+    assert m.score("s", "yes", "yes", None) == 1.0
+    assert m.result("s", "no", "yes", None).extra == {"score": 0.0, "pred": "no", "len": 2}
+    with pytest.raises(ConfigError, match="without 'score'") as err:
+        RewardManager(f"{f}:no_score").score("s", "", "", None)
+    assert "'score'" in err.value.fix
+    with pytest.raises(ConfigError, match="returned 'good' as the score"):
+        RewardManager(f"{f}:text").result("s", "", "", None)

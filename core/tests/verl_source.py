@@ -49,6 +49,24 @@ def verl_functions(relative: str, names: tuple[str, ...], namespace: dict[str, A
     return {name: scope[name] for name in names}
 
 
+def verl_method(relative: str, cls: str, name: str, namespace: dict[str, Any]) -> Any:
+    """The method ``name`` of class ``cls`` in the file ``relative``, compiled alone as a plain
+    function (its ``self`` passed by the caller) with the globals ``namespace``."""
+    tree = ast.parse(verl_file(relative).read_text())
+    found = [
+        n
+        for c in tree.body
+        if isinstance(c, ast.ClassDef) and c.name == cls
+        for n in c.body
+        if isinstance(n, ast.FunctionDef) and n.name == name
+    ]
+    if not found:
+        pytest.skip(f"verl's {relative} has no {cls}.{name}")
+    scope = dict(namespace)
+    exec(compile(ast.Module(body=found, type_ignores=[]), relative, "exec"), scope)
+    return scope[name]
+
+
 class VerlActorConfig(SimpleNamespace):
     """Stands in for verl's ``ActorConfig`` where its policy losses read it: attributes, and
     ``get`` as verl's ``BaseConfig`` has it."""

@@ -3,7 +3,10 @@
 Each validation prompt is answered by the workers' engines, which hold the current policy, as
 ``rollout.val_kwargs`` says (verl's ``val_kwargs``; by default greedy, one answer); the answers are
 scored with the same rules as training. Metrics are ``val/reward/mean`` and
-``val/<data_source>/reward/mean``, and with ``val_kwargs.n > 1`` ``.../best@n`` and ``.../worst@n``.
+``val/<data_source>/reward/mean``, and with ``val_kwargs.n > 1`` ``.../best@n`` and ``.../worst@n``
+(exact over the n answers); beside them verl's own names and values (``val-core/...``,
+``val-aux/...``: :mod:`rlport.train.val_metrics`), bootstrap estimates of best, worst and
+majority vote included, so runs compare with verl's.
 
 ``trainer.log_val_generations=N`` keeps N of the answers (prompt, response, ground truth, score):
 the same N prompts at every validation, drawn once with a fixed seed as verl draws them, so a
@@ -20,6 +23,7 @@ from typing import Any
 from rlport.rollout.protocol import SamplingParams
 from rlport.train.batching import generate_calls, shards
 from rlport.train.data import Example
+from rlport.train.val_metrics import validation_metrics
 
 
 def validation_params(val: Any, max_new_tokens: int, stop_ids: list[int], seed: int) -> SamplingParams:
@@ -69,19 +73,27 @@ def validate_policy(
     """The validation reward of the pool's current policy on ``examples`` (at least one per
     worker), drawn with ``params``, and every answer. Each prompt's reward is the mean of its
     ``params.n`` answers; with ``n > 1`` also the best and the worst of them (``best@n``,
-    ``worst@n``: exact over the n answers drawn, where verl bootstraps an estimate)."""
+    ``worst@n``: exact over the n answers drawn). verl's metrics of the same answers are beside
+    them: the reward and the reward function's extra information per answer, as
+    :func:`rlport.train.val_metrics.validation_metrics` names them."""
     parts = shards(examples, pool.world)
     outs = pool.call("generate", generate_calls(parts, params))
     per_prompt: dict[str, list[list[float]]] = {}
     samples: list[tuple[int, int, dict[str, Any]]] = []
+    #: (index, sample, (data source, prompt, verl's variables of the answer))
+    answers: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []
     for part, (groups, _) in zip(parts, outs, strict=True):
         for ex, group in zip(part, groups, strict=True):
             prompt = tokenizer.decode(ex.prompt_ids, skip_special_tokens=True)
             scores = []
             for k, (token_ids, _logprobs, _finish) in enumerate(group):
                 text = tokenizer.decode(token_ids, skip_special_tokens=True)
-                score = float(rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info))
+                result = rewards.result(ex.data_source, text, ex.ground_truth, ex.extra_info)
+                score = result.score
                 scores.append(score)
+                variables = {"reward": score}
+                variables.update((key, value) for key, value in result.extra.items() if key != "reward")
+                answers.append((ex.index, k, (ex.data_source, ex.index, variables)))
                 row = {
                     "index": ex.index,
                     "sample": k,
@@ -98,6 +110,7 @@ def validate_policy(
     m = _reward_metrics("val/reward", every, n)
     for source, prompts in sorted(per_prompt.items()):
         m.update(_reward_metrics(f"val/{source}/reward", prompts, n))
+    m.update(validation_metrics(answer for _, _, answer in sorted(answers, key=lambda t: t[:2])))
     return Validation(m, [row for _, _, row in sorted(samples, key=lambda t: t[:2])])
 
 

@@ -1,8 +1,9 @@
 """Rule-based rewards, chosen by a sample's ``data_source``.
 
 A reward function takes ``(data_source, solution_str, ground_truth, extra_info)`` and returns a
-float, the same signature as verl's ``custom_reward_function``. Register one for a data source with
-the decorator::
+float, or as verl allows a dict with the ``score`` and other values (``pred``: the extracted
+answer, for validation's majority vote; ``acc``; ...), the signature of verl's
+``custom_reward_function``. Register one for a data source with the decorator::
 
     from rlport.train import rewards
 
@@ -16,7 +17,8 @@ or point the config at a function that handles every source: ``reward.custom=my_
 (``reward.path`` / ``reward.name``).
 
 Built in: verl's strict GSM8K rule (``openai/gsm8k``) and math through math-verify (verl's math
-sources, ``rlport[math]``).
+sources, ``rlport[math]``). Both give the answer they extracted (an ``answer`` function beside
+the rule) as ``pred``, so validation can vote over a prompt's answers.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ import importlib.util
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlport.errors import ConfigError
 
-RewardFn = Callable[[str, str, Any, Any], float]
+RewardFn = Callable[[str, str, Any, Any], float | Mapping[str, Any]]
 
 _REGISTRY: dict[str, RewardFn] = {}
 
@@ -86,7 +89,8 @@ def load_custom(spec: str) -> RewardFn:
     if not callable(fn):
         raise ConfigError(
             f"reward.custom: '{module_name}' has no function '{attr}'",
-            f"define def {attr}(data_source, solution_str, ground_truth, extra_info) -> float in {module_name}",
+            f"define def {attr}(data_source, solution_str, ground_truth, extra_info) -> float in {module_name}"
+            " (or a dict with 'score')",
         )
     return fn
 
@@ -121,12 +125,67 @@ class RewardManager:
                 "register one with @rlport.train.rewards.register('<source>') or set reward.custom=module:function",
             )
 
-    def score(self, data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> float:
+    def _fn(self, data_source: str) -> RewardFn:
         fn = self.custom if self.custom is not None else _REGISTRY.get(data_source)
         if fn is None:
             self.check_sources({data_source})
         assert fn is not None
-        return float(fn(data_source, solution_str, ground_truth, extra_info))
+        return fn
+
+    def score(self, data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> float:
+        """The response's score (a returned dict's ``score``): what training uses."""
+        fn = self._fn(data_source)
+        return reward_score(fn, fn(data_source, solution_str, ground_truth, extra_info))
+
+    def result(self, data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> RewardResult:
+        """The response's score and the reward's extra information (:func:`reward_result`): what
+        validation reports."""
+        fn = self._fn(data_source)
+        return reward_result(fn, fn(data_source, solution_str, ground_truth, extra_info), solution_str)
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    """A scored response: ``score`` trains; ``extra`` is verl's ``reward_extra_info`` of the
+    answer, the variables validation reports beside ``reward``."""
+
+    score: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def reward_result(fn: RewardFn, value: Any, solution_str: str) -> RewardResult:
+    """What the reward function ``fn`` returned for ``solution_str``, read as verl's reward loop
+    reads it: a dict gives its ``score`` and keeps every key as extra information; a number is
+    the score, with ``acc`` equal to it, and ``pred`` from the function's ``answer`` extractor
+    when it has one (the built-in rules)."""
+    score = reward_score(fn, value)
+    if isinstance(value, Mapping):
+        return RewardResult(score, dict(value))
+    extra: dict[str, Any] = {"acc": score}
+    answer = getattr(fn, "answer", None)
+    if answer is not None:
+        extra["pred"] = answer(solution_str)
+    return RewardResult(score, extra)
+
+
+def reward_score(fn: RewardFn, value: Any) -> float:
+    """The score in what ``fn`` returned: the number, or a dict's ``score``; anything else is
+    refused, naming the function and the value."""
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+    if isinstance(value, Mapping):
+        if "score" not in value:
+            raise ConfigError(
+                f"reward function {name} returned a dict without 'score' (keys {sorted(map(str, value))})",
+                "return a number, or a dict such as {'score': 1.0, 'pred': '72'}",
+            )
+        value = value["score"]
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"reward function {name} returned {value!r} as the score; expected a number",
+            "return a float, or a dict with a numeric 'score'",
+        ) from None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -171,6 +230,14 @@ def gsm8k_reward(data_source: str, solution_str: str, ground_truth: Any, extra_i
     return float(answer is not None and answer == truth)
 
 
+def gsm8k_pred(solution_str: str) -> str:
+    """The strict answer of the response, ``""`` when it has none (a vote for no answer)."""
+    return extract_gsm8k_answer(solution_str) or ""
+
+
+gsm8k_reward.answer = gsm8k_pred  # type: ignore[attr-defined]
+
+
 #: verl's math data sources (its default_compute_score), scored here through math-verify
 MATH_SOURCES = ("lighteval/MATH", "DigitalLearningGmbH/MATH-lighteval", "HuggingFaceH4/MATH-500", "math")
 
@@ -179,19 +246,34 @@ MATH_SOURCES = ("lighteval/MATH", "DigitalLearningGmbH/MATH-lighteval", "Hugging
 def math_reward(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any) -> float:
     """1.0 when math-verify finds the response's answer (a LaTeX or plain expression) equal to
     the ground truth (read as ``\\boxed{ground_truth}``), else 0.0. Needs ``rlport[math]``."""
-    from rlport.extras import import_optional
-
-    import_optional("math_verify", "math", purpose=f"the math reward (data_source {data_source!r})")
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+    pred = _math_parse(solution_str, data_source)
+    from math_verify import LatexExtractionConfig, parse, verify
 
     gold = parse("\\boxed{" + str(ground_truth) + "}", (LatexExtractionConfig(),))
-    pred = parse(solution_str, (ExprExtractionConfig(), LatexExtractionConfig()))
     if not gold or not pred:
         return 0.0
     return float(verify(gold, pred))
 
 
+def _math_parse(solution_str: str, data_source: str = "math") -> list[Any]:
+    """math-verify's reading of the response's answer (an expression, LaTeX or plain)."""
+    from rlport.extras import import_optional
+
+    import_optional("math_verify", "math", purpose=f"the math reward (data_source {data_source!r})")
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    return parse(solution_str, (ExprExtractionConfig(), LatexExtractionConfig()))
+
+
+def math_pred(solution_str: str) -> str:
+    """The response's answer as math-verify reads it, printed by sympy (so ``\\frac{2}{4}`` and
+    ``1/2`` are one vote), ``""`` when it has none."""
+    found = _math_parse(solution_str)
+    return str(found[0]) if found else ""
+
+
 math_reward.requires = ("math", ("math_verify",))  # type: ignore[attr-defined]
+math_reward.answer = math_pred  # type: ignore[attr-defined]
 
 
 DEMO_SOURCE = "rlport/repeat_letter"
