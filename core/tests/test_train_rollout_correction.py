@@ -29,6 +29,7 @@ from rlport.train.rollout_correction import bypass_policy_loss, correct, weighte
 from rlport.train.trained import Sample
 
 HELPER = "verl/trainer/ppo/rollout_corr_helper.py"
+RC = "algorithm.rollout_correction."
 HELPER_FUNCTIONS = (
     "_parse_rollout_is_threshold",
     "_parse_rollout_rs_thresholds",
@@ -483,6 +484,27 @@ def test_bypass_mode_takes_the_engines_logprobs(tiny_model: Path, monkeypatch: p
     assert "rollout_corr/rollout_is_mean" in stats
 
 
+def test_two_ranks_normalise_and_count_as_one(tiny_model: Path, tmp_path: Path) -> None:
+    """ddp over two gloo ranks holding 2 and 4 of six answers (``test_train_loss_agg``'s split):
+    batch normalisation divides by the mean over both ranks' tokens (one all-reduce) and the
+    rejection-masked token count is summed over them, so the update is that of one rank holding
+    all six. The engine logprobs there are 0, so the weights (about 0.01) differ by rank."""
+    import torch.multiprocessing as mp
+    from test_train_loss_agg import _assert_same_update, _gradients, _two_ranks
+
+    extra = (
+        RC + "rollout_is=token",
+        RC + "rollout_is_batch_normalize=true",
+        RC + "rollout_rs=token_k1",
+        RC + "rollout_rs_threshold=0.001_100",  # keeps the tokens of logprob above -log(100)
+    )
+    one = _gradients(tiny_model, "replicated", 0, 1, extra, ("token-mean",))
+    out = tmp_path / "grads.pt"
+    args = (tiny_model, "ddp", str(tmp_path / "store"), out, extra, ("token-mean",))
+    mp.spawn(_two_ranks, args=args, nprocs=2, join=True)
+    _assert_same_update(torch.load(out, weights_only=False)["token-mean"], one["token-mean"], "ddp")
+
+
 # -- configuration ---------------------------------------------------------------------------------
 
 
@@ -504,7 +526,6 @@ def test_verl_keys_set_the_section() -> None:
     assert is_threshold("0.5_2") == is_threshold("0.5_2.0")
 
 
-RC = "algorithm.rollout_correction."
 #: (overrides, the key named, the value shown, a part of the fix)
 BAD_VALUES = [
     ([RC + "rollout_is_threshold=abc"], "rollout_is_threshold", "abc", "=0.5_5.0"),
