@@ -36,16 +36,29 @@ def verl_module(relative: str, name: str) -> ModuleType:
     return module
 
 
-def verl_functions(relative: str, names: tuple[str, ...], namespace: dict[str, Any]) -> dict[str, Any]:
+def _assigned(node: ast.stmt) -> set[str]:
+    """The names a module-level assignment binds (``X = ...``, ``X: T = ...``)."""
+    if isinstance(node, ast.Assign):
+        return {t.id for t in node.targets if isinstance(t, ast.Name)}
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return {node.target.id}
+    return set()
+
+
+def verl_functions(
+    relative: str, names: tuple[str, ...], namespace: dict[str, Any], constants: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The functions ``names`` of the file ``relative``, compiled alone with the globals
-    ``namespace`` (what they use): for files whose module-level imports are not installed."""
+    ``namespace`` (what they use) and the file's own module-level ``constants``: for files whose
+    module-level imports are not installed."""
     tree = ast.parse(verl_file(relative).read_text())
     defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
-    missing = set(names) - {d.name for d in defs}
+    values = [n for n in tree.body if _assigned(n) & set(constants)]
+    missing = (set(names) - {d.name for d in defs}) | (set(constants) - set().union(*map(_assigned, values)))
     if missing:
         pytest.skip(f"verl's {relative} has no {sorted(missing)}")
     scope = dict(namespace)
-    exec(compile(ast.Module(body=defs, type_ignores=[]), relative, "exec"), scope)
+    exec(compile(ast.Module(body=[*values, *defs], type_ignores=[]), relative, "exec"), scope)
     return {name: scope[name] for name in names}
 
 

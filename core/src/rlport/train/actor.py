@@ -21,7 +21,15 @@ from rlport.train.grpo import entropy_from_logits, kl_k3, masked_mean, token_log
 from rlport.train.loss_agg import MiniBatchSize, micro_share
 from rlport.train.modeling import load_causal_lm, loading
 from rlport.train.policy_losses import POLICY_LOSSES
-from rlport.train.ppo import pad_rows
+from rlport.train.ppo import pad_rows, response_mask
+from rlport.train.rollout_correction import (
+    Correction,
+    bypass_policy_loss,
+    correct,
+    enabled,
+    summed_over,
+    weighted,
+)
 from rlport.train.strategies import resolve_name
 from rlport.train.trained import Sample, TrainedModel
 
@@ -124,39 +132,72 @@ class Actor(TrainedModel):
 
     @torch.no_grad()
     def logprobs(self, samples: list[Sample]) -> Logprobs:
+        """The old, raw and reference logprobs of ``samples``. In rollout correction's bypass mode
+        the old ones are the engine's and the actor runs no forward for them (``raw`` is then
+        empty: there is nothing to compare the engine's with)."""
         temp = self.cfg.rollout.temperature
+        bypass = self.cfg.algorithm.rollout_correction.bypass_mode
         out = Logprobs([], [], [])
         self.model.eval()
         for chunk in self._chunks(samples):
-            logits, tokens, _mask = self._response_outputs(self.model, chunk)
-            lp_t = token_logprobs(logits, tokens, temp)
-            lp_1 = lp_t if temp == 1.0 else token_logprobs(logits, tokens, 1.0)
-            ref_lp = None
-            if self.reference is not None:
-                ref_logits, _, _ = self._response_outputs(self.reference, chunk)
-                ref_lp = token_logprobs(ref_logits, tokens, temp)
-            elif self.lora_scaling and needs_reference(self.cfg):
-                with self.module.disable_adapter():
-                    ref_logits, _, _ = self._response_outputs(self.model, chunk)
-                ref_lp = token_logprobs(ref_logits, tokens, temp)
+            if not bypass:
+                logits, tokens, _mask = self._response_outputs(self.model, chunk)
+                lp_t = token_logprobs(logits, tokens, temp)
+                lp_1 = lp_t if temp == 1.0 else token_logprobs(logits, tokens, 1.0)
+            ref_lp = self._reference_logprobs(chunk, temp)
             for i, s in enumerate(chunk):
                 n = len(s.response_ids)
-                out.old.append(lp_t[i, :n].cpu())
-                out.raw.append(lp_1[i, :n].cpu())
+                if bypass:
+                    out.old.append(torch.tensor(s.engine_logprobs[:n], dtype=torch.float32))
+                else:
+                    out.old.append(lp_t[i, :n].cpu())
+                    out.raw.append(lp_1[i, :n].cpu())
                 out.ref.append(ref_lp[i, :n].cpu() if ref_lp is not None else None)
         self.model.train()
         return out
+
+    def _reference_logprobs(self, chunk: list[Sample], temp: float) -> torch.Tensor | None:
+        """The reference's logprobs of ``chunk`` (``None`` without a reference): the reference
+        model's, or with LoRA the actor's with its adapters off."""
+        if self.reference is not None:
+            ref_logits, tokens, _ = self._response_outputs(self.reference, chunk)
+        elif self.lora_scaling and needs_reference(self.cfg):
+            with self.module.disable_adapter():
+                ref_logits, tokens, _ = self._response_outputs(self.model, chunk)
+        else:
+            return None
+        return token_logprobs(ref_logits, tokens, temp)
 
     # -- update -------------------------------------------------------------------------------------
     def update(self, samples: list[Sample], lp: Logprobs) -> dict[str, float]:
         """Policy updates on ``samples``: ``actor.ppo_epochs`` passes of ``actor.mini_batches``
         optimizer steps, micro-batches accumulating gradients."""
         temp = self.cfg.rollout.temperature
+        fix = self._correction(samples, lp)
 
         def step(chunk: list[Sample], idx: list[int], whole: MiniBatchSize) -> dict[str, float]:
-            return self._micro_step(chunk, idx, lp, whole, temp)
+            return self._micro_step(chunk, idx, lp, whole, temp, fix)
 
-        return self._updates(samples, step, prefix="actor", seed=self.cfg.trainer.seed + 7919 * self.rank)
+        kept = None if fix is None else [int(n) for n in fix.keep.sum(-1).tolist()]
+        seed = self.cfg.trainer.seed + 7919 * self.rank
+        out = self._updates(samples, step, prefix="actor", seed=seed, loss_tokens=kept)
+        return out if fix is None else {**out, **fix.metrics}
+
+    def _correction(self, samples: list[Sample], lp: Logprobs) -> Correction | None:
+        """Rollout correction of this rank's ``samples`` (``algorithm.rollout_correction``, but
+        not bypass mode, which corrects in each micro-batch): the importance weights and the
+        rejection from the actor's logprobs at temperature 1 (the engine's are at temperature 1)
+        against the engine's; batch normalisation sums over the ranks (one all-reduce)."""
+        rc = self.cfg.algorithm.rollout_correction
+        if rc.bypass_mode or not enabled(rc):
+            return None
+        width = max(1, max(len(s.response_ids) for s in samples))
+        mask = response_mask([len(s.response_ids) for s in samples])
+        engine = pad_rows([s.engine_logprobs[: len(s.response_ids)] for s in samples], width)
+        ranks, group = self.strategy.data_parallel()
+        return correct(
+            pad_rows(lp.raw, width), engine, mask, rc, all_reduce=summed_over(ranks, group, self.device)
+        )
 
     def throughput(self, samples: list[Sample], seconds: float) -> dict[str, float]:
         """``perf/update_tokens_per_s`` and ``perf/mfu`` (where the device's peak is known) of an
@@ -175,10 +216,18 @@ class Actor(TrainedModel):
         )
 
     def _micro_step(
-        self, chunk: list[Sample], idx: list[int], lp: Logprobs, whole: MiniBatchSize, temp: float
+        self,
+        chunk: list[Sample],
+        idx: list[int],
+        lp: Logprobs,
+        whole: MiniBatchSize,
+        temp: float,
+        fix: Correction | None = None,
     ) -> dict[str, float]:
         """Forward and backward of one micro-batch (its share of the mini-batch ``whole``'s loss,
-        under ``algorithm.loss_agg_mode``); its loss terms (token means) and token count."""
+        under ``algorithm.loss_agg_mode``); its loss terms (token means) and token count. With
+        rollout correction ``fix``, rejected tokens leave every term and the weights multiply the
+        policy loss; bypass mode corrects here, against the engine's logprobs (``lp.old``)."""
         al = self.cfg.algorithm
         logits, tokens, mask = self._response_outputs(self.model, chunk)
         logp = token_logprobs(logits, tokens, temp)
@@ -188,7 +237,16 @@ class Actor(TrainedModel):
             adv = pad_rows([s.advantages or [] for s in chunk], width).to(dev)
         else:
             adv = torch.tensor([s.advantage for s in chunk], device=dev)
-        pl = POLICY_LOSSES[al.policy_loss](logp, old, adv, mask, al)
+        found: dict[str, float] = {}
+        if al.rollout_correction.bypass_mode:
+            pl, found = bypass_policy_loss(logp, old, adv, mask, al)
+        else:
+            rows = torch.tensor(idx)
+            if fix is not None:
+                mask = fix.keep[rows, :width].to(dev)
+            pl = POLICY_LOSSES[al.policy_loss](logp, old, adv, mask, al)
+            if fix is not None and fix.weights is not None:
+                pl = weighted(pl, fix.weights[rows, :width].to(dev), mask, al.policy_loss)
         per_token = pl.per_token
         kl_val = torch.tensor(0.0)
         if al.use_kl_loss:
@@ -211,4 +269,5 @@ class Actor(TrainedModel):
             "actor/clip_frac": float(pl.clip_frac.item()),
             "actor/clip_frac_lower": float(pl.clip_frac_lower.item()),
             "actor/approx_kl": float(pl.approx_kl.item()),
+            **found,
         }

@@ -369,6 +369,55 @@ class PolicyLossOptions:
     )
 
 
+#: ``algorithm.rollout_correction.rollout_is``: the importance weights' level
+IS_LEVELS = (None, "token", "sequence")
+#: ``algorithm.rollout_correction.loss_type``: the policy loss of bypass mode
+BYPASS_LOSSES = ("ppo_clip", "reinforce")
+
+
+@dataclass
+class RolloutCorrectionConfig:
+    """verl's rollout correction (:mod:`rlport.train.rollout_correction`): importance weights and
+    rejection of tokens by the log-ratio of the training policy to the engine's, or bypass mode
+    (the engine's logprobs as the old ones). Off (verl's defaults) unless rollout_is, rollout_rs
+    or bypass_mode is set."""
+
+    rollout_is: str | None = setting(
+        None,
+        "importance weights on the policy loss: token (each token's ratio), sequence (the product "
+        "of its ratios); null: none",
+        choices=IS_LEVELS,
+    )
+    rollout_is_threshold: str = setting(
+        "2.0",
+        "a number: weights truncated at it (TIS); lower_upper (0.5_5.0): weights outside [lower, upper] "
+        "are 0 (IcePop); quote it in YAML",
+    )
+    rollout_is_batch_normalize: bool = setting(
+        False, "divide the weights by their mean over the step's batch (every worker's tokens)"
+    )
+    rollout_rs: str | None = setting(
+        None,
+        "reject tokens or sequences: comma-separated criteria token_k1..k3, seq_sum_k1..k3, "
+        "seq_mean_k1..k3, seq_max_k2, seq_max_k3 (k1 -log r, k2 (log r)^2/2, k3 r-1-log r); null: none",
+    )
+    rollout_rs_threshold: str | None = setting(
+        None,
+        "one bound for every criterion, or one per criterion (comma-separated); k1 criteria take "
+        "ratio bounds lower_upper (one number u: 1/u to u)",
+    )
+    bypass_mode: bool = setting(
+        False,
+        "the engine's logprobs are the old ones (no recomputation); the loss is loss_type "
+        "(needs rollout.temperature=1 and algorithm.policy_loss=vanilla)",
+    )
+    loss_type: str = setting(
+        "ppo_clip",
+        "bypass_mode's loss: ppo_clip (the ratio to the engine, clipped) or reinforce (-w A logp)",
+        choices=BYPASS_LOSSES,
+    )
+
+
 @dataclass
 class AlgorithmConfig:
     adv_estimator: str = setting(
@@ -402,7 +451,7 @@ class AlgorithmConfig:
         "gpg: -A logp; geo_mean, cispo, clip_cov, kl_cov, sapo, dro, dppo_tv, dppo_kl: verl's others "
         "(settings in policy_loss_options; docs/train.md)",
         choices=POLICY_LOSSES,
-        why="verl's bypass_mode, part of its rollout correction, is not implemented",
+        why="verl's loss_mode=bypass_mode is algorithm.rollout_correction.bypass_mode=true",
     )
     policy_loss_options: PolicyLossOptions = setting(
         doc="the settings of clip_cov, kl_cov, sapo and dro", factory=PolicyLossOptions
@@ -426,6 +475,10 @@ class AlgorithmConfig:
         "kl", "the KL estimate in the reward: kl (k1), abs, mse (k2), low_var_kl (k3)", choices=KL_PENALTIES
     )
     kl_ctrl: KlCtrlConfig = setting(doc="the coefficient of the KL in the reward", factory=KlCtrlConfig)
+    rollout_correction: RolloutCorrectionConfig = setting(
+        doc="importance weights, rejection and bypass mode for the engine's logprobs (verl's keys)",
+        factory=RolloutCorrectionConfig,
+    )
 
 
 @dataclass
@@ -605,6 +658,9 @@ def example(key: str) -> str:
     if typing.get_origin(inner) is dict:
         return f"{key}.NAME=VALUE"
     if value is None or value == "":
+        named = [c for c in all_fields()[key].metadata.get("choices", ()) if c not in (None, "")]
+        if named:  # a setting that is off by default: its first choice
+            return f"{key}={named[0]}"
         return f"{key}=" + {int: "1", float: "0.5", bool: "true", str: "VALUE"}.get(inner, "VALUE")
     if isinstance(value, bool):
         return f"{key}={str(value).lower()}"
@@ -637,7 +693,7 @@ def field_problems(cfg: TrainConfig, origins: dict[str, str] | None = None) -> l
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             why = f" ({f.metadata['why']})" if f.metadata.get("why") else ""
-            shown = ", ".join(repr(c) if c == "" else str(c) for c in choices)
+            shown = ", ".join("null" if c is None else repr(c) if c == "" else str(c) for c in choices)
             found = _problem(key, value, f"one of {shown}{why}", example(key))
         if found is not None and origins and key in origins:
             found = ConfigError(f"{found.message} (set by verl's '{origins[key]}')", found.fix)
@@ -660,6 +716,7 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
             )
         )
     out.extend(_policy_loss_problems(cfg.algorithm))
+    out.extend(_rollout_correction_problems(cfg))
     if r.max_model_len and r.max_model_len <= r.max_new_tokens:
         out.append(
             _problem(
@@ -796,6 +853,70 @@ def _policy_loss_problems(al: AlgorithmConfig) -> list[ConfigError]:
                 f"verl takes {al.policy_loss}'s loss as a mean over sequences whatever loss_agg_mode says, and "
                 "the other terms by loss_agg_mode; rlport aggregates every term by the one mode",
                 "algorithm.loss_agg_mode=seq-mean-token-mean",
+            )
+        )
+    return out
+
+
+def _rollout_correction_problems(cfg: TrainConfig) -> list[ConfigError]:
+    """The thresholds read as verl reads them, and what bypass mode needs: the engine's logprobs
+    are at temperature 1 (the ratio's two sides must be of one distribution) and the loss is
+    ``loss_type``'s."""
+    from rlport.train.correction_thresholds import RS_OPTIONS, is_threshold, rs_checks, rs_options
+
+    rc = cfg.algorithm.rollout_correction
+    key = "algorithm.rollout_correction."
+    out = []
+    try:
+        is_threshold(rc.rollout_is_threshold)
+    except ValueError as exc:
+        out.append(
+            _problem(
+                key + "rollout_is_threshold",
+                rc.rollout_is_threshold,
+                f"a number above 0 (truncate the weights there) or lower_upper with 0 < lower <= upper "
+                f"(zero the weights outside): {exc}",
+                f"{key}rollout_is_threshold=2.0 (or {key}rollout_is_threshold=0.5_5.0)",
+            )
+        )
+    fix = (
+        f"{key}rollout_rs=token_k3 {key}rollout_rs_threshold=0.05 "
+        f"(or {key}rollout_rs=seq_mean_k1 {key}rollout_rs_threshold=0.5_2.0)"
+    )
+    if rc.rollout_rs is not None:
+        try:
+            rs_options(rc.rollout_rs)
+        except ValueError as exc:
+            expected = f"comma-separated criteria of {', '.join(RS_OPTIONS)} ({exc})"
+            out.append(_problem(key + "rollout_rs", rc.rollout_rs, expected, fix))
+        else:
+            try:
+                rs_checks(rc.rollout_rs, rc.rollout_rs_threshold)
+            except ValueError as exc:
+                expected = (
+                    "one threshold for every criterion or one per criterion: k1 ratio bounds lower_upper "
+                    f"(or one number u: 1/u to u), k2 and k3 one upper bound above 0 ({exc})"
+                )
+                out.append(_problem(key + "rollout_rs_threshold", rc.rollout_rs_threshold, expected, fix))
+    if rc.bypass_mode and cfg.rollout.temperature != 1.0:
+        out.append(
+            _problem(
+                "rollout.temperature",
+                cfg.rollout.temperature,
+                "1.0 with algorithm.rollout_correction.bypass_mode=true: the engine's logprobs are at "
+                "temperature 1, the actor's at the sampling temperature, so their ratio would compare two "
+                "distributions",
+                f"rollout.temperature=1.0 (or {key}bypass_mode=false)",
+            )
+        )
+    if rc.bypass_mode and cfg.algorithm.policy_loss != "vanilla":
+        out.append(
+            _problem(
+                "algorithm.policy_loss",
+                cfg.algorithm.policy_loss,
+                f"vanilla with {key}bypass_mode=true: bypass mode's loss is {key}loss_type "
+                "(ppo_clip or reinforce), as verl's",
+                f"algorithm.policy_loss=vanilla {key}loss_type=ppo_clip (or {key}bypass_mode=false)",
             )
         )
     return out

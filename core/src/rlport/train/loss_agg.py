@@ -39,20 +39,29 @@ class MiniBatchSize:
     ranks: int = 1
 
     @classmethod
-    def of(cls, response_lengths: list[int]) -> MiniBatchSize:
-        """The size of a mini-batch held whole by one rank."""
-        return cls(tokens=sum(response_lengths), sequences=sum(1 for n in response_lengths if n > 0))
+    def of(cls, response_lengths: list[int], loss_tokens: list[int] | None = None) -> MiniBatchSize:
+        """The size of a mini-batch held whole by one rank; ``loss_tokens`` (per sequence, the
+        tokens left in the loss by rollout correction's rejection) replace the lengths in the
+        token count, as verl counts the rejection-masked tokens, while its sequences all count."""
+        tokens = sum(response_lengths if loss_tokens is None else loss_tokens)
+        return cls(tokens=tokens, sequences=sum(1 for n in response_lengths if n > 0))
 
 
 def global_sizes(
-    mini_batches: list[list[int]], *, ranks: int, group: Any = None, device: str | torch.device = "cpu"
+    mini_batches: list[list[int]],
+    *,
+    ranks: int,
+    group: Any = None,
+    device: str | torch.device = "cpu",
+    loss_tokens: list[list[int]] | None = None,
 ) -> list[MiniBatchSize]:
-    """The global size of each mini-batch, given this rank's part of each (its response lengths):
-    the counts summed over the ``ranks`` ranks of ``group`` (``None``: the default process group)
-    in one all-reduce, on ``device`` (the one the group's backend reduces gradients on). Every
-    rank must call it with as many mini-batches, in the same order; with one rank nothing is
-    reduced."""
-    local = [MiniBatchSize.of(lengths) for lengths in mini_batches]
+    """The global size of each mini-batch, given this rank's part of each (its response lengths,
+    and ``loss_tokens`` as :meth:`MiniBatchSize.of` takes them): the counts summed over the
+    ``ranks`` ranks of ``group`` (``None``: the default process group) in one all-reduce, on
+    ``device`` (the one the group's backend reduces gradients on). Every rank must call it with
+    as many mini-batches, in the same order; with one rank nothing is reduced."""
+    kept = loss_tokens if loss_tokens is not None else [None] * len(mini_batches)
+    local = [MiniBatchSize.of(lengths, k) for lengths, k in zip(mini_batches, kept, strict=True)]
     if ranks == 1 or not local:
         return local
     import torch.distributed as dist

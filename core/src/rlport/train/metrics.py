@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def step_line(m: dict[str, Any], steps: int) -> str:
     return (
         f"step {m['step']}/{steps} reward {m['reward/mean']:.3f}±{m['reward/std']:.3f} "
         f"{actor}"
-        f"mismatch {m['rollout/logprob_mismatch']:.1e} rollout {m['perf/rollout_tokens_per_s']:.0f} tok/s"
+        f"mismatch {m.get('rollout/logprob_mismatch', math.nan):.1e} rollout {m['perf/rollout_tokens_per_s']:.0f} tok/s"
         f"{perf} {m['time/step']:.2f}s [{phases}]"
     )
 

@@ -217,7 +217,7 @@ def _last_of_each(entries: list[Entry]) -> list[Entry]:
 def _apply(cfg: Any, e: Entry, notes: list[str], origins: dict[str, str]) -> list[ConfigError]:
     target = _rlport_target(e.key)
     if target is not None:
-        value = default_value(target) if e.delete else e.value
+        value = default_value(target) if e.delete else _as_written(target, e)
         rule = verl_keys.rule_for(target)
         if rule is not None and rule.verl == target and rule.convert is not None:
             value = rule.converted(value)  # a name rlport shares with verl takes verl's values too
@@ -248,6 +248,16 @@ def _apply(cfg: Any, e: Entry, notes: list[str], origins: dict[str, str]) -> lis
         else:
             origins[rl_key] = e.key
     return out
+
+
+def _as_written(key: str, e: Entry) -> Any:
+    """``e``'s value; for a string setting, a number as the command line wrote it: Hydra reads
+    digits with underscores as one number (``0.5_2`` is 0.52, ``3_1`` is 31), where a string
+    setting wants the text (rollout correction's ``lower_upper`` thresholds)."""
+    number = isinstance(e.value, (int, float)) and not isinstance(e.value, bool)
+    if number and e.raw and key in all_fields() and optional_inner(_hint(key)) is str:
+        return e.raw
+    return e.value
 
 
 def _refusal_fix(key: str) -> str:

@@ -222,6 +222,7 @@ class TrainedModel:
         *,
         prefix: str,
         seed: int,
+        loss_tokens: list[int] | None = None,
     ) -> dict[str, float]:
         """``optim.epochs`` passes of ``optim.mini_batches`` optimizer steps over ``samples``,
         micro-batches (:meth:`_split`) accumulating gradients, then one step of the learning-rate
@@ -230,7 +231,9 @@ class TrainedModel:
         (tokens); ``mini_batch_size`` counts the mini-batch over all data-parallel ranks
         (:func:`~rlport.train.loss_agg.global_sizes`, one all-reduce per update, so every rank
         must have as many mini-batches). The result holds their token-weighted means and ``PREFIX/grad_norm``,
-        ``PREFIX/updates``, ``PREFIX/lr`` (the rate these updates used)."""
+        ``PREFIX/updates``, ``PREFIX/lr`` (the rate these updates used). ``loss_tokens`` are
+        the tokens of each sample that count in the loss (rollout correction's rejection takes
+        some out); None: all of its response."""
         o = self.optim
         sums: dict[str, float] = {}
         weights = 0.0
@@ -242,6 +245,7 @@ class TrainedModel:
             ranks=ranks,
             group=group,
             device=self.device,
+            loss_tokens=None if loss_tokens is None else [[loss_tokens[i] for i in mb] for mb in plan],
         )
         for mb, whole in zip(plan, sizes, strict=True):
             self.optimizer.zero_grad(set_to_none=True)

@@ -109,6 +109,11 @@ def _names(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _text(value: Any) -> Any:
+    """A threshold verl takes as a number or a string (``2.0``, ``0.5_5.0``): rlport's string."""
+    return value if value is None or isinstance(value, str) else str(value)
+
+
 def _path_or_empty(value: Any) -> Any:
     return "" if value is None else value
 
@@ -564,11 +569,22 @@ RULES: tuple[Rule, ...] = (
     Map("algorithm.kl_ctrl.kl_coef", "algorithm.kl_ctrl.kl_coef"),
     Map("algorithm.kl_ctrl.target_kl", "algorithm.kl_ctrl.target_kl"),
     Map("algorithm.kl_ctrl.horizon", "algorithm.kl_ctrl.horizon"),
+    *(
+        Map(f"algorithm.rollout_correction.{name}", f"algorithm.rollout_correction.{name}", convert=convert)
+        for name, convert in (
+            ("rollout_is", None),
+            ("rollout_is_threshold", _text),
+            ("rollout_is_batch_normalize", None),
+            ("rollout_rs", None),
+            ("rollout_rs_threshold", _text),
+            ("bypass_mode", None),
+            ("loss_type", None),
+        )
+    ),
     Refuse(
         "algorithm.*",
-        "rlport does not implement verl's other algorithm variants (filter groups, PF-PPO, rollout "
-        "correction); it runs the estimators algorithm.adv_estimator lists (rlport train --show-config); "
-        "not yet planned",
+        "rlport does not implement verl's other algorithm variants (filter groups, PF-PPO); it runs "
+        "the estimators algorithm.adv_estimator lists (rlport train --show-config); not yet planned",
     ),
     # -- rewards --------------------------------------------------------------------------------------
     Map("custom_reward_function.path", "reward.path", convert=_unless_null),

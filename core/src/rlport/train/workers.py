@@ -254,7 +254,7 @@ class Worker:
         self._prepared = None
 
         mismatch_num, n_tokens = 0.0, 0
-        for raw, s in zip(lp.raw, samples, strict=True):
+        for raw, s in zip(lp.raw, samples if lp.raw else [], strict=True):  # none in bypass mode
             eng = torch.tensor(s.engine_logprobs[: raw.numel()], dtype=torch.float32)
             mismatch_num += float((raw[: eng.numel()] - eng).abs().sum())
             n_tokens += eng.numel()
@@ -274,7 +274,8 @@ class Worker:
         if self.offload:
             self.memory.sleep()
         stats.update(timings)
-        stats["rollout/logprob_mismatch"] = mismatch_num / max(1, n_tokens)
+        if lp.raw:  # bypass mode computes no logprobs to compare the engine's with
+            stats["rollout/logprob_mismatch"] = mismatch_num / max(1, n_tokens)
         return stats
 
     def sync_weights(self) -> None:
