@@ -29,3 +29,14 @@ def run_demo(out: Path, *extra: str, console: Console | None = None) -> Any:
 def metrics(res: Any) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl."""
     return [json.loads(line) for line in Path(res.metrics_path).read_text().splitlines()]
+
+
+def benchmark(name: str) -> Any:
+    """``benchmarks/NAME.py`` as a module: tests run the same code a benchmark reports with."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module

@@ -132,6 +132,9 @@ def test_grouped_estimators_need_groups() -> None:
             "grpo",
             ("algorithm.policy_loss=gspo", "algorithm.clip_ratio_low=3e-4", "algorithm.clip_ratio_high=4e-4"),
         ),
+        # the KL in the reward puts the engine to sleep to compute reference logprobs: ReMax's
+        # greedy answers must be drawn before (once they failed with "generate() while asleep")
+        ("remax", ("algorithm.use_kl_in_reward=true",)),
     ],
 )
 def test_each_estimator_trains_the_demo(name: str, extra: tuple[str, ...], tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ the adapters on the base (not from the merged weights, which would count the ada
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 pytest.importorskip("peft")
 
 from demo_runs import metrics, run_demo
+from rich.console import Console
 
 from rlport.errors import ConfigError
 from rlport.train.actor import Actor, Sample
@@ -272,3 +274,31 @@ def test_a_target_module_the_model_lacks_is_a_config_error(model: Path) -> None:
     with pytest.raises(ConfigError) as err:
         _actor(_cfg(model, "model.target_modules=[no_such_proj]"), model)
     assert "model.target_modules=['no_such_proj']" in err.value.message
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_target_module_the_model_lacks_is_refused_before_any_worker(
+    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-flight checks add the adapters to the model's structure (meta device): a name the
+    model lacks is refused before a worker (or Ray) starts, not when peft builds the adapters."""
+    from rlport.train import workers as worker_module
+    from rlport.train.trainer import Trainer
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker started before the input was validated")
+
+    monkeypatch.setattr(worker_module.Worker, "__init__", refuse)
+    cfg = build_config(
+        [
+            "trainer.progress=false",
+            "model.lora_rank=4",
+            "model.target_modules=[q_proj,no_such_proj]",
+            f"trainer.workers={workers}",
+            f"trainer.output_dir={tmp_path}",
+        ],
+        demo=True,
+    )
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg, console=Console(file=io.StringIO()))
+    assert "no_such_proj" in err.value.message and "all-linear" in err.value.fix

@@ -337,3 +337,119 @@ def test_a_wrong_value_of_any_mapped_key_is_a_config_error() -> None:
                 load_config([f"{key}={value}"])
             except ConfigError as err:
                 assert key in err.message and err.fix, (key, value, err.message)
+
+
+# -- keys verl deprecates but still honours -----------------------------------------------------------
+
+#: every deprecated key verl 0.9.1 still reads, and verl's current key for it (and
+#: data.val_batch_size, which has none; it is also rlport's own setting, so no note)
+DEPRECATED = {
+    "actor_rollout_ref.actor.ppo_micro_batch_size": "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size": "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size": (
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu"
+    ),
+    "critic.ppo_micro_batch_size": "critic.ppo_micro_batch_size_per_gpu",
+    "critic.forward_micro_batch_size": "critic.forward_micro_batch_size_per_gpu",
+}
+
+
+@pytest.mark.parametrize("key", sorted(DEPRECATED))
+def test_a_deprecated_verl_key_is_honoured_with_a_note_naming_the_current_key(key: str) -> None:
+    """Each key verl calls deprecated yet still reads is taken (never refused), with one note
+    naming the key verl uses now."""
+    notes: list[str] = []
+    load_config([f"{key}=8", "trainer.n_gpus_per_node=2"], notes=notes)
+    (note,) = [n for n in notes if n.startswith(f"{key}=8 is deprecated")]
+    assert DEPRECATED[key] in note, note
+    assert verl_keys.rule_for(key).deprecated_for  # type: ignore[union-attr]
+
+
+def test_verl_val_batch_size_batches_validation() -> None:
+    assert load_config(["data.val_batch_size=8"]).data.val_batch_size == 8
+    assert load_config(["data.val_batch_size=null"]).data.val_batch_size == 0  # verl's default: one batch
+    assert verl_keys.rule_for("data.val_batch_size").deprecated_for  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("key", "setting"),
+    [
+        ("actor_rollout_ref.actor.ppo_micro_batch_size", "actor.micro_batch_size"),
+        ("critic.ppo_micro_batch_size", "critic.micro_batch_size"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("global_count", "gpus", "per_worker"), [(8, 1, 8), (8, 2, 4), (9, 2, 4), (16, 4, 4)]
+)
+def test_a_global_micro_batch_is_divided_over_the_workers_as_verl_divides_it(
+    key: str, setting: str, global_count: int, gpus: int, per_worker: int
+) -> None:
+    """verl's deprecated micro-batch sizes count sequences over all data-parallel ranks; verl's
+    workers floor-divide them by their number: rlport's setting is per worker."""
+    notes: list[str] = []
+    cfg = load_config(
+        [f"{key}={global_count}", f"trainer.n_gpus_per_node={gpus}", "algorithm.adv_estimator=gae"],
+        notes=notes,
+    )
+    section, leaf = setting.split(".")
+    assert getattr(getattr(cfg, section), leaf) == per_worker
+    assert any(f"{setting}={per_worker} per worker" in n for n in notes), notes
+
+
+def test_a_deprecated_key_beside_its_current_key_is_refused_as_verl_refuses_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            [
+                "actor_rollout_ref.actor.ppo_micro_batch_size=8",
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+            ]
+        )
+    assert "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu" in err.value.message
+    assert "remove actor_rollout_ref.actor.ppo_micro_batch_size" in err.value.fix
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            ["critic.ppo_micro_batch_size=1", "trainer.n_gpus_per_node=2", "algorithm.adv_estimator=gae"]
+        )
+    assert "under one per worker" in err.value.message and "at least 2" in err.value.fix
+
+
+def test_validation_in_batches_of_val_batch_size_gives_the_same_answers() -> None:
+    """verl's data.val_batch_size batches the validation prompts; every prompt keeps its seed (its
+    position), every worker gets at least one prompt per call, and a last batch too small for that
+    joins the one before it."""
+    from rlport.rollout.protocol import SamplingParams
+    from rlport.train.data import Example
+    from rlport.train.evaluate import _answers
+
+    class Pool:
+        world = 2
+
+        def __init__(self) -> None:
+            self.calls: list[list[tuple[list[list[int]], SamplingParams]]] = []
+
+        def call(self, method: str, args: list[tuple[list[list[int]], SamplingParams]]) -> list[object]:
+            assert method == "generate" and all(prompts for prompts, _ in args)
+            self.calls.append(args)
+            # an answer names its prompt and the seed position it was drawn at
+            return [
+                ([p[0] * 1000 + params.prompt_offset + k for k, p in enumerate(prompts)], {})
+                for prompts, params in args
+            ]
+
+    examples = [Example(i, [], "s", "", {}, prompt_ids=[i]) for i in range(7)]
+    params = SamplingParams(max_new_tokens=2, n=1, temperature=1.0, seed=3)
+    answers = {}
+    for size, batches in ((0, 1), (1, 3), (3, 2), (4, 2), (7, 1)):
+        pool = Pool()
+        parts, outs = _answers(pool, examples, params, size)
+        assert len(pool.calls) == batches, (size, pool.calls)
+        flat = [
+            (e.index, o)
+            for part, (out, _) in zip(parts, outs, strict=True)
+            for e, o in zip(part, out, strict=True)
+        ]
+        assert [i for i, _ in flat] == list(range(7))
+        answers[size] = flat
+    # prompt i is always answered at offset i: the same seed whatever the batching
+    assert all(a == answers[0] for a in answers.values())
+    assert answers[0] == [(i, i * 1000 + i) for i in range(7)]

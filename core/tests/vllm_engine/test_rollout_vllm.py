@@ -354,3 +354,18 @@ def test_weight_transports_reach_the_workers(
             check_against_trainer(changed, prompt, gens[0])
     finally:
         engine.update_weights(original.items())
+
+
+def test_vllms_tokenizer_gives_rlports_ids(model_dir: Path) -> None:
+    """vLLM loads a model folder rlport wrote with the ids rlport trains on (spaces kept)."""
+    from vllm.tokenizers import get_tokenizer
+
+    from rlport.train.modeling import load_tokenizer
+
+    ours, theirs = load_tokenizer(model_dir), get_tokenizer(str(model_dir))
+    for text in ("repeat the letter c", "a b\nc  d", "12 + 3.5 = ?"):
+        assert theirs(text).input_ids == ours(text).input_ids, text
+    chat = [{"role": "user", "content": "repeat the letter c"}]
+    assert theirs.apply_chat_template(chat, add_generation_prompt=True) == ours.apply_chat_template(
+        chat, add_generation_prompt=True
+    )

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.vllm
 from rich.console import Console  # noqa: E402
 
 from rlport.train.cli import build_config  # noqa: E402
+from rlport.train.demo import REWARD_FLOOR  # noqa: E402
 from rlport.train.trainer import Trainer  # noqa: E402
 
 
@@ -41,10 +42,11 @@ def test_train_demo_with_vllm_rollout(tmp_path: Path) -> None:
     assert result.plot_path.is_file()
 
 
-#: ``rlport train --demo`` (50 steps) on either engine, same seed: the mean reward of the last 5
-#: steps may differ by at most this. Measured 0.994 (vllm) and 0.998 (hf) on seed 0 (docs/train.md); with
-#: copies of a prompt sampled alike (one seed per request) vLLM ended at 0.50 / 0.25 / 0.53.
-REWARD_MARGIN = 0.1
+#: ``rlport train --demo`` on either engine, same seed: each reaches the demo's floor (0.95, on every
+#: seed and CPU kernel path: benchmarks/demo_robustness.py), so their last-5 mean rewards differ by
+#: at most 1 - floor. With copies of a prompt sampled alike (one seed per request) vLLM ended at
+#: 0.50 / 0.25 / 0.53.
+REWARD_MARGIN = 1 - REWARD_FLOOR
 
 
 def _final_reward(out: Path, engine: str, seed: int) -> float:
@@ -58,4 +60,5 @@ def _final_reward(out: Path, engine: str, seed: int) -> float:
 def test_demo_reward_on_vllm_matches_hf(tmp_path: Path) -> None:
     hf = _final_reward(tmp_path / "hf", "hf", seed=0)
     vllm = _final_reward(tmp_path / "vllm", "vllm", seed=0)
+    assert min(hf, vllm) >= REWARD_FLOOR, f"last-5 reward: vllm {vllm:.3f}, hf {hf:.3f}"
     assert abs(vllm - hf) <= REWARD_MARGIN, f"last-5 reward: vllm {vllm:.3f}, hf {hf:.3f}"

@@ -31,6 +31,17 @@ from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
 from rlport.rollout.seeding import sample_seeds
 from rlport.rollout.weights import check_named_tensors
 
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The name under which ``model``'s forward takes the KV cache: ``cache`` from transformers
+    5.25 (which deprecates ``past_key_values``, to be removed in 5.40), ``past_key_values``
+    before."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 SLEEP_TAGS = ("weights", "kv_cache")
 
 
@@ -131,6 +142,7 @@ class HFEngine:
                 "point EngineConfig.model at a local Hugging Face model folder (config.json + weights)",
             ) from exc
         self.model = model.to(self.device).eval()
+        self._cache_kw = cache_keyword(self.model)
         with torch.no_grad():  # weights read from a file may be memory-mapped, which sleep cannot release
             for tensor in [*self.model.parameters(), *self.model.buffers()]:
                 if not tensor.untyped_storage().resizable():
@@ -207,7 +219,7 @@ class HFEngine:
                 input_ids=step_ids,
                 attention_mask=mask,
                 position_ids=step_pos,
-                past_key_values=cache,
+                **{self._cache_kw: cache},
                 use_cache=True,
                 logits_to_keep=1,
             )

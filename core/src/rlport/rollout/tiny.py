@@ -2,10 +2,10 @@
 
 Used by tests, benchmarks and ``rlport train --demo``: no model hub is needed. The tokenizer is
 trained in-process with the ``tokenizers`` library (or is a fixed character-level vocabulary) and
-wrapped in :class:`transformers.PreTrainedTokenizerFast`; reload it with
-``PreTrainedTokenizerFast.from_pretrained(path)`` (``AutoTokenizer`` on a qwen2 folder picks a
-different class). The model folder loads with ``AutoModelForCausalLM.from_pretrained(path)`` and in
-vLLM (head size is at least 32).
+built as transformers' ``Qwen2Tokenizer`` (byte-level BPE), the class ``AutoTokenizer`` gives a
+qwen2 folder: reload it with ``AutoTokenizer.from_pretrained(path)``, and vLLM's tokenizer reads the
+same ids. The model folder loads with ``AutoModelForCausalLM.from_pretrained(path)`` and in vLLM
+(head size is at least 32).
 
 Stable API (other modules call it)::
 
@@ -36,31 +36,29 @@ CHAT_TEMPLATE = (
 )
 
 
-def _tokenizer(vocab: Sequence[str] | None, vocab_size: int):  # -> PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, decoders, models, trainers
-    from transformers import PreTrainedTokenizerFast
+def _byte_level(text: str) -> str:
+    """``text`` in the byte-level alphabet Qwen2's tokenizer matches vocabulary entries in (a space
+    is ``Ġ``, a newline ``Ċ``): the vocabulary is written in it so that every loader agrees."""
+    from tokenizers import pre_tokenizers
 
-    if vocab is None:
-        table = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *CHAR_ALPHABET))}
-        tok = Tokenizer(models.BPE(vocab=table, merges=[], unk_token=None))
-    else:
-        texts = [t for t in vocab if t]
-        if not texts:
-            raise ConfigError(
-                "build_tiny_model(vocab=[]) got no text to train the tokenizer on",
-                fix="pass a list of example strings, or vocab=None for a character-level vocabulary",
-            )
-        tok = Tokenizer(models.BPE(unk_token=None))
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=list(SPECIAL_TOKENS),
-            initial_alphabet=list(CHAR_ALPHABET),
-            show_progress=False,
-        )
-        tok.train_from_iterator(texts, trainer=trainer)
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+    pieces = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False).pre_tokenize_str(text)
+    return "".join(piece for piece, _ in pieces)
+
+
+def _qwen2_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]):  # -> Qwen2Tokenizer
+    """transformers' own Qwen2 tokenizer class over ``vocab`` and ``merges``.
+
+    A qwen2 model folder loads with that class whatever its ``tokenizer_config.json`` declares
+    (``AutoTokenizer`` in transformers 5 overrides a generic class for qwen2), and that class
+    rebuilds its pipeline (NFC, Qwen2's pre-tokenizer regex, byte-level BPE) from the vocabulary
+    and merges alone: so the tokenizer is built as that class, and every loader, rlport's, a
+    user's ``AutoTokenizer``, vLLM's, sees the same ids."""
+    from transformers import Qwen2Tokenizer
+
+    return Qwen2Tokenizer(
+        vocab=vocab,
+        merges=list(merges),
+        unk_token=None,
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
@@ -68,6 +66,41 @@ def _tokenizer(vocab: Sequence[str] | None, vocab_size: int):  # -> PreTrainedTo
         padding_side="left",
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def _trained_bpe(texts: list[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE vocabulary and merges trained on ``texts`` with Qwen2's pre-tokenizer."""
+    import json
+
+    from tokenizers import Tokenizer, models, trainers
+
+    pipeline = _qwen2_tokenizer({t: i for i, t in enumerate(SPECIAL_TOKENS)}, []).backend_tokenizer
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.normalizer = pipeline.normalizer
+    tok.pre_tokenizer = pipeline.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=[_byte_level(c) for c in CHAR_ALPHABET],
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return model["vocab"], merges  # type: ignore[return-value]
+
+
+def _tokenizer(vocab: Sequence[str] | None, vocab_size: int):  # -> Qwen2Tokenizer
+    if vocab is None:
+        table = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *map(_byte_level, CHAR_ALPHABET)))}
+        return _qwen2_tokenizer(table, [])
+    texts = [t for t in vocab if t]
+    if not texts:
+        raise ConfigError(
+            "build_tiny_model(vocab=[]) got no text to train the tokenizer on",
+            fix="pass a list of example strings, or vocab=None for a character-level vocabulary",
+        )
+    return _qwen2_tokenizer(*_trained_bpe(texts, vocab_size))
 
 
 def build_tiny_model(

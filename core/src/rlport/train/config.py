@@ -22,6 +22,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Union
 
@@ -142,6 +143,9 @@ class DataConfig:
         ge=0,
     )
     val_max_samples: int = setting(0, "validate on at most this many prompts (0: all), drawn alike", ge=0)
+    val_batch_size: int = setting(
+        0, "validation prompts per engine call (0: all at once); answers do not depend on it", ge=0
+    )
     apply_chat_template_kwargs: dict[str, Any] = setting(
         doc="extra arguments of the tokenizer's apply_chat_template (e.g. enable_thinking: false)",
         factory=dict,
@@ -984,18 +988,33 @@ def load_config(
     layout), then ``overrides`` (Hydra's grammar); checked for keys, types and ranges, then
     resolved (:func:`resolve`). ``notes`` collects what the accepted verl keys mean here."""
     from rlport.train.overrides import merge
+    from rlport.train.verl_keys import per_worker
 
     origins: dict[str, str] = {}
+    global_counts: list[tuple[str, str, Any]] = []
+    notes = notes if notes is not None else []
     cfg, problems = merge(
         base if base is not None else TrainConfig(),
         overrides,
         config_file=config_file,
         notes=notes,
         origins=origins,
+        global_counts=global_counts,
     )
     t = cfg.trainer
     if t.n_gpus_per_node > 0 and t.nnodes >= 1 and t.workers == 1:
         t.workers = t.nnodes * t.n_gpus_per_node  # verl counts devices per node, rlport workers
+    given = set(origins.values())
+    for verl_key, rl_key, value in global_counts:
+        try:
+            per, note = per_worker(verl_key, rl_key, value, t.workers, given)
+        except ConfigError as exc:
+            problems.append(exc)
+            continue
+        section, _, leaf = rl_key.rpartition(".")
+        setattr(attrgetter(section)(cfg), leaf, per)
+        origins[rl_key] = verl_key
+        notes.append(note)
     raise_all([*problems, *field_problems(cfg, origins), *joint_problems(cfg)])
     resolve(cfg)
     return cfg

@@ -19,6 +19,9 @@ from rlport.train.rewards import DEMO_SOURCE
 
 LETTERS = "abcd"
 DEMO_OUTPUT = "outputs/rlport-demo"
+#: the last-5 mean reward the demo reaches for every seed on every CPU kernel path
+#: (benchmarks/demo_robustness.py prints the table)
+REWARD_FLOOR = 0.95
 
 #: The demo's configuration, applied before the user's overrides (which win).
 DEMO_OVERRIDES: dict[str, str] = {
@@ -28,7 +31,12 @@ DEMO_OVERRIDES: dict[str, str] = {
     "rollout.max_new_tokens": "8",
     "rollout.max_model_len": "128",
     "rollout.temperature": "1.0",
-    "actor.lr": "2e-3",
+    # 1e-3 with clip-higher (DAPO's asymmetric clip, 0.2 / 0.28): at 2e-3 with a symmetric clip one
+    # prompt's answers could turn deterministic on a wrong letter before the right one was sampled
+    # (reward 0.73 for seed 0 on AVX-512 kernels); benchmarks/demo_robustness.py checks every seed
+    # 0-9 on every kernel path
+    "actor.lr": "1e-3",
+    "algorithm.clip_ratio_high": "0.28",
     "actor.micro_batch_size": "64",
     "actor.mini_batches": "4",
     "critic.lr": "1e-3",  # the value head starts random: it must catch up within a few steps

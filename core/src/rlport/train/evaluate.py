@@ -69,6 +69,7 @@ def validate_policy(
     tokenizer: Any,
     rewards: Any,
     params: SamplingParams,
+    batch_size: int = 0,
 ) -> Validation:
     """The validation reward of the pool's current policy on ``examples`` (at least one per
     worker), drawn with ``params``, and every answer. Each prompt's reward is the mean of its
@@ -76,8 +77,7 @@ def validate_policy(
     ``worst@n``: exact over the n answers drawn). verl's metrics of the same answers are beside
     them: the reward and the reward function's extra information per answer, as
     :func:`rlport.train.val_metrics.validation_metrics` names them."""
-    parts = shards(examples, pool.world)
-    outs = pool.call("generate", generate_calls(parts, params))
+    parts, outs = _answers(pool, examples, params, batch_size)
     per_prompt: dict[str, list[list[float]]] = {}
     samples: list[tuple[int, int, dict[str, Any]]] = []
     #: (index, sample, (data source, prompt, verl's variables of the answer))
@@ -112,6 +112,28 @@ def validate_policy(
         m.update(_reward_metrics(f"val/{source}/reward", prompts, n))
     m.update(validation_metrics(answer for _, _, answer in sorted(answers, key=lambda t: t[:2])))
     return Validation(m, [row for _, _, row in sorted(samples, key=lambda t: t[:2])])
+
+
+def _answers(
+    pool: Any, examples: list[Example], params: SamplingParams, batch_size: int
+) -> tuple[list[list[Example]], list[Any]]:
+    """The workers' answers to ``examples``, ``batch_size`` prompts per call of the workers (0: all
+    at once; verl's ``data.val_batch_size``), each call split over the workers. Every worker gets
+    at least one prompt per call: a batch is at least one prompt per worker, and a last batch too
+    small for that joins the one before it. Each prompt keeps its seed, its position in
+    ``examples``, so the answers are the same however they are batched."""
+    size = max(batch_size or len(examples), pool.world)
+    starts = list(range(0, len(examples), size))
+    if len(starts) > 1 and len(examples) - starts[-1] < pool.world:
+        starts.pop()
+    ends = [*starts[1:], len(examples)]
+    parts: list[list[Example]] = []
+    outs: list[Any] = []
+    for start, end in zip(starts, ends, strict=True):
+        batch_parts = shards(examples[start:end], pool.world)
+        parts.extend(batch_parts)
+        outs.extend(pool.call("generate", generate_calls(batch_parts, params, start)))
+    return parts, outs
 
 
 def _reward_metrics(prefix: str, prompts: list[list[float]], n: int) -> dict[str, float]:

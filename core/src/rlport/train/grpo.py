@@ -57,13 +57,19 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(diff) - diff - 1.0
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32, or as it is when wider (float64: the tests' reference computations)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the softmax over the last dimension."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp = torch.log_softmax(at_least_float32(logits), dim=-1)
     return -(logp.exp() * logp).sum(dim=-1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``log softmax(logits / temperature)`` at ``tokens``; logits ``(..., vocab)``, tokens ``(...)``."""
-    scaled = logits.float() / temperature if temperature != 1.0 else logits.float()
+    scaled = at_least_float32(logits)
+    scaled = scaled / temperature if temperature != 1.0 else scaled
     return torch.log_softmax(scaled, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

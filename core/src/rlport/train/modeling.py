@@ -29,8 +29,19 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+#: text whose ids every loader of a folder must agree on (spaces, newline, digits, punctuation)
+_PROBE_TEXT = "repeat the letter c\n 12 + 3.5 = ?"
+
+
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
-    """The folder's tokenizer, keeping a generic fast tokenizer generic."""
+    """The folder's tokenizer, keeping a generic fast tokenizer generic.
+
+    A folder whose ``tokenizer_config.json`` declares a generic class (``PreTrainedTokenizerFast``)
+    but whose model type transformers maps to its own class (qwen2 in transformers 5) loads
+    differently in ``AutoTokenizer``: rlport keeps the declared tokenizer, the one the folder was
+    written with, and warns when the two give different ids, since any other tool (vLLM's
+    tokenizer, TRL, an evaluation script) would see other tokens. Folders rlport writes
+    (:func:`rlport.rollout.tiny.build_tiny_model`) declare the model type's own class."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     cfg_file = Path(path) / "tokenizer_config.json"
@@ -47,9 +58,34 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
             f"cannot load a tokenizer from model.path '{path}': {exc}",
             "give a model folder with tokenizer.json / tokenizer_config.json (save_pretrained writes them)",
         ) from exc
+    if cls in _GENERIC_TOKENIZERS:
+        _warn_if_auto_differs(path, tok, trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _warn_if_auto_differs(path: str | Path, tok: Any, trust_remote_code: bool) -> None:
+    import warnings
+
+    from transformers import AutoTokenizer
+
+    try:
+        auto = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception:
+        return
+    ours, theirs = tok(_PROBE_TEXT).input_ids, auto(_PROBE_TEXT).input_ids
+    if ours != theirs:
+        warnings.warn(
+            f"model.path '{path}': its tokenizer_config.json declares a generic tokenizer, which "
+            f"rlport uses, but AutoTokenizer loads it as {type(auto).__name__} and gives other ids "
+            f"({len(ours)} vs {len(theirs)} tokens for {_PROBE_TEXT!r}): vLLM, TRL and evaluation "
+            "scripts would see other tokens than training does. Fix: save the tokenizer as the model "
+            "type's own class (e.g. transformers.Qwen2Tokenizer(vocab=..., merges=...)), or set "
+            "tokenizer_class in tokenizer_config.json to one AutoTokenizer keeps",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def stop_token_ids(tokenizer: Any, model_path: str | Path) -> tuple[int, ...]:

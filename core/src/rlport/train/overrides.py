@@ -176,10 +176,13 @@ def merge(
     config_file: str | Path | None = None,
     notes: list[str] | None = None,
     origins: dict[str, str] | None = None,
+    global_counts: list[tuple[str, str, Any]] | None = None,
 ) -> tuple[TrainConfig, list[ConfigError]]:
     """``base``, then ``config_file``, then ``overrides``; returns the configuration (without the
     settings that failed) and a problem for every unknown, refused or mistyped key. ``notes``
-    collects what accepted verl keys mean here; ``origins`` which verl key set each setting."""
+    collects what accepted verl keys mean here; ``origins`` which verl key set each setting;
+    ``global_counts`` the (verl key, rlport key, value) of verl's deprecated counts over all
+    ranks, which :func:`rlport.train.config.load_config` divides once the workers are known."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.structured(base)
@@ -188,8 +191,9 @@ def merge(
     notes = notes if notes is not None else []
     given = _last_of_each([*entries, *parsed])
     origins = origins if origins is not None else {}
+    global_counts = global_counts if global_counts is not None else []
     for entry in given:
-        problems.extend(_apply(cfg, entry, notes, origins))
+        problems.extend(_apply(cfg, entry, notes, origins, global_counts))
     keys = {e.key for e in given if not e.delete}
     # verl's own critic names (critic.model.path, critic.optim.lr, ...), not rlport's
     critic = sorted(k for k in keys if k.startswith("critic.") and _rlport_target(k) is None)
@@ -214,7 +218,9 @@ def _last_of_each(entries: list[Entry]) -> list[Entry]:
     return out[::-1]
 
 
-def _apply(cfg: Any, e: Entry, notes: list[str], origins: dict[str, str]) -> list[ConfigError]:
+def _apply(
+    cfg: Any, e: Entry, notes: list[str], origins: dict[str, str], global_counts: list[tuple[str, str, Any]]
+) -> list[ConfigError]:
     target = _rlport_target(e.key)
     if target is not None:
         value = default_value(target) if e.delete else _as_written(target, e)
@@ -233,6 +239,7 @@ def _apply(cfg: Any, e: Entry, notes: list[str], origins: dict[str, str]) -> lis
         return [ConfigError(translation.refusal + e.where, _refusal_fix(e.key))]
     if translation.note:
         notes.append(translation.note)
+    global_counts.extend((e.key, rl_key, value) for rl_key, value in translation.per_worker)
     out = []
     for rl_key, value in translation.sets:
         if value == "???":

@@ -155,9 +155,10 @@ class TrainedModel:
         self.module.save_pretrained(out, state_dict=state)
 
     @torch.no_grad()
-    def checksum(self) -> float:
-        """A cheap fingerprint of the full weights (ranks must agree after every step)."""
-        return float(sum(p.double().sum().item() for _, p in self.full_parameters()))
+    def checksums(self) -> dict[str, float]:
+        """A cheap fingerprint of each full weight, its float64 sum (ranks must agree after every
+        step)."""
+        return {name: float(p.double().sum().item()) for name, p in self.full_parameters()}
 
     # -- forward ------------------------------------------------------------------------------------
     def _batch(

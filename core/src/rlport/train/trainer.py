@@ -53,6 +53,17 @@ class TrainResult:
     validation: list[dict[str, Any]] = field(default_factory=list)
 
 
+def first_drift(per_rank: list[dict[str, float]]) -> str:
+    """The first weight whose fingerprint differs between ranks (beyond float64 summation order),
+    with each rank's value; "" when all agree."""
+    for name, ref in per_rank[0].items():
+        values = [sums.get(name, float("nan")) for sums in per_rank]
+        if not all(abs(v - ref) <= 1e-6 * max(1.0, abs(ref)) for v in values):
+            shown = ", ".join(f"rank {r}: {v:.9g}" for r, v in enumerate(values))
+            return f"{name} (sum of its elements: {shown})"
+    return ""
+
+
 class _Pool:
     """The workers, behind one interface whether they are local objects or Ray actors.
 
@@ -449,8 +460,14 @@ class Trainer:
         al = cfg.algorithm
         est = al.adv_estimator
         flat = [s for samples in per_worker for s in samples]
+        baselines = None
+        if est == "remax":  # the reward of a greedy answer to each prompt, while the engine is awake
+            t_base = time.perf_counter()
+            baselines = self._greedy_rewards(pool, shards, step)
+            t_rollout += time.perf_counter() - t_base
+            t += time.perf_counter() - t_base
         values = kl = None
-        if est == "gae" or al.use_kl_in_reward:
+        if est == "gae" or al.use_kl_in_reward:  # prepare puts the engine to sleep
             # the workers' logprobs, reference logprobs and values, for token rewards and GAE
             t_prepare = time.perf_counter()
             prepared = pool.call("prepare", [(samples,) for samples in per_worker])
@@ -465,12 +482,7 @@ class Trainer:
             for s, a, r in zip(flat, res.advantages, res.returns, strict=True):
                 s.advantages, s.returns = a, r
         elif est in PER_TOKEN:
-            baselines = None
-            if est == "remax":  # the reward of a greedy answer to each prompt
-                t_base = time.perf_counter()
-                baselines = self._greedy_rewards(pool, shards, step)
-                t_rollout += time.perf_counter() - t_base
-                t += time.perf_counter() - t_base
+            if baselines is not None:
                 extra["reward/greedy_baseline_mean"] = statistics.fmean(baselines)
             assert res.token_rewards is not None and res.mask is not None
             per_token, _returns = token_advantages(
@@ -564,6 +576,7 @@ class Trainer:
             tokenizer=self.tokenizer,
             rewards=self.rewards,
             params=params,
+            batch_size=self.cfg.data.val_batch_size,
         )
         v.metrics["time/validate"] = time.perf_counter() - t
         return v
@@ -659,10 +672,16 @@ class Trainer:
                     pool.step = step + 1  # named by a worker's failure
                     m = self.step(pool, step)
                     if pool.world > 1:
-                        sums = pool.call("state_checksum")
-                        m["workers/weights_in_sync"] = float(
-                            max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0]))
-                        )
+                        drift = first_drift(pool.call("state_checksums"))
+                        if drift:
+                            raise WorkerError(
+                                f"after step {step + 1} the workers' weights differ, first at {drift}: "
+                                "the replicas no longer train one model, so the run stops here",
+                                "this is a defect in rlport or in the device plugin's collectives: "
+                                "run `rlport conformance` for the plugin and report the message; "
+                                "actor.strategy=ddp averages gradients with torch's own DDP",
+                            )
+                        m["workers/weights_in_sync"] = 1.0
                     line = step_line(m, steps)
                     if (
                         self.val_examples

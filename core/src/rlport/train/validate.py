@@ -237,6 +237,42 @@ def check_lora(cfg: TrainConfig) -> None:
             f"model.lora_adapter_path='{m.lora_adapter_path}' holds no adapter_config.json",
             "give a folder that PeftModel.save_pretrained wrote (a checkpoint's actor/lora_adapter), or model.lora_adapter_path=''",
         )
+    if not m.lora_adapter_path:
+        check_lora_targets(m)
+
+
+def check_lora_targets(m: Any) -> None:
+    """``model.target_modules`` and ``exclude_modules`` name modules the model has: the adapters are
+    added to the model's structure on the meta device (no weights read), as the workers will add
+    them, so a wrong name is refused before any worker starts."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rlport.train.lora import add_adapters
+
+    config = AutoConfig.from_pretrained(m.path, trust_remote_code=m.trust_remote_code)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=m.trust_remote_code)
+    names = [n for n, _ in skeleton.named_modules()]
+    for key, given in (("target_modules", m.target_modules), ("exclude_modules", m.exclude_modules)):
+        # peft matches a name to a module whose name is it or ends with "." + it; a list that
+        # matches at all is taken whole, so a misspelt entry beside a right one would pass silently
+        missing = [
+            t for t in given if t != "all-linear" and not any(n == t or n.endswith("." + t) for n in names)
+        ]
+        if missing:
+            linear = sorted(
+                {
+                    n.rpartition(".")[2]
+                    for n, mod in skeleton.named_modules()
+                    if isinstance(mod, torch.nn.Linear)
+                }
+            )
+            raise ConfigError(
+                f"model.{key} names {missing}, which model.path '{m.path}' ({config.model_type}) has no module called",
+                f"model.{key}=[all-linear], or names of its linear modules: {', '.join(linear)}",
+            )
+    add_adapters(skeleton, m)  # what else peft refuses, named the same way
 
 
 def check_critic_folder(cfg: TrainConfig) -> None:

@@ -42,6 +42,10 @@ class Rule:
     back: Callable[[Any], Any] | None = None
     values: tuple[Any, ...] = ()
     reason: str = ""
+    #: verl's current key, where verl deprecates this one but still honours it
+    deprecated_for: str = ""
+    #: verl counts this value over all data-parallel ranks; rlport's setting is per worker
+    global_count: bool = False
 
     def converted(self, value: Any) -> Any:
         """``value`` through ``convert``; a value it cannot take (``X`` for a count) passes as it
@@ -69,6 +73,17 @@ def Map(
     """``verl``'s value sets ``rlport`` (each of them), through ``convert``; ``back`` turns the
     rlport value into verl's for ``--show-config verl``."""
     return Rule(verl, "map", rlport, convert, back, reason=note)
+
+
+def Deprecated(verl: str, current: str, *rlport: str, global_count: bool = False, note: str = "") -> Rule:
+    """A key verl marks deprecated but still honours, as verl does: its value sets ``rlport``
+    (``global_count``: verl's count over all ranks, divided by the workers as verl divides it by
+    its data-parallel size), with a note naming ``current``, verl's key for it now; setting both
+    is refused, as in verl. With no ``rlport`` the value has no effect here (``note`` says why)."""
+    kind = "map" if rlport else "accept"
+    return Rule(
+        verl, kind, rlport, _unless_null, reason=note, deprecated_for=current, global_count=global_count
+    )
 
 
 def Accept(verl: str, reason: str, values: tuple[Any, ...] = ()) -> Rule:
@@ -259,7 +274,12 @@ RULES: tuple[Rule, ...] = (
     Accept("data.filter_overlong_prompts_workers", DATA_LOADER),
     Accept("data.dataloader_num_workers", DATA_LOADER),
     Accept("data.return_raw_chat", "rlport applies the chat template itself", (True,)),
-    Accept("data.val_batch_size", "rlport validates every validation prompt in one batch", (None,)),
+    Deprecated(
+        "data.val_batch_size",
+        "unset: the engines take the validation set as one batch",
+        "data.val_batch_size",
+        note="validation prompts per engine call",
+    ),
     Accept("data.gen_batch_size", "rlport generates data.train_batch_size prompts per step", (None,)),
     Map("data.train_max_samples", "data.train_max_samples", convert=_positive_or_zero),
     Map("data.val_max_samples", "data.val_max_samples", convert=_positive_or_zero),
@@ -317,10 +337,11 @@ RULES: tuple[Rule, ...] = (
     Map(
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "actor.micro_batch_size", convert=_unless_null
     ),
-    Accept(
+    Deprecated(
         "actor_rollout_ref.actor.ppo_micro_batch_size",
-        "deprecated in verl; use ppo_micro_batch_size_per_gpu",
-        (None,),
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+        "actor.micro_batch_size",
+        global_count=True,
     ),
     Map("actor_rollout_ref.actor.use_dynamic_bsz", "actor.use_dynamic_bsz"),
     Map("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "actor.ppo_max_token_len_per_gpu"),
@@ -391,7 +412,11 @@ RULES: tuple[Rule, ...] = (
         "actor_rollout_ref.ref.fsdp_config.param_offload",
         "the reference model is parked with the actor (actor.offload); the value has no effect",
     ),
-    Accept("actor_rollout_ref.ref.log_prob_micro_batch_size", "deprecated in verl", (None,)),
+    Deprecated(
+        "actor_rollout_ref.ref.log_prob_micro_batch_size",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu",
+        note="rlport computes the reference's logprobs in actor.micro_batch_size chunks; the value has no effect",
+    ),
     Accept("actor_rollout_ref.ref.log_prob_use_dynamic_bsz", LOGPROB_CHUNKS),
     Accept("actor_rollout_ref.ref.log_prob_max_token_len_per_gpu", LOGPROB_CHUNKS),
     *(
@@ -434,7 +459,11 @@ RULES: tuple[Rule, ...] = (
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
         "rlport recomputes logprobs in actor.micro_batch_size chunks; the value has no effect",
     ),
-    Accept("actor_rollout_ref.rollout.log_prob_micro_batch_size", "deprecated in verl", (None,)),
+    Deprecated(
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
+        note="rlport recomputes logprobs in actor.micro_batch_size chunks; the value has no effect",
+    ),
     Accept("actor_rollout_ref.rollout.log_prob_use_dynamic_bsz", LOGPROB_CHUNKS),
     Accept("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu", LOGPROB_CHUNKS),
     Accept("actor_rollout_ref.rollout.do_sample", "rlport samples during training", (True,)),
@@ -499,12 +528,21 @@ RULES: tuple[Rule, ...] = (
     Map("critic.ppo_epochs", "critic.ppo_epochs"),
     Map("critic.ppo_mini_batch_size", "critic.ppo_mini_batch_size"),
     Map("critic.ppo_micro_batch_size_per_gpu", "critic.micro_batch_size", convert=_unless_null),
-    Accept("critic.ppo_micro_batch_size", "deprecated in verl; use ppo_micro_batch_size_per_gpu", (None,)),
+    Deprecated(
+        "critic.ppo_micro_batch_size",
+        "critic.ppo_micro_batch_size_per_gpu",
+        "critic.micro_batch_size",
+        global_count=True,
+    ),
     Accept(
         "critic.forward_micro_batch_size_per_gpu",
         "rlport computes values in critic.micro_batch_size chunks; the value has no effect",
     ),
-    Accept("critic.forward_micro_batch_size", "deprecated in verl", (None,)),
+    Deprecated(
+        "critic.forward_micro_batch_size",
+        "critic.forward_micro_batch_size_per_gpu",
+        note="rlport computes values in critic.micro_batch_size chunks; the value has no effect",
+    ),
     Map("critic.cliprange_value", "critic.cliprange_value"),
     Map("critic.loss_agg_mode", "critic.loss_agg_mode"),
     Accept(
@@ -686,6 +724,8 @@ class Translation:
     sets: tuple[tuple[str, Any], ...] = ()
     note: str = ""
     refusal: str = ""
+    #: (rlport key, verl's count over all ranks): set once the workers are known (:func:`per_worker`)
+    per_worker: tuple[tuple[str, Any], ...] = ()
 
 
 def rule_for(key: str) -> Rule | None:
@@ -765,6 +805,8 @@ def translate(key: str, value: Any, written: Any = None) -> Translation | None:
     rule = rule_for(key)
     if rule is None or not (rule.verl == key or rule.kind == "map" or _in_verl(key)):
         return None  # a prefix rule covers verl's keys below it, not a misspelt one
+    if rule.deprecated_for:
+        return _deprecated(rule, key, value)
     if rule.kind == "map":
         converted = rule.converted(value)
         if isinstance(converted, Skip):
@@ -788,9 +830,51 @@ def translate(key: str, value: Any, written: Any = None) -> Translation | None:
     return Translation(rule, refusal=f"verl key '{key}' is refused (set to {value!r}): {rule.reason}")
 
 
+def _deprecated(rule: Rule, key: str, value: Any) -> Translation:
+    """A deprecated key verl still honours: what it sets (a ``global_count`` is divided by the
+    workers later, in :func:`per_worker`), and the note naming verl's current key."""
+    if value is None:
+        return Translation(rule, note=f"{key}=None (deprecated in verl {VERL_VERSION}) has no effect")
+    note = f"{key}={value!r} is deprecated in verl {VERL_VERSION} (now: {rule.deprecated_for})"
+    if rule.kind == "accept":
+        return Translation(rule, note=f"{note}; {rule.reason}")
+    if rule.global_count:
+        return Translation(rule, note=f"{note}; honoured as verl does", per_worker=((rule.rlport[0], value),))
+    sets = tuple((target, rule.converted(value)) for target in rule.rlport)
+    return Translation(rule, sets=sets, note=f"{note}; honoured as {rule.rlport[0]} ({rule.reason})")
+
+
+def per_worker(verl_key: str, rlport_key: str, value: Any, workers: int, given: set[str]) -> tuple[Any, str]:
+    """verl's global count ``value`` of deprecated ``verl_key`` as rlport's per-worker
+    ``rlport_key``: divided by the data-parallel ranks, as verl's workers divide it. Returns
+    (value, note); raises ConfigError when verl would refuse it (its current key set too, or fewer
+    than one per rank)."""
+    from rlport.errors import ConfigError
+
+    rule = rule_for(verl_key)
+    assert rule is not None and rule.global_count
+    if rule.deprecated_for in given:
+        raise ConfigError(
+            f"both '{verl_key}' (deprecated) and '{rule.deprecated_for}' are set; verl refuses this too",
+            f"remove {verl_key} from the command or file",
+        )
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(
+            f"verl key '{verl_key}' is {value!r}; expected a whole number of sequences, at least 1",
+            f"rlport train {rule.deprecated_for}=4 (per worker) instead",
+        )
+    per = value // workers
+    if per < 1:
+        raise ConfigError(
+            f"verl key '{verl_key}'={value} is a count over all {workers} workers, under one per worker",
+            f"give at least {workers}, or set {rule.deprecated_for} (per worker) instead",
+        )
+    return per, f"{verl_key}={value} over {workers} worker(s): {rlport_key}={per} per worker"
+
+
 def verl_names_of(rlport_key: str) -> list[str]:
-    """The verl keys that map onto ``rlport_key``."""
-    return [r.verl for r in RULES if r.kind == "map" and rlport_key in r.rlport]
+    """The verl keys that map onto ``rlport_key`` (verl's current names, not deprecated ones)."""
+    return [r.verl for r in RULES if r.kind == "map" and rlport_key in r.rlport and not r.deprecated_for]
 
 
 def verl_view(cfg: Any) -> dict[str, Any]:
@@ -799,7 +883,7 @@ def verl_view(cfg: Any) -> dict[str, Any]:
 
     flat: dict[str, tuple[Any, str]] = {}
     for rule in RULES:
-        if rule.kind != "map" or rule.verl.endswith(".*") or rule.verl in flat:
+        if rule.kind != "map" or rule.verl.endswith(".*") or rule.verl in flat or rule.deprecated_for:
             continue
         target = rule.rlport[0]
         value: Any = cfg
@@ -826,6 +910,12 @@ def markdown_table() -> str:
         if r.kind == "accept" and r.values:
             target = "when " + " or ".join(f"`{v!r}`" for v in r.values)
         reason = r.reason.replace("|", "\\|")
+        if r.deprecated_for:
+            counted = "; verl's count over all ranks, divided by trainer.workers" if r.global_count else ""
+            now = r.deprecated_for if " " in r.deprecated_for else f"`{r.deprecated_for}`"
+            reason = f"deprecated in verl (now {now}), honoured as verl does{counted}" + (
+                f": {reason}" if reason else ""
+            )
         lines.append(f"| `{r.verl}` | {kinds[r.kind]} | {target} | {reason} |")
     return "\n".join(lines) + "\n"
 

@@ -66,7 +66,9 @@ class Worker:
     def build(self) -> None:
         """Load and wrap the actor, start the engine and resolve the weight transport."""
         rt = rlport.current()
-        torch.manual_seed(self.cfg.trainer.seed + self.rank)
+        # what the models draw (a critic's new value head) is the same on every rank: replicas
+        # start as one model, whatever the strategy broadcasts
+        torch.manual_seed(self.cfg.trainer.seed)
         steps_done = read_state(self.resume_from).step if self.resume_from else 0
         ppo = self.cfg.algorithm.adv_estimator == "gae"
         # the first trainer.critic_warmup_steps steps of PPO update the critic only
@@ -99,6 +101,7 @@ class Worker:
                 resume_from=saved,
                 updates_done=steps_done if saved is not None else 0,
             )
+        torch.manual_seed(self.cfg.trainer.seed + self.rank)  # each rank's own draws from here on
         self._prepared: tuple[Logprobs, list[torch.Tensor] | None, dict[str, float]] | None = None
         a, m = self.cfg.actor, self.cfg.model
         sharded = self.actor.strategy.name in ("fsdp", "megatron")  # no whole HF module to park
@@ -308,14 +311,17 @@ class Worker:
         if self.offload:
             self.memory.sleep()
 
-    def state_checksum(self) -> float:
-        """A cheap fingerprint of the weights (ranks must agree after every step)."""
+    def state_checksums(self) -> dict[str, float]:
+        """A cheap fingerprint of each weight, ``actor/NAME`` and ``critic/NAME`` (ranks must agree
+        after every step: :func:`rlport.train.trainer.first_drift`)."""
         if self.offload:
             self.memory.wake_up()
-        value = self.actor.checksum() + (self.critic.checksum() if self.critic is not None else 0.0)
+        sums = {f"actor/{n}": v for n, v in self.actor.checksums().items()}
+        if self.critic is not None:
+            sums.update((f"critic/{n}", v) for n, v in self.critic.checksums().items())
         if self.offload:
             self.memory.sleep()
-        return value
+        return sums
 
     def shutdown(self) -> None:
         try:
