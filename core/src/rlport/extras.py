@@ -52,8 +52,9 @@ EXTRAS: dict[str, dict[str, str]] = {
     "megatron": {"megatron.core": "megatron-core", "mbridge": "mbridge", "einops": "einops"},
 }
 
-#: extras in core/pyproject.toml that are for developing rlport, not for a feature
-DEVELOPMENT = ("test",)
+#: extras in core/pyproject.toml that are for developing rlport, not for a feature (trl: the peer in
+#: benchmarks/bench_trl_grpo.py)
+DEVELOPMENT = ("test", "trl")
 
 DISTRIBUTION = "rlport"
 

@@ -102,7 +102,11 @@ class TrainedModel:
         self.config = module.config
         self.optim = optim = Optim.of(section, mini_batches)
         if section.gradient_checkpointing:
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            no_reentrant = {"use_reentrant": False}
+            if hasattr(module, "activation_checkpointing_enable"):  # transformers 5.25: the new name
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs=no_reentrant)
+            else:  # gradient_checkpointing_enable: deprecated there, gone in v6
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=no_reentrant)
         cfg = self.cfg
         self.strategy = build(
             strategy,
