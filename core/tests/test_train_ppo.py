@@ -151,3 +151,44 @@ def test_kl_in_the_reward_is_taken_from_every_token() -> None:
     assert [r for row in with_values.returns for r in row] == pytest.approx([0.7, 0.8, -0.5])
     flat = torch.tensor([a for row in with_values.advantages for a in row])
     assert flat.mean().item() == pytest.approx(0.0, abs=1e-6)  # whitened over the batch
+
+
+@pytest.mark.parametrize(
+    "kind", ["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "k1+", "k3+", "low_var_kl+"]
+)
+def test_every_kl_loss_type_equals_verls_value_and_gradient(kind: str) -> None:
+    """algorithm.kl_loss_type (verl's actor.kl_loss_type) in every kind verl takes, the
+    straight-through ``+`` kinds included: the value and its gradient as verl's kl_penalty, in
+    float64 on differences inside every clamp."""
+    from verl_source import verl_functions
+
+    verl = verl_functions(
+        "verl/trainer/ppo/core_algos.py", ("kl_penalty", "kl_penalty_forward"), {"torch": torch}
+    )
+    g = torch.Generator().manual_seed(3)
+    base = -torch.rand(64, generator=g, dtype=torch.float64) * 3
+    ref = base + torch.randn(64, generator=g, dtype=torch.float64)
+    ours_in, theirs_in = base.clone().requires_grad_(), base.clone().requires_grad_()
+    ours = kl_penalty(ours_in, ref, kind)
+    theirs = verl["kl_penalty"](theirs_in, ref, kind)
+    assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    weights = torch.rand(64, generator=g, dtype=torch.float64)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    assert torch.allclose(ours_in.grad, theirs_in.grad, rtol=1e-12, atol=1e-12)
+    if kind.endswith("+"):  # k2's gradient: logp - ref, whatever the value
+        assert torch.allclose(ours_in.grad, weights * (base - ref))
+
+
+def test_the_kl_loss_takes_verls_kl_loss_type() -> None:
+    from rlport.train.config import load_config
+
+    assert load_config([]).algorithm.kl_loss_type == "low_var_kl"  # k3, as before and as verl
+    cfg = load_config(
+        ["actor_rollout_ref.actor.kl_loss_type=k1+", "actor_rollout_ref.actor.use_kl_loss=true"]
+    )
+    assert (cfg.algorithm.kl_loss_type, cfg.algorithm.use_kl_loss) == ("k1+", True)
+    from rlport.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kl_loss_type"):
+        load_config(["algorithm.kl_loss_type=full"])

@@ -372,7 +372,7 @@ def test_reference_optimizer_is_adamw_on_its_fastest_path() -> None:
     seeded demo's outcome); on an accelerator with a fused kernel it is fused."""
     import rlport
     from rlport.train.device_parts import optimizer_factory
-    from rlport.train.optim import AdamWFactory, has_fused_adamw
+    from rlport.optim import AdamWFactory, has_fused_adamw
 
     factory, plugin = optimizer_factory("adamw", "replicated", rlport.init())
     assert plugin == "reference"

@@ -91,7 +91,7 @@ class Reference:
     def rlport_optimizer(self, name: str, device: DeviceInfo, strategy: str) -> Any | None:
         if name != "adamw":
             return None
-        from rlport.train.optim import AdamWFactory
+        from rlport.optim import AdamWFactory
 
         return AdamWFactory(device.device_type)
 

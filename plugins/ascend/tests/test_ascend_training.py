@@ -26,7 +26,7 @@ NPU = DeviceInfo(device_type="npu", count=1, device_module="torch.npu", collecti
 @pytest.fixture(autouse=True)
 def _no_npu_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     """The reference asks torch for a fused AdamW on ``npu``, which the host cannot answer."""
-    monkeypatch.setattr("rlport.train.optim.has_fused_adamw", lambda device_type: False)
+    monkeypatch.setattr("rlport.optim.has_fused_adamw", lambda device_type: False)
 
 
 def test_npu_fused_adamw_for_plain_tensor_strategies(fake_npu: ModuleType) -> None:

@@ -23,7 +23,7 @@ GPU = DeviceInfo(device_type="cuda", count=1, device_module="torch.cuda", collec
 def _no_cuda_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     """The reference asks torch whether a fused AdamW exists for ``cuda``, which a CPU build cannot
     answer: say no, so it builds the foreach AdamW on these host tensors."""
-    monkeypatch.setattr("rlport.train.optim.has_fused_adamw", lambda device_type: False)
+    monkeypatch.setattr("rlport.optim.has_fused_adamw", lambda device_type: False)
 
 
 def test_apex_fused_adam_where_it_imports(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -154,7 +154,7 @@ class DeviceModulePlugin:
         """The class's :attr:`fused_adamw` for ``adamw`` on its strategies, where it imports."""
         if name != "adamw" or self.fused_adamw is None or strategy not in self.fused_adamw_strategies:
             return None
-        from rlport.train.optim import imported_optimizer
+        from rlport.optim import imported_optimizer
 
         target, requires, options = self.fused_adamw
         return imported_optimizer(target, requires=requires, options=options)

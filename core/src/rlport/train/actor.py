@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from rlport.train.config import TrainConfig
-from rlport.train.grpo import entropy_from_logits, kl_k3, masked_mean, token_logprobs
+from rlport.train.grpo import entropy_from_logits, masked_mean, token_logprobs
 from rlport.train.loss_agg import MiniBatchSize, micro_share
 from rlport.train.modeling import load_causal_lm, loading
 from rlport.train.policy_losses import POLICY_LOSSES
-from rlport.train.ppo import pad_rows, response_mask
+from rlport.train.ppo import kl_penalty, pad_rows, response_mask
 from rlport.train.rollout_correction import (
     Correction,
     bypass_policy_loss,
@@ -251,7 +251,7 @@ class Actor(TrainedModel):
         kl_val = torch.tensor(0.0)
         if al.use_kl_loss:
             ref = pad_rows([lp.ref[i] for i in idx], width).to(dev)  # type: ignore[misc]
-            kl_tokens = kl_k3(logp, ref)
+            kl_tokens = kl_penalty(logp, ref, al.kl_loss_type)
             kl_val = masked_mean(kl_tokens, mask)
             per_token = per_token + al.kl_coef * kl_tokens
         ent_tokens = entropy_from_logits(logits.detach() if al.entropy_coef == 0 else logits)

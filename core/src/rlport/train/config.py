@@ -93,6 +93,9 @@ def setting(
 DTYPES = ("float32", "bfloat16", "float16")
 #: ``algorithm.kl_penalty``: the per-token estimates of KL(actor || reference), as verl names them.
 KL_PENALTIES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
+#: ``algorithm.kl_loss_type``: the same, and with ``+`` the straight-through kinds (verl's ``k3+``):
+#: the kind's value, k2's gradient
+KL_LOSS_TYPES = (*KL_PENALTIES, *(f"{k}+" for k in KL_PENALTIES))
 LOGGERS = ("console", "jsonl", "tensorboard", "wandb", "mlflow", "swanlab")
 #: ``algorithm.adv_estimator``s that give one advantage per sequence from its group (rollout.n >= 2)
 GROUPED_ESTIMATORS = ("grpo", "rloo", "opo", "gpg", "grpo_passk")
@@ -469,8 +472,14 @@ class AlgorithmConfig:
     loss_scale_factor: int = setting(
         0, "seq-mean-token-sum-norm divides by this; 0: rollout.max_new_tokens", ge=0
     )
-    use_kl_loss: bool = setting(False, "add kl_coef * KL(actor || reference) (k3 estimator) to the loss")
+    use_kl_loss: bool = setting(False, "add kl_coef * KL(actor || reference) to the loss")
     kl_coef: float = setting(0.001, "weight of the KL loss", ge=0)
+    kl_loss_type: str = setting(
+        "low_var_kl",
+        "the KL loss's estimate: kl (k1), abs, mse (k2), low_var_kl (k3); with a trailing +, that "
+        "value with k2's gradient (straight-through, verl's k3+)",
+        choices=KL_LOSS_TYPES,
+    )
     entropy_coef: float = setting(0.0, "subtract entropy_coef * entropy from the loss")
     use_kl_in_reward: bool = setting(
         False, "subtract kl_ctrl.kl_coef * KL(actor || reference) from every token's reward"

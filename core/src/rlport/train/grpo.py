@@ -52,9 +52,11 @@ def group_advantages(
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimator of KL(actor || reference): ``exp(ref - logp) - (ref - logp) - 1``,
-    non-negative and unbiased; clamped to [-10, 10] in log space for stability, as verl does."""
-    diff = torch.clamp(ref_logp - logp, -10.0, 10.0)
-    return torch.exp(diff) - diff - 1.0
+    non-negative and unbiased; for stability, as verl 0.9.1 does, ``ref - logp`` is clamped to
+    [-20, 20] and the estimate to at most 10 (a token the reference finds far likelier than the
+    actor does adds at most 10, and no gradient)."""
+    diff = torch.clamp(ref_logp - logp, -20.0, 20.0)
+    return torch.clamp(torch.exp(diff) - diff - 1.0, min=-10.0, max=10.0)
 
 
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:

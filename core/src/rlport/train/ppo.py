@@ -32,7 +32,13 @@ def token_scores(scores: Sequence[float], mask: torch.Tensor) -> torch.Tensor:
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "kl") -> torch.Tensor:
     """Per-token KL estimate of the actor (``logp``, the rollout's recomputed logprobs) against the
     reference: ``kl``/``k1`` is ``logp - ref``, ``abs`` its size, ``mse``/``k2`` half its square,
-    ``low_var_kl``/``k3`` the k3 estimator (:func:`rlport.train.grpo.kl_k3`)."""
+    ``low_var_kl``/``k3`` the k3 estimator (:func:`rlport.train.grpo.kl_k3`). A trailing ``+``
+    (``k3+``) keeps that value and takes k2's gradient, whose expectation is the gradient of the KL
+    (straight-through, as verl's ``kl_penalty``); k2 is its own."""
+    if kind.endswith("+"):
+        value = kl_penalty(logp, ref_logp, kind[:-1])
+        grad = 0.5 * (logp - ref_logp).square()
+        return grad - grad.detach() + value.detach()
     diff = logp - ref_logp
     if kind in ("kl", "k1"):
         return diff

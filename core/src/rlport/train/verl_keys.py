@@ -350,11 +350,7 @@ RULES: tuple[Rule, ...] = (
     Map("actor_rollout_ref.actor.clip_ratio_high", "algorithm.clip_ratio_high"),
     Map("actor_rollout_ref.actor.use_kl_loss", "algorithm.use_kl_loss"),
     Map("actor_rollout_ref.actor.kl_loss_coef", "algorithm.kl_coef"),
-    Accept(
-        "actor_rollout_ref.actor.kl_loss_type",
-        "rlport's KL loss is the k3 estimator (verl's low_var_kl)",
-        ("low_var_kl", "k3"),
-    ),
+    Map("actor_rollout_ref.actor.kl_loss_type", "algorithm.kl_loss_type"),
     Map("actor_rollout_ref.actor.entropy_coeff", "algorithm.entropy_coef"),
     Map("actor_rollout_ref.actor.loss_agg_mode", "algorithm.loss_agg_mode"),
     Map(

@@ -33,7 +33,7 @@ def optimizer(name: str, strategy: str) -> Any | None:
     """torch_npu's fused AdamW for ``adamw`` where it imports and takes the strategy's parameters."""
     if name != "adamw" or strategy not in OPTIMIZER_STRATEGIES:
         return None
-    from rlport.train.optim import imported_optimizer
+    from rlport.optim import imported_optimizer
 
     return imported_optimizer(OPTIMIZER)
 

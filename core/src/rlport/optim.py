@@ -1,5 +1,8 @@
 """Optimizer factories: the reference (torch's AdamW on its fastest path for the device) and one for
-an optimizer class a device's stack ships, which a plugin names by import path."""
+an optimizer class a device's stack ships, which a plugin names by import path.
+
+Part of the plugin API (a plugin's ``rlport_optimizer`` returns an :class:`OptimizerFactory`, often
+from :func:`imported_optimizer`), so it lives in the core: the core never imports ``rlport.train``."""
 
 from __future__ import annotations
 
