@@ -153,6 +153,7 @@ def _rank(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
         weights = {k: v.clone() for k, v in actor.full_parameters()}
         if rank == 0:
             torch.save(weights, out)
+        dist.barrier()  # no rank leaves while FSDP's last collectives run on the other (a gloo abort)
     finally:
         dist.destroy_process_group()
 

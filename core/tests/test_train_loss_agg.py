@@ -332,6 +332,7 @@ def _two_ranks(
         grads = _gradients(model, strategy, rank, 2, extra, modes)
         if rank == 0:
             torch.save(grads, out)
+        dist.barrier()  # no rank leaves while FSDP's last collectives run on the other (a gloo abort)
     finally:
         dist.destroy_process_group()
 

@@ -150,6 +150,7 @@ def _rank(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         _train(model, strategy, rank, 2, out)
+        dist.barrier()  # no rank leaves while FSDP's last collectives run on the other (a gloo abort)
     finally:
         dist.destroy_process_group()
 
