@@ -40,3 +40,26 @@ def benchmark(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
+
+
+def train_process(args: list[str], folder: Path) -> tuple[str, Path]:
+    """``python -m rlport.train ARGS`` as its own process in ``folder`` (wandb offline, no progress
+    bar), writing to ``folder/run``; asserts it exited 0 and returns its output and that folder."""
+    import os
+    import subprocess
+    import sys
+
+    out = folder / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled", "RLPORT_SUMMARY": "0"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlport.train",
+        *args,
+        f"trainer.default_local_dir={out}",
+        "trainer.progress=false",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=folder)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return log, out

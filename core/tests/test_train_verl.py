@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from demo_runs import train_process
 
 from rlport.errors import ConfigError
 from rlport.train import verl_keys
@@ -239,25 +238,7 @@ def _run_doc_command(tag: str, local: dict[str, str], tmp_path: Path) -> tuple[s
         key = word.split("=", 1)[0]
         args.append(f"{key}={local[key]}" if key in local else word)
     assert set(local) <= {a.split("=", 1)[0] for a in args}
-    out = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled", "RLPORT_SUMMARY": "0"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlport.train",
-            *args,
-            f"trainer.default_local_dir={out}",
-            "trainer.progress=false",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr, out
+    return train_process(args, tmp_path)
 
 
 def _demo_files(tmp_path: Path) -> tuple[Path, Path, Path]:

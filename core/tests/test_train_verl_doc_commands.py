@@ -11,13 +11,10 @@ A run must reach its last step, validate, and leave a checkpoint.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from demo_runs import benchmark
+from demo_runs import benchmark, train_process
 
 from rlport.errors import ConfigError
 from rlport.train.config import load_config
@@ -103,25 +100,7 @@ def test_a_document_command_runs_to_the_end(script: Path, tmp_path: Path) -> Non
             word, _ = f"{word.split('=', 1)[0]}={local[key]}", replaced.add(key)
         args.append(word)
     assert {"data.train_files", "actor_rollout_ref.model.path"} <= replaced
-    out = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled", "RLPORT_SUMMARY": "0"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlport.train",
-            *args,
-            f"trainer.default_local_dir={out}",
-            "trainer.progress=false",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    log, out = train_process(args, tmp_path)
     assert "step 2/2" in log and "validation at step 2" in log, log[-3000:]
     assert (out / "checkpoints" / "step_2" / "model.safetensors").is_file()
     if any(a.startswith("critic.") for a in args):  # verl's PPO: the critic trained and was saved
