@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from demo_runs import spawn_ranks
 from test_train_strategies import _cfg, _samples, _tiny
 
 from rlport.errors import ConfigError
@@ -249,11 +250,10 @@ def _dcp_rank(rank: int, model: Path, store: str, folder: Path, out: Path) -> No
 
 
 def test_fsdp_resumes_bit_exact_from_its_sharded_checkpoint(tmp_path: Path) -> None:
-    import torch.multiprocessing as mp
 
     model = _tiny(tmp_path)
     folder, out = tmp_path / "step_1", tmp_path / "result.json"
-    mp.spawn(_dcp_rank, args=(model, str(tmp_path / "store"), folder, out), nprocs=2, join=True)
+    spawn_ranks(_dcp_rank, (model, str(tmp_path / "store"), folder, out))
     result = json.loads(out.read_text())
     assert result["n_optimizer"] > 10 and result["steps"] and set(result["steps"]) == {1.0}
     assert result["weights"] == [] and result["optimizer"] == [] and result["next"] == []

@@ -21,7 +21,7 @@ import torch
 
 pytest.importorskip("peft")
 
-from demo_runs import metrics, run_demo
+from demo_runs import metrics, run_demo, spawn_ranks
 from rich.console import Console
 
 from rlport.errors import ConfigError
@@ -160,14 +160,13 @@ def _rank(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
 
 @pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
 def test_two_ranks_update_the_adapters_as_one_process(strategy: str, model: Path, tmp_path: Path) -> None:
-    import torch.multiprocessing as mp
 
     single = _actor(_cfg(model), model)
     samples = _samples()
     single.update(samples, single.logprobs(samples))
     one = dict(single.full_parameters())
     out = tmp_path / "two.pt"
-    mp.spawn(_rank, args=(model, strategy, str(tmp_path / "store"), out), nprocs=2, join=True)
+    spawn_ranks(_rank, (model, strategy, str(tmp_path / "store"), out))
     two = torch.load(out, weights_only=True)
     base = _base_weights(model)
     assert two.keys() == one.keys()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from demo_runs import spawn_ranks
 from verl_source import VerlActorConfig, verl_core_algos
 
 from rlport.train.cli import build_config
@@ -350,10 +351,9 @@ def test_two_ranks_of_unequal_counts_make_the_update_of_one(
     (and, under ddp, sequence counts) make the update that one rank holding all 6 answers makes,
     in every mode: each rank divides by the global token and sequence counts (one all-reduce),
     multiplies by 2, and the strategy averages the ranks' gradients."""
-    import torch.multiprocessing as mp
 
     out = tmp_path / "grads.pt"
-    mp.spawn(_two_ranks, args=(model, strategy, str(tmp_path / "store"), out), nprocs=2, join=True)
+    spawn_ranks(_two_ranks, (model, strategy, str(tmp_path / "store"), out))
     two = torch.load(out, weights_only=False)
     for mode in LOSS_AGG_MODES:
         _assert_same_update(two[mode], one_rank[mode], f"{strategy} {mode}")

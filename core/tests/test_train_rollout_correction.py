@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import pytest
 import torch
-from demo_runs import metrics, run_demo
+from demo_runs import metrics, run_demo, spawn_ranks
 from verl_source import VerlActorConfig, verl_core_algos, verl_functions
 
 from rlport.errors import ConfigError
@@ -489,7 +489,6 @@ def test_two_ranks_normalise_and_count_as_one(tiny_model: Path, tmp_path: Path) 
     batch normalisation divides by the mean over both ranks' tokens (one all-reduce) and the
     rejection-masked token count is summed over them, so the update is that of one rank holding
     all six. The engine logprobs there are 0, so the weights (about 0.01) differ by rank."""
-    import torch.multiprocessing as mp
     from test_train_loss_agg import _assert_same_update, _gradients, _two_ranks
 
     extra = (
@@ -501,7 +500,7 @@ def test_two_ranks_normalise_and_count_as_one(tiny_model: Path, tmp_path: Path) 
     one = _gradients(tiny_model, "replicated", 0, 1, extra, ("token-mean",))
     out = tmp_path / "grads.pt"
     args = (tiny_model, "ddp", str(tmp_path / "store"), out, extra, ("token-mean",))
-    mp.spawn(_two_ranks, args=args, nprocs=2, join=True)
+    spawn_ranks(_two_ranks, args)
     _assert_same_update(torch.load(out, weights_only=False)["token-mean"], one["token-mean"], "ddp")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from demo_runs import spawn_ranks
 from rich.console import Console
 
 from rlport.errors import ConfigError
@@ -177,10 +178,9 @@ def single(model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 def test_two_ranks_match_one_process(
     strategy: str, model: Path, single: dict[str, Any], tmp_path: Path
 ) -> None:
-    import torch.multiprocessing as mp
 
     out = tmp_path / "r.pt"
-    mp.spawn(_rank, args=(model, strategy, str(tmp_path / "store"), out), nprocs=2, join=True)
+    spawn_ranks(_rank, (model, strategy, str(tmp_path / "store"), out))
     two = torch.load(out, weights_only=False)
     from safetensors.torch import load_file
 
@@ -252,9 +252,8 @@ def _engine_rank(rank: int, model: Path, store: str, out: Path) -> None:
 
 
 def test_engine_serves_the_trainers_weights_after_a_fsdp_sync(model: Path, tmp_path: Path) -> None:
-    import torch.multiprocessing as mp
 
-    mp.spawn(_engine_rank, args=(model, str(tmp_path / "store"), tmp_path), nprocs=2, join=True)
+    spawn_ranks(_engine_rank, (model, str(tmp_path / "store"), tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for r in ranks:
         assert r["served"] == r["trainer"]
@@ -372,8 +371,8 @@ def test_reference_optimizer_is_adamw_on_its_fastest_path() -> None:
     """On the host the reference keeps AdamW's foreach path (the fused host kernel changes the
     seeded demo's outcome); on an accelerator with a fused kernel it is fused."""
     import rlport
-    from rlport.train.device_parts import optimizer_factory
     from rlport.optim import AdamWFactory, has_fused_adamw
+    from rlport.train.device_parts import optimizer_factory
 
     factory, plugin = optimizer_factory("adamw", "replicated", rlport.init())
     assert plugin == "reference"
