@@ -79,20 +79,20 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         bare.append(time.perf_counter() - t)
 
-    from rlport import runtime as runtime_mod
+    from rlport import bootstrap
     from rlport.selection import select
 
     discover_s, select_s = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        settings, records = runtime_mod.build()
+        settings, records = bootstrap.build()
         t1 = time.perf_counter()
         select(records, settings)
         t2 = time.perf_counter()
         discover_s.append(t1 - t)
         select_s.append(t2 - t1)
     t = time.perf_counter()
-    runtime_mod.init()
+    bootstrap.init()
     init_s = time.perf_counter() - t
 
     table = Table(title=f"rlport core (median of {args.repeats})")

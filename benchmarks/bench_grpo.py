@@ -45,7 +45,7 @@ def main() -> None:
 
     from rlport.console import make_console
     from rlport.train.cli import build_config
-    from rlport.train.trainer import Trainer
+    from rlport.train.driver.trainer import Trainer
 
     console = make_console()
     out = args.output_dir or tempfile.mkdtemp(prefix="rlport-bench-")

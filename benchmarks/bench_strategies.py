@@ -4,7 +4,7 @@
     python benchmarks/bench_strategies.py --hidden 512 --layers 6 --steps 2
 
 Builds a Qwen2 model locally (nothing is downloaded), then for each of replicated, ddp and fsdp
-spawns two ranks (a gloo process group) that each build the :class:`rlport.train.actor.Actor` and
+spawns two ranks (a gloo process group) that each build the :class:`rlport.train.models.actor.Actor` and
 run ``--steps`` GRPO updates on 8 synthetic rollouts per rank. Per strategy it prints:
 
   state MB   parameters + gradients + AdamW state rank 0 holds (shards under fsdp)
@@ -65,8 +65,8 @@ def _rank(rank: int, model: str, strategy: str, steps: int, store: str, out: str
     import torch.distributed as dist
 
     import rlport
-    from rlport.train.actor import Actor, Sample
     from rlport.train.cli import build_config
+    from rlport.train.models.actor import Actor, Sample
 
     os.environ["RLPORT_SUMMARY"] = "0"
     torch.set_num_threads(1)

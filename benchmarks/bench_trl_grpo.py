@@ -231,8 +231,8 @@ def run_trl(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from rlport.train.data.rewards import RewardManager
     from rlport.train.demo import prepare_demo
-    from rlport.train.rewards import RewardManager
 
     torch.set_num_threads(args.threads)
     out = Path(args.output_dir)

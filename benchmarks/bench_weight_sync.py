@@ -173,7 +173,7 @@ def main() -> None:
 
     import rlport
     from rlport.rollout.tiny import build_tiny_model
-    from rlport.train.modeling import quiet_transformers
+    from rlport.train.loading import quiet_transformers
 
     quiet_transformers()
     rlport.init()

@@ -9,7 +9,7 @@ lines, substitutes the script's own simple ``NAME=value`` assignments for ``$NAM
 runs without arguments),
 sets the engine's tensor parallel size and ``trainer.n_gpus_per_node`` to 1 (one device per
 worker, as a run on one machine would), and hands the overrides to
-:func:`rlport.train.config.load_config`. Prints how many load, then the keys that stop the others,
+:func:`rlport.train.config.schema.load_config`. Prints how many load, then the keys that stop the others,
 most frequent first (a key counts once per script). Nothing is run and no model is loaded.
 """
 
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from rlport.errors import ConfigError
-from rlport.train.config import load_config
+from rlport.train.config.load import load_config
 
 ONE = ("tensor_model_parallel_size", "n_gpus_per_node")
 ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_]\w*)=(\S*)\s*(?:#.*)?$")

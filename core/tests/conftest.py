@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlport import runtime as runtime_mod
+from rlport import bootstrap
 from rlport import settings as settings_mod
 
 RLPORT_VARS = (
@@ -25,12 +25,12 @@ RLPORT_VARS = (
 @pytest.fixture(autouse=True)
 def clean_rlport(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with no rlport variables set, no runtime, and the summary off."""
-    runtime_mod.reset()
+    bootstrap.reset()
     for var in RLPORT_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(settings_mod.SUMMARY, "0")
     yield
-    runtime_mod.reset()
+    bootstrap.reset()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def demo_config(out: Path, *extra: str) -> Any:
 
 def run_demo(out: Path, *extra: str, console: Console | None = None) -> Any:
     """The demo with ``extra`` overrides, written to ``out``; its TrainResult."""
-    from rlport.train.trainer import Trainer
+    from rlport.train.driver.trainer import Trainer
 
     return Trainer(demo_config(out, *extra), console=console or Console(file=io.StringIO(), width=200)).fit()
 

@@ -15,7 +15,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from rlport import extras, runtime
+from rlport import bootstrap, extras
 from rlport.errors import EngineError
 from rlport.extras import EXTRAS, MissingExtra, import_optional, install_command, require
 from rlport.rollout.protocol import EngineConfig
@@ -101,7 +101,7 @@ def test_import_optional_shows_a_broken_installed_module_as_it_is(site: Path) ->
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
 def test_an_engine_offer_names_its_extra(monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
     hide(monkeypatch, engine)
-    rt = runtime.init()
+    rt = bootstrap.init()
     with pytest.raises(EngineError) as err:
         rt.make_engine(engine, EngineConfig(model="unused"))
     assert f"rollout engine {engine!r} needs {engine}, which is not installed" in err.value.message
@@ -109,27 +109,27 @@ def test_an_engine_offer_names_its_extra(monkeypatch: pytest.MonkeyPatch, engine
 
 
 def _read_parquet(tmp: Path) -> object:
-    from rlport.train.data import read_parquet
+    from rlport.train.data.prompts import read_parquet
 
     return read_parquet([str(tmp / "train.parquet")])
 
 
 def _plot(tmp: Path) -> object:
-    from rlport.train.metrics import plot_rewards
+    from rlport.train.tracking.metrics import plot_rewards
 
     return plot_rewards([{"step": 0, "reward/mean": 0.5}], tmp / "curve.png")
 
 
 def _config_file(tmp: Path) -> object:
-    from rlport.train.overrides import file_entries
+    from rlport.train.config.overrides import file_entries
 
     (tmp / "run.yaml").write_text("trainer:\n  steps: 3\n")
     return file_entries(tmp / "run.yaml")
 
 
 def _two_workers(tmp: Path) -> object:
-    from rlport.train.config import TrainConfig
-    from rlport.train.validate import check_ray
+    from rlport.train.config.schema import TrainConfig
+    from rlport.train.driver.preflight import check_ray
 
     cfg = TrainConfig()
     cfg.trainer.workers = 2

@@ -10,8 +10,7 @@ import pytest
 from plugin_sources import device, fabric
 from test_cli_and_summary import rlport_cli
 
-from rlport import runtime as runtime_mod
-from rlport import summary
+from rlport import bootstrap, summary
 from rlport.errors import SelectionError
 from rlport.testing import make_plugin
 
@@ -24,7 +23,7 @@ LEFT_OUT = "tunes nccl; the active device plugin 'cpu' uses gloo"
 def test_fabric_for_another_backend_is_left_out_with_the_reason(site: Path) -> None:
     make_plugin(site, "wire", fabric("wire", tunes=("nccl",)))
     make_plugin(site, "anywire", fabric("anywire", env_var="RLPORT_TEST_ANY"))
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.device_plugin == "cpu" and rt.collectives_backend == "gloo"
     assert rt.fabric_plugins == ["anywire"]  # a fabric plugin naming no backend composes with any
     wire = next(r for r in rt.records if r.name == "wire")
@@ -38,7 +37,7 @@ def test_fabric_for_another_backend_is_left_out_with_the_reason(site: Path) -> N
 def test_fabric_for_the_device_backend_is_active(site: Path) -> None:
     make_plugin(site, "ncclchip", NCCL_DEVICE)
     make_plugin(site, "wire", fabric("wire", tunes=("rccl", "nccl")))
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert (rt.device_plugin, rt.collectives_backend) == ("ncclchip", "nccl")
     assert rt.fabric_plugins == ["wire"]
     assert rt.collectives_env() == {"RLPORT_TEST_FABRIC": "wire"}
@@ -51,14 +50,14 @@ def test_explicit_fabric_for_another_backend_is_a_loud_error(
     make_plugin(site, "anywire", fabric("anywire", env_var="RLPORT_TEST_ANY"))
     monkeypatch.setenv("RLPORT_FABRICS", "anywire,wire")
     with pytest.raises(SelectionError) as info:
-        runtime_mod.init()
+        bootstrap.init()
     assert info.value.message == f"RLPORT_FABRICS=anywire,wire names 'wire', which {LEFT_OUT}"
     assert info.value.fix.startswith("export RLPORT_FABRICS=anywire   ")
 
 
 def test_tunes_backends_must_be_a_tuple_of_names(site: Path) -> None:
     make_plugin(site, "wire", fabric("wire").replace("tunes_backends=()", 'tunes_backends="nccl"'))
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     wire = next(r for r in rt.records if r.name == "wire")
     assert wire.status == "broken" and "tunes_backends='nccl'" in wire.reason
     assert "tunes_backends=('nccl',)" in wire.fix

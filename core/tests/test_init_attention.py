@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from rlport import runtime as runtime_mod
+from rlport import bootstrap
 from rlport.attention import autoregister
 
 SNIPPET = textwrap.dedent(
@@ -99,9 +99,9 @@ def test_reset_unregisters_and_removes_the_hook() -> None:
     from rlport.attention import transformers_integration as ti
 
     ti.unregister()  # earlier tests in this process may have registered explicitly
-    runtime_mod.init()
+    bootstrap.init()
     assert ti.registered_by_init() and AttentionInterface()["rlport"] is ti.rlport_attention_forward
-    runtime_mod.reset()
+    bootstrap.reset()
     assert not ti.is_registered()
     assert "rlport" not in AttentionInterface()
     assert autoregister._finder is None
@@ -117,9 +117,9 @@ def test_init_keeps_an_explicit_registration() -> None:
     fake = Fake()
     try:
         ti.register(runtime=fake)
-        runtime_mod.init()
+        bootstrap.init()
         assert ti._state["runtime"] is fake, "init() must not replace a runtime registered explicitly"
-        runtime_mod.reset()
+        bootstrap.reset()
         assert ti.is_registered(), "an explicit registration outlives reset() (its models keep working)"
     finally:
         ti.unregister()
@@ -133,5 +133,5 @@ def test_hook_waits_for_transformers_when_it_is_not_loaded(monkeypatch: pytest.M
     finder = autoregister._finder
     assert finder is not None and finder in sys.meta_path and autoregister.WATCHED in finder.watched
     monkeypatch.undo()  # the real module back before anything imports it again
-    runtime_mod.reset()
+    bootstrap.reset()
     assert finder not in sys.meta_path

@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from rlport import runtime as runtime_mod
+from rlport import bootstrap
 from rlport.errors import RlportError
 from rlport.memory import DeviceModuleMemory, HostMemory, TaggedMemory
 from rlport.types import DeviceInfo
@@ -33,7 +33,7 @@ def test_sleep_releases_and_wake_restores_bit_for_bit() -> None:
     untagged = torch.randn(1024, 1024)
     before, kv_before, untagged_before = snapshot(model), kv.clone(), untagged.clone()
 
-    memory = runtime_mod.init().tagged_memory()
+    memory = bootstrap.init().tagged_memory()
     memory.register("weights", model)
     memory.register("kv_cache", kv)
     tagged = memory.tagged_bytes("weights", "kv_cache")

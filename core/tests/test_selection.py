@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from plugin_sources import device
 
-from rlport import runtime as runtime_mod
+from rlport import bootstrap
 from rlport.errors import ConfigError, PluginError, SelectionError
 from rlport.testing import make_plugin
 
 
 def records_by_name() -> dict:
-    settings, records = runtime_mod.build()
+    settings, records = bootstrap.build()
     from rlport.selection import select
 
     with contextlib.suppress(SelectionError, PluginError):
@@ -23,7 +23,7 @@ def records_by_name() -> dict:
 
 
 def test_builtin_cpu_is_active_alone() -> None:
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.device_plugin == "cpu"
     assert rt.device.device_type == "cpu"
     assert rt.collectives_backend == "gloo"
@@ -34,7 +34,7 @@ def test_builtin_cpu_is_active_alone() -> None:
 
 def test_plugin_that_fails_to_import_is_broken_not_dropped(site: Path) -> None:
     make_plugin(site, "badimport", "import a_module_that_does_not_exist_here\n")
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.device_plugin == "cpu"  # the next-best plugin is used
     bad = next(r for r in rt.records if r.name == "badimport")
     assert bad.status == "broken"
@@ -58,7 +58,7 @@ def test_probe_that_raises_is_broken_with_fix(site: Path) -> None:
         body,
     )
     make_plugin(site, "raiser", src)
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     raiser = next(r for r in rt.records if r.name == "raiser")
     assert rt.device_plugin == "cpu"
     assert raiser.status == "broken"
@@ -70,14 +70,14 @@ def test_two_device_plugins_at_one_priority_is_an_error_naming_both(site: Path) 
     make_plugin(site, "alpha", device("alpha", priority=50))
     make_plugin(site, "beta", device("beta", priority=50))
     with pytest.raises(SelectionError) as info:
-        runtime_mod.init()
+        bootstrap.init()
     assert "'alpha' and 'beta'" in info.value.message
     assert "export RLPORT_DEVICE=alpha" in info.value.fix
 
 
 def test_higher_priority_wins_and_reason_says_why(site: Path) -> None:
     make_plugin(site, "fast", device("fast", priority=200, reason="fast card found"))
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.device_plugin == "fast"
     assert "fast card found" in rt.selection.reason and "cpu (0)" in rt.selection.reason
     assert next(r for r in rt.records if r.name == "cpu").status == "available"
@@ -90,7 +90,7 @@ def test_unknown_hook_name_is_broken(site: Path) -> None:
         return None
 """
     make_plugin(site, "typo", device("typo", body=body))
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     typo = next(r for r in rt.records if r.name == "typo")
     assert typo.status == "broken"
     assert "rlport_atention_backend" in typo.reason
@@ -116,7 +116,7 @@ def test_hook_api_older_than_core_says_upgrade_plugin(site: Path) -> None:
 def test_allow_list_empty_means_builtins_only(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_plugin(site, "fast", device("fast", priority=200))
     monkeypatch.setenv("RLPORT_PLUGINS", "")
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.device_plugin == "cpu"
     fast = next(r for r in rt.records if r.name == "fast")
     assert fast.status == "disabled" and fast.obj is None  # never even imported
@@ -127,7 +127,7 @@ def test_allow_list_admits_named_plugin(site: Path, monkeypatch: pytest.MonkeyPa
     make_plugin(site, "fast", device("fast", priority=200))
     make_plugin(site, "badimport", "raise ImportError('nope')\n")
     monkeypatch.setenv("RLPORT_PLUGINS", "fast")
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.device_plugin == "fast"
     assert next(r for r in rt.records if r.name == "badimport").status == "disabled"
 
@@ -136,7 +136,7 @@ def test_strict_mode_makes_a_broken_plugin_fatal(site: Path, monkeypatch: pytest
     make_plugin(site, "badimport", "raise ImportError('nope')\n")
     monkeypatch.setenv("RLPORT_STRICT", "1")
     with pytest.raises(PluginError) as info:
-        runtime_mod.init()
+        bootstrap.init()
     assert "RLPORT_STRICT=1" in info.value.message and "badimport" in info.value.message
     assert "pip install --force-reinstall rlport-badimport" in info.value.fix
 
@@ -147,7 +147,7 @@ def test_explicit_device_that_is_unavailable_fails_loudly(
     make_plugin(site, "absent", device("absent", available=False, reason="no absent-card driver"))
     monkeypatch.setenv("RLPORT_DEVICE", "absent")
     with pytest.raises(SelectionError) as info:
-        runtime_mod.init()
+        bootstrap.init()
     assert "RLPORT_DEVICE='absent'" in info.value.message and "no absent-card driver" in info.value.message
     assert "unset RLPORT_DEVICE" in info.value.fix
 
@@ -155,7 +155,7 @@ def test_explicit_device_that_is_unavailable_fails_loudly(
 def test_explicit_device_that_is_not_installed_lists_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLPORT_DEVICE", "warp")
     with pytest.raises(SelectionError) as info:
-        runtime_mod.init()
+        bootstrap.init()
     message = info.value.message
     # other installed hardware plugins may be listed beside cpu
     assert "names no installed device plugin (installed: " in message
@@ -166,7 +166,7 @@ def test_explicit_device_that_is_not_installed_lists_installed(monkeypatch: pyte
 def test_explicit_device_beats_priority(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_plugin(site, "fast", device("fast", priority=200))
     monkeypatch.setenv("RLPORT_DEVICE", "cpu")
-    assert runtime_mod.init().device_plugin == "cpu"
+    assert bootstrap.init().device_plugin == "cpu"
 
 
 FABRIC = """
@@ -208,7 +208,7 @@ def test_fabric_plugin_composes_with_cpu(site: Path, tmp_path: Path, monkeypatch
     monkeypatch.delenv("RLPORT_TEST_WIRE_PROTOCOL", raising=False)
     monkeypatch.delenv("RLPORT_TEST_WIRE_WORKERS", raising=False)
     make_plugin(site, "wire", FABRIC)
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.device_plugin == "cpu" and rt.fabric_plugins == ["wire"]
     assert rt.collectives_env() == {"RLPORT_TEST_WIRE_PROTOCOL": "fast-gloo"}
     assert rt.worker_env == {"RLPORT_TEST_WIRE_WORKERS": "on"}
@@ -228,7 +228,7 @@ def test_conflicting_plugin_env_is_an_error_naming_both(site: Path) -> None:
     make_plugin(
         site, "wire2", FABRIC.replace('name="wire"', 'name="wire2"').replace('"fast-" + backend', '"slow"')
     )
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     with pytest.raises(ConfigError) as info:
         rt.collectives_env()
     assert "'wire'" in info.value.message and "'wire2'" in info.value.message
@@ -254,7 +254,7 @@ def test_plugin_that_defers_attention_falls_back_to_reference(site: Path) -> Non
     from rlport.types import AttentionSpec
 
     make_plugin(site, "picky", device("picky", priority=150, body=DEFERRING_BODY))
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.device_plugin == "picky"
     odd = AttentionSpec("float32", head_dim=40, num_heads=4, num_kv_heads=4)
     even = AttentionSpec("float32", head_dim=64, num_heads=4, num_kv_heads=4)
@@ -271,13 +271,13 @@ def test_plugin_that_defers_attention_falls_back_to_reference(site: Path) -> Non
 def test_bad_summary_setting_names_value_and_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLPORT_SUMMARY", "verbose")
     with pytest.raises(ConfigError) as info:
-        runtime_mod.init()
+        bootstrap.init()
     assert "RLPORT_SUMMARY='verbose'" in info.value.message and "0, 1, json" in info.value.message
     assert info.value.fix == "export RLPORT_SUMMARY=1"
 
 
 def test_init_is_idempotent() -> None:
-    assert runtime_mod.init() is runtime_mod.init()
+    assert bootstrap.init() is bootstrap.init()
 
 
 ALLOCATOR_BODY = """
@@ -298,7 +298,7 @@ def test_allocator_settings_applied_per_phase_and_user_value_wins(
     monkeypatch.delenv("RLPORT_TEST_ALLOC", raising=False)
     monkeypatch.setenv("RLPORT_TEST_ALLOC2", "off")  # the user's own choice
     make_plugin(site, "alloc", device("alloc", priority=150, body=ALLOCATOR_BODY))
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert rt.apply_allocator_settings("rollout") == {}
     assert rt.apply_allocator_settings("training") == {"RLPORT_TEST_ALLOC": "expandable"}
     assert os.environ["RLPORT_TEST_ALLOC"] == "expandable" and os.environ["RLPORT_TEST_ALLOC2"] == "off"
@@ -308,7 +308,7 @@ def test_allocator_settings_applied_per_phase_and_user_value_wins(
     data = collect(rt)["resolved"]
     assert data["allocator"]["training"] == {"RLPORT_TEST_ALLOC": "expandable", "RLPORT_TEST_ALLOC2": "on"}
     assert data["allocator_overridden_by_user"] == {"RLPORT_TEST_ALLOC2": "off"}
-    runtime_mod.reset()
+    bootstrap.reset()
     assert "RLPORT_TEST_ALLOC" not in os.environ  # reset restores what rlport exported
 
 
@@ -322,7 +322,7 @@ WRAPPER_BODY = """
 
 def test_hook_wrappers_are_refused_with_the_fix(site: Path) -> None:
     make_plugin(site, "wrapping", device("wrapping", priority=150, body=WRAPPER_BODY))
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     wrapping = next(r for r in rt.records if r.name == "wrapping")
     assert wrapping.status == "broken"
     assert "declares hook wrappers (rlport_attention_backend)" in wrapping.reason

@@ -20,7 +20,7 @@ from test_train_strategies import _cfg, _samples, _tiny
 
 from rlport.errors import ConfigError
 from rlport.train import checkpoint
-from rlport.train.data import Sampler
+from rlport.train.data.prompts import Sampler
 
 
 class _Tokenizer:
@@ -203,7 +203,7 @@ def _dcp_rank(rank: int, model: Path, store: str, folder: Path, out: Path) -> No
     import torch.distributed as dist
 
     import rlport
-    from rlport.train.actor import Actor
+    from rlport.train.models.actor import Actor
 
     os.environ["RLPORT_SUMMARY"] = "0"
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)

@@ -20,10 +20,10 @@ import pytest
 from rich.console import Console
 
 from rlport.errors import ConfigError, RlportError
-from rlport.train import placement
-from rlport.train import trainer as trainer_mod
 from rlport.train.cli import build_config
-from rlport.train.trainer import Trainer
+from rlport.train.driver.trainer import Trainer
+from rlport.train.workers import placement
+from rlport.train.workers.group import WorkerGroup
 
 TINY = [
     "trainer.progress=false",
@@ -62,7 +62,7 @@ def test_a_cluster_too_small_is_refused_naming_both_sides() -> None:
 def test_a_worker_resolving_another_plugin_is_refused() -> None:
     from types import SimpleNamespace
 
-    pool = trainer_mod._Pool.__new__(trainer_mod._Pool)
+    pool = WorkerGroup.__new__(WorkerGroup)
     pool.where = ["10.0.0.1 (node 01010101)", "10.0.0.2 (node 02020202)"]
     rt = SimpleNamespace(device_plugin="cpu", collectives_backend="gloo")
     same = {"device_plugin": "cpu", "collectives_backend": "gloo"}
@@ -83,7 +83,7 @@ def test_a_worker_error_is_named_with_its_rank_node_and_step() -> None:
 
     from rlport.errors import WorkerError
 
-    pool = trainer_mod._Pool.__new__(trainer_mod._Pool)
+    pool = WorkerGroup.__new__(WorkerGroup)
     pool.where, pool.step = ["10.0.0.1 (node 01010101)", "10.0.0.2 (node 02020202)"], 7
     wrapped = SimpleNamespace(cause=RlportError("preflight all_reduce exact failed", "rlport doctor"))
     err = pool._raised(1, "train", wrapped)  # type: ignore[arg-type]
@@ -245,3 +245,20 @@ def test_resources_held_elsewhere_fail_after_a_bounded_wait(
     finally:
         remove_placement_group(blocker)
         ray.shutdown()
+
+
+def test_a_run_starts_its_own_ray_unless_a_cluster_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``ray start`` cluster on the machine made a plain ``ray.init(num_cpus=...)`` join it and
+    fail after the run had started ("When connecting to an existing cluster, num_cpus and num_gpus
+    must not be provided"): without an address the trainer asks for a new local Ray; with one
+    (``trainer.ray_address`` or Ray's own ``RAY_ADDRESS``) it joins and leaves the CPUs to it."""
+    from rlport.train.workers.group import ray_init_options
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    own = ray_init_options("", 3)
+    assert own["address"] == "local" and own["num_cpus"] == 3
+    assert ray_init_options("", 0)["num_cpus"] >= 1
+    joined = ray_init_options("10.0.0.1:6379", 3)
+    assert joined["address"] == "10.0.0.1:6379" and "num_cpus" not in joined
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert ray_init_options("", 3) == {"include_dashboard": False, "log_to_driver": True, "address": "auto"}

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from rlport.errors import ConfigError
-from rlport.train.config import all_fields, all_keys, doc, load_config
-from rlport.train.show_config import rlport_yaml
+from rlport.train.config.keys import all_fields, all_keys, doc
+from rlport.train.config.load import load_config
+from rlport.train.config.show import rlport_yaml
 
 
 def test_defaults_are_documented_and_round_trip_through_yaml(tmp_path: Path) -> None:

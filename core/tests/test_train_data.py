@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlport.errors import ConfigError
-from rlport.train.data import Sampler, read_parquet, tokenize
-from rlport.train.modeling import load_tokenizer
+from rlport.train.data.prompts import Sampler, read_parquet, tokenize
+from rlport.train.loading import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_reads_verl_layout_and_applies_chat_template(tmp_path: Path, tiny_model:
 def test_max_samples_draws_or_takes_the_first(tmp_path: Path) -> None:
     """data.train_max_samples: the first N without shuffling; with it, a draw seeded by
     trainer.seed (the same for the same seed), kept in file order; 0 or more than there are: all."""
-    from rlport.train.data import limit
+    from rlport.train.data.prompts import limit
 
     f = tmp_path / "train.parquet"
     rows = [{**_verl_rows()[0], "extra_info": {"index": i}} for i in range(20)]

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from rlport.errors import ConfigError, EngineError, RlportError
 from rlport.train.cli import build_config, run_train
-from rlport.train.trainer import Trainer
+from rlport.train.driver.trainer import Trainer
 
 TINY = [
     "trainer.progress=false",
@@ -105,7 +105,7 @@ def test_demo_trains_saves_and_resumes(tmp_path: Path) -> None:
 
 def test_without_weight_sync_the_engine_drifts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The mismatch metric really detects an engine serving stale weights."""
-    from rlport.train import workers
+    from rlport.train.workers import worker as workers
 
     monkeypatch.setattr(workers.Worker, "push_weights", lambda self: None)
     res = _run(tmp_path / "run", "trainer.steps=2", "actor.lr=1e-2")
@@ -115,7 +115,7 @@ def test_without_weight_sync_the_engine_drifts(tmp_path: Path, monkeypatch: pyte
 @pytest.fixture
 def no_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if any worker (model load) starts."""
-    from rlport.train import workers
+    from rlport.train.workers import worker as workers
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a worker started before the input was validated")
@@ -258,7 +258,7 @@ def test_epochs_and_total_steps_set_the_steps(tmp_path: Path) -> None:
     good = _demo_paths(tmp_path)
     cfg = build_config([*good, "data.train_batch_size=8", "trainer.total_epochs=3"], demo=False)
     cfg.trainer.steps = 999
-    from rlport.train.trainer import plan_steps
+    from rlport.train.driver.trainer import plan_steps
 
     plan_steps(cfg, prompts=16, dropped=0, val_prompts=0)
     assert cfg.trainer.steps == 6  # 3 epochs x 16 // 8
@@ -342,8 +342,8 @@ def test_validation_before_and_during_training(tmp_path: Path) -> None:
 
 
 def test_validation_params_follow_val_kwargs() -> None:
-    from rlport.train.config import ValKwargsConfig
-    from rlport.train.evaluate import validation_params
+    from rlport.train.config.schema import ValKwargsConfig
+    from rlport.train.driver.evaluate import validation_params
 
     greedy = validation_params(ValKwargsConfig(), 8, [2], seed=5)
     assert (greedy.n, greedy.temperature, greedy.top_p, greedy.top_k) == (1, 0.0, 1.0, 0)
@@ -357,7 +357,7 @@ def test_validation_params_follow_val_kwargs() -> None:
 
 
 def test_best_and_worst_of_n_by_hand() -> None:
-    from rlport.train.evaluate import _reward_metrics
+    from rlport.train.driver.evaluate import _reward_metrics
 
     m = _reward_metrics("val/reward", [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.5]], 3)
     assert m == pytest.approx(
@@ -459,7 +459,7 @@ def test_critic_warmup_and_the_critic_checkpoint(tmp_path: Path) -> None:
     assert "score.weight" in critic and critic["score.weight"].shape[0] == 1
     assert (step / "critic" / "optimizer.pt").is_file()
     import rlport
-    from rlport.train.critic import Critic
+    from rlport.train.models.critic import Critic
 
     cfg = build_config([*TINY, f"trainer.output_dir={out}", "algorithm.adv_estimator=gae"], demo=True)
     loaded = Critic(cfg, device="cpu", rt=rlport.init(), resume_from=step / "critic")

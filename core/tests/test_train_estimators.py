@@ -16,10 +16,10 @@ from demo_runs import metrics, run_demo
 from verl_source import verl_functions
 
 from rlport.errors import ConfigError
+from rlport.train.algos.estimators import sequence_advantages, token_advantages
+from rlport.train.algos.ppo import response_mask, token_scores
 from rlport.train.cli import build_config
-from rlport.train.config import GROUPED_ESTIMATORS, PER_TOKEN_ESTIMATORS
-from rlport.train.estimators import sequence_advantages, token_advantages
-from rlport.train.ppo import response_mask, token_scores
+from rlport.train.config.choices import GROUPED_ESTIMATORS, PER_TOKEN_ESTIMATORS
 
 VERL_NAMES = {
     "rloo": "compute_rloo_outcome_advantage",

@@ -17,10 +17,10 @@ import pytest
 from rich.console import Console
 
 from rlport.errors import WorkerError
-from rlport.train import trainer as trainer_mod
 from rlport.train.cli import build_config
-from rlport.train.data import Sampler
-from rlport.train.trainer import Trainer
+from rlport.train.data.prompts import Sampler
+from rlport.train.driver.trainer import Trainer
+from rlport.train.workers.group import WorkerGroup
 
 ARGS = [
     "trainer.progress=false",
@@ -46,7 +46,7 @@ def test_a_worker_killed_mid_step_is_named_and_the_run_resumes(
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     out = tmp_path / "run"
-    submit = trainer_mod._Pool.submit
+    submit = WorkerGroup.submit
 
     def kill_rank_1_in_step_3(pool: Any, method: str, args: list[tuple[Any, ...]]) -> list[Any]:
         refs = submit(pool, method, args)
@@ -54,7 +54,7 @@ def test_a_worker_killed_mid_step_is_named_and_the_run_resumes(
             ray.kill(pool.workers[1])
         return refs
 
-    monkeypatch.setattr(trainer_mod._Pool, "submit", kill_rank_1_in_step_3)
+    monkeypatch.setattr(WorkerGroup, "submit", kill_rank_1_in_step_3)
     t0 = time.monotonic()
     with pytest.raises(WorkerError) as err:
         _trainer(out).fit()
@@ -65,7 +65,7 @@ def test_a_worker_killed_mid_step_is_named_and_the_run_resumes(
     assert "(node " in e.node
     assert e.fix.startswith(f"the last complete checkpoint, {out / 'checkpoints' / 'step_2'}, is intact")
     assert "trainer.resume_from=latest" in e.fix
-    monkeypatch.setattr(trainer_mod._Pool, "submit", submit)
+    monkeypatch.setattr(WorkerGroup, "submit", submit)
 
     # the checkpoint of step 2 is intact and loads; nothing of step 3 or 4 passes for one
     ckpts = out / "checkpoints"

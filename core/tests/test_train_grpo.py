@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-from rlport.train.config import AlgorithmConfig
-from rlport.train.grpo import (
+from rlport.train.algos.grpo import (
     entropy_from_logits,
     group_advantages,
     kl_k3,
     masked_mean,
     token_logprobs,
 )
-from rlport.train.policy_losses import clipped_policy_loss
+from rlport.train.algos.policy_losses import clipped_policy_loss
+from rlport.train.config.schema import AlgorithmConfig
 
 
 def test_group_advantages_by_hand() -> None:

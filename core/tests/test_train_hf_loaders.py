@@ -19,8 +19,8 @@ import torch
 from rich.console import Console
 
 from rlport.train.cli import build_config
-from rlport.train.modeling import load_causal_lm, load_tokenizer
-from rlport.train.trainer import Trainer
+from rlport.train.driver.trainer import Trainer
+from rlport.train.loading import load_causal_lm, load_tokenizer
 
 TEXTS = ["repeat the letter c", "a b\nc  d", "12 + 3.5 = ?"]
 

@@ -15,7 +15,7 @@ from demo_runs import run_demo
 from rich.console import Console
 
 from rlport.extras import MissingExtra
-from rlport.train.loggers import check_installed, open_loggers
+from rlport.train.tracking.loggers import check_installed, open_loggers
 
 METRICS = [
     {"step": 1, "reward/mean": 0.25, "actor/kl": 0.5},

@@ -25,9 +25,9 @@ from demo_runs import metrics, run_demo, spawn_ranks
 from rich.console import Console
 
 from rlport.errors import ConfigError
-from rlport.train.actor import Actor, Sample
 from rlport.train.cli import build_config
-from rlport.train.lora import ADAPTER_DIR, add_adapters, merged_weights, scalings
+from rlport.train.models.actor import Actor, Sample
+from rlport.train.models.lora import ADAPTER_DIR, add_adapters, merged_weights, scalings
 
 LR = 1e-2
 LORA = ["model.lora_rank=4", "model.lora_alpha=8"]
@@ -112,7 +112,7 @@ def test_merged_weights_equal_peft_merge_and_unload(model: Path) -> None:
 def test_only_the_adapters_train_and_the_reference_is_the_base(model: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from rlport.train.grpo import token_logprobs
+    from rlport.train.algos.grpo import token_logprobs
 
     actor = _actor(_cfg(model, "algorithm.use_kl_loss=true"), model)
     assert actor.reference is None  # no second copy: the base is the actor with its adapters off
@@ -250,7 +250,7 @@ def test_verl_lora_keys_map_onto_the_model_section(model: Path) -> None:
 def test_lora_settings_that_cannot_work_are_refused_before_any_work(
     model: Path, extra: list[str], said: str
 ) -> None:
-    from rlport.train.validate import check_lora
+    from rlport.train.driver.preflight import check_lora
 
     with pytest.raises(ConfigError) as err:
         check_lora(_cfg(model, *extra))
@@ -262,7 +262,7 @@ def test_lora_without_peft_names_the_extra(model: Path, monkeypatch: pytest.Monk
     import sys
 
     from rlport.extras import MissingExtra
-    from rlport.train.validate import check_lora
+    from rlport.train.driver.preflight import check_lora
 
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(MissingExtra) as err:
@@ -282,8 +282,8 @@ def test_a_target_module_the_model_lacks_is_refused_before_any_worker(
 ) -> None:
     """The pre-flight checks add the adapters to the model's structure (meta device): a name the
     model lacks is refused before a worker (or Ray) starts, not when peft builds the adapters."""
-    from rlport.train import workers as worker_module
-    from rlport.train.trainer import Trainer
+    from rlport.train.driver.trainer import Trainer
+    from rlport.train.workers import worker as worker_module
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a worker started before the input was validated")

@@ -20,11 +20,12 @@ import torch
 from demo_runs import spawn_ranks
 from verl_source import VerlActorConfig, verl_core_algos
 
+from rlport.train.algos.loss_agg import MiniBatchSize, micro_share
+from rlport.train.algos.policy_losses import clipped_policy_loss
 from rlport.train.cli import build_config
-from rlport.train.config import LOSS_AGG_MODES, AlgorithmConfig
-from rlport.train.loss_agg import MiniBatchSize, micro_share
-from rlport.train.policy_losses import clipped_policy_loss
-from rlport.train.trained import Sample
+from rlport.train.config.choices import LOSS_AGG_MODES
+from rlport.train.config.schema import AlgorithmConfig
+from rlport.train.models.trained import Sample
 
 LENGTHS = [5, 1, 7, 0, 3, 7]  # a sequence without response tokens among them
 NORM = 9.0
@@ -177,7 +178,7 @@ def test_dual_clip_by_hand() -> None:
 
 
 def test_verl_keys_map() -> None:
-    from rlport.train.config import load_config
+    from rlport.train.config.load import load_config
 
     cfg = load_config(
         [
@@ -232,7 +233,7 @@ def _assert_same_update(got: dict[str, torch.Tensor], want: dict[str, torch.Tens
 
 def _update(model: Path, *extra: str) -> dict[str, torch.Tensor]:
     import rlport
-    from rlport.train.actor import Actor
+    from rlport.train.models.actor import Actor
 
     cfg = build_config(
         [f"model.path={model}", "actor.strategy=replicated", "actor.lr=1e-3", "actor.grad_clip=0", *extra],
@@ -289,7 +290,7 @@ def _gradients(
     gradient) on this rank's samples: all of them with one rank, ``RANK_SPLITS[strategy][rank]``
     with two."""
     import rlport
-    from rlport.train.actor import Actor
+    from rlport.train.models.actor import Actor
 
     samples = _ragged_samples()
     if world > 1:
@@ -378,7 +379,7 @@ def test_fsdp_ranks_whose_budgets_cut_differently_stay_in_step(
     all-reduce) and the others cut further; the update is the one of one rank holding all."""
     import torch.multiprocessing as mp
 
-    from rlport.train.batching import token_budget_chunks
+    from rlport.train.models.micro_batches import token_budget_chunks
 
     samples = _ragged_samples()
     cuts = [
@@ -404,7 +405,7 @@ def test_fsdp_ranks_whose_budgets_cut_differently_stay_in_step(
 
 
 def test_even_chunks_halves_the_largest_in_place() -> None:
-    from rlport.train.batching import even_chunks
+    from rlport.train.models.micro_batches import even_chunks
 
     assert even_chunks([[0, 1, 2, 3], [4]], 3) == [[0, 1], [2, 3], [4]]
     assert even_chunks([[0], [1, 2, 3]], 4) == [[0], [1], [2], [3]]

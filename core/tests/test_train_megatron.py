@@ -21,7 +21,7 @@ pytest.importorskip("mbridge", reason='mbridge is not installed: pip install -e 
 from rlport.errors import ConfigError
 from rlport.extras import MissingExtra
 from rlport.train.cli import build_config
-from rlport.train.validate import check_megatron
+from rlport.train.driver.preflight import check_megatron
 
 SIZES = dict(
     vocab_size=128,
@@ -40,7 +40,7 @@ def group() -> Iterator[None]:
     import torch.distributed as dist
     from megatron.core import parallel_state
 
-    from rlport.train.megatron_bridge import initialize_parallel
+    from rlport.train.strategies.megatron_bridge import initialize_parallel
 
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     initialize_parallel()
@@ -74,7 +74,7 @@ def _save(tmp: Path, arch: str, tied: bool, dtype: torch.dtype) -> tuple[Path, A
 def test_hf_to_megatron_to_hf_is_bit_exact(
     arch: str, tied: bool, dtype: torch.dtype, tmp_path: Path, group: None
 ) -> None:
-    from rlport.train import megatron_bridge
+    from rlport.train.strategies import megatron_bridge
 
     path, hf = _save(tmp_path, arch, tied, dtype)
     bridge = megatron_bridge.make_bridge(hf.config, dtype=dtype)
@@ -96,7 +96,7 @@ def test_hf_to_megatron_to_hf_is_bit_exact(
 def test_local_spec_names_are_renamed_by_megatrons_own_key_map(group: None) -> None:
     from transformers import Qwen2Config
 
-    from rlport.train import megatron_bridge
+    from rlport.train.strategies import megatron_bridge
 
     bridge = megatron_bridge.make_bridge(Qwen2Config(**SIZES), dtype=torch.float32, local_spec=True)
     bridge._get_transformer_layer_spec()
@@ -122,7 +122,7 @@ def test_the_actor_saves_its_megatron_model_as_the_hf_checkpoint_it_loaded(tmp_p
     from transformers import AutoModelForCausalLM
 
     import rlport
-    from rlport.train.actor import Actor
+    from rlport.train.models.actor import Actor
 
     path, hf = _save(tmp_path, "qwen2", False, torch.float32)
     cfg = build_config(

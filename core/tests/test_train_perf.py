@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from rlport.devices import module_info, peaks
-from rlport.train import perf
-from rlport.train.metrics import step_line
+from rlport.train.tracking import perf
+from rlport.train.tracking.metrics import step_line
 
 
 def _config(**kw: int):

@@ -1,4 +1,4 @@
-"""``algorithm.policy_loss``: each loss of :mod:`rlport.train.policy_losses` against verl's own
+"""``algorithm.policy_loss``: each loss of :mod:`rlport.train.algos.policy_losses` against verl's own
 ``compute_policy_loss_<name>`` (compiled from the installed verl by ``verl_source``): the loss of
 the mini-batch and its gradient in every ``loss_agg_mode`` the loss takes, and verl's metrics, on
 random batches with ragged masks and ratios well away from 1; the token selection of ``clip_cov``
@@ -21,17 +21,12 @@ import torch
 from demo_runs import metrics, run_demo
 from verl_source import VerlActorConfig, verl_core_algos
 
-from rlport.train.config import (
-    LOSS_AGG_MODES,
-    POLICY_LOSSES,
-    SEQUENCE_MEAN_LOSSES,
-    AlgorithmConfig,
-    PolicyLossOptions,
-    load_config,
-)
-from rlport.train.loss_agg import MiniBatchSize, micro_share
-from rlport.train.policy_losses import POLICY_LOSSES as TABLE
-from rlport.train.policy_losses import clip_cov_selection, kl_cov_selection
+from rlport.train.algos.loss_agg import MiniBatchSize, micro_share
+from rlport.train.algos.policy_losses import POLICY_LOSSES as TABLE
+from rlport.train.algos.policy_losses import clip_cov_selection, kl_cov_selection
+from rlport.train.config.choices import LOSS_AGG_MODES, POLICY_LOSSES, SEQUENCE_MEAN_LOSSES
+from rlport.train.config.load import load_config
+from rlport.train.config.schema import AlgorithmConfig, PolicyLossOptions
 
 NORM = 7.0
 #: each loss's settings in the comparison: away from the defaults where those make it trivial

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlport.train.ppo import (
+from rlport.train.algos.ppo import (
     AdaptiveKL,
     FixedKL,
     advantages,
@@ -181,7 +181,7 @@ def test_every_kl_loss_type_equals_verls_value_and_gradient(kind: str) -> None:
 
 
 def test_the_kl_loss_takes_verls_kl_loss_type() -> None:
-    from rlport.train.config import load_config
+    from rlport.train.config.load import load_config
 
     assert load_config([]).algorithm.kl_loss_type == "low_var_kl"  # k3, as before and as verl
     cfg = load_config(

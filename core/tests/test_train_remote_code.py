@@ -58,7 +58,7 @@ def _cfg(model: Path, *extra: str) -> object:
 
 
 def test_a_folder_with_its_own_code_is_refused_before_any_work_without_trust(remote: Path) -> None:
-    from rlport.train.validate import check_remote_code
+    from rlport.train.driver.preflight import check_remote_code
 
     with pytest.raises(ConfigError) as err:
         check_remote_code(remote, "model.path", trust=False)
@@ -72,7 +72,7 @@ def test_with_trust_the_folders_own_classes_train_roll_out_and_save(remote: Path
     import rlport
     from rlport.rollout.hf_engine import HFEngine
     from rlport.rollout.protocol import EngineConfig, SamplingParams
-    from rlport.train.actor import Actor, Sample
+    from rlport.train.models.actor import Actor, Sample
 
     cfg = _cfg(remote, "model.trust_remote_code=true", "actor.lr=1e-3")
     actor = Actor(cfg, path=str(remote), device="cpu", rt=rlport.init())

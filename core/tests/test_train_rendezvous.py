@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from rlport.errors import RlportError
-from rlport.train import rendezvous
+from rlport.train.workers import rendezvous
 
 
 def test_the_store_keeps_its_port_bound() -> None:

@@ -9,8 +9,8 @@ import pytest
 from verl_source import verl_module
 
 from rlport.errors import ConfigError
-from rlport.train import rewards
-from rlport.train.rewards import RewardManager, extract_gsm8k_answer
+from rlport.train.data import rewards
+from rlport.train.data.rewards import RewardManager, extract_gsm8k_answer
 
 
 def test_gsm8k_rule() -> None:
@@ -154,7 +154,7 @@ def test_custom_reward_from_module_and_file(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_verl_custom_reward_function_path_and_name(tmp_path: Path) -> None:
-    from rlport.train.config import load_config
+    from rlport.train.config.load import load_config
 
     f = tmp_path / "my_reward.py"
     f.write_text(

@@ -1,5 +1,5 @@
 """``algorithm.rollout_correction``: rlport's importance weights, rejection masks and metrics
-(:mod:`rlport.train.rollout_correction`) against verl's own ``rollout_corr_helper`` functions
+(:mod:`rlport.train.algos.rollout_correction`) against verl's own ``rollout_corr_helper`` functions
 (compiled from the installed verl by ``verl_source``) for both ``rollout_is`` levels, TIS and
 IcePop thresholds, with and without batch normalisation, and rejection criteria of every kind, on
 random batches with ragged masks; the weighted policy losses and the bypass-mode loss against
@@ -20,13 +20,14 @@ from demo_runs import metrics, run_demo, spawn_ranks
 from verl_source import VerlActorConfig, verl_core_algos, verl_functions
 
 from rlport.errors import ConfigError
-from rlport.train.config import AlgorithmConfig, RolloutCorrectionConfig, load_config
-from rlport.train.correction_thresholds import RS_OPTIONS, is_threshold, rs_checks
-from rlport.train.loss_agg import MiniBatchSize, micro_share
-from rlport.train.policy_losses import POLICY_LOSSES
-from rlport.train.ppo import response_mask
-from rlport.train.rollout_correction import bypass_policy_loss, correct, weighted
-from rlport.train.trained import Sample
+from rlport.train.algos.loss_agg import MiniBatchSize, micro_share
+from rlport.train.algos.policy_losses import POLICY_LOSSES
+from rlport.train.algos.ppo import response_mask
+from rlport.train.algos.rollout_correction import bypass_policy_loss, correct, weighted
+from rlport.train.config.correction_thresholds import RS_OPTIONS, is_threshold, rs_checks
+from rlport.train.config.load import load_config
+from rlport.train.config.schema import AlgorithmConfig, RolloutCorrectionConfig
+from rlport.train.models.trained import Sample
 
 HELPER = "verl/trainer/ppo/rollout_corr_helper.py"
 RC = "algorithm.rollout_correction."
@@ -367,8 +368,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _actor(model: Path, *extra: str) -> Any:
     import rlport
-    from rlport.train.actor import Actor
     from rlport.train.cli import build_config
+    from rlport.train.models.actor import Actor
 
     cfg = build_config(
         [
@@ -409,8 +410,8 @@ def _hand_gradient(actor: Any, samples: list[Sample], weigh: Any) -> dict[str, t
     """The gradient of ``sum(weigh(logp, engine, mask) * -A * ratio) / kept tokens`` at the
     actor's weights, the ratio ``exp(logp - sg[logp])`` (1, the old logprobs being the actor's
     own); ``weigh`` gives each token's factor and the mask of the tokens kept."""
-    from rlport.train.grpo import token_logprobs
-    from rlport.train.ppo import pad_rows
+    from rlport.train.algos.grpo import token_logprobs
+    from rlport.train.algos.ppo import pad_rows
 
     actor.model.zero_grad(set_to_none=True)
     logits, tokens, mask = actor._response_outputs(actor.model, samples)

@@ -15,8 +15,9 @@ import torch
 from demo_runs import metrics, run_demo
 from verl_source import verl_functions
 
-from rlport.train.config import LrScheduleConfig, load_config
-from rlport.train.schedule import lr_schedule, warmup_steps
+from rlport.train.config.load import load_config
+from rlport.train.config.schema import LrScheduleConfig
+from rlport.train.models.schedule import lr_schedule, warmup_steps
 
 LR = 2e-5
 TOTAL = 20

@@ -21,10 +21,10 @@ from demo_runs import spawn_ranks
 from rich.console import Console
 
 from rlport.errors import ConfigError
-from rlport.train.actor import Actor, Sample
 from rlport.train.cli import build_config
-from rlport.train.critic import Critic
-from rlport.train.trainer import Trainer
+from rlport.train.driver.trainer import Trainer
+from rlport.train.models.actor import Actor, Sample
+from rlport.train.models.critic import Critic
 
 #: AdamW's first step moves every weight by about lr (m / sqrt(v) is about sign(g)): the runs are
 #: compared by the gradients they step with, within float64_tolerance.
@@ -225,7 +225,7 @@ def test_two_ranks_match_one_process(
 def _engine_rank(rank: int, model: Path, store: str, out: Path) -> None:
     import torch.distributed as dist
 
-    from rlport.train.workers import Worker
+    from rlport.train.workers.worker import Worker
 
     os.environ["RLPORT_SUMMARY"] = "0"
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
@@ -314,7 +314,7 @@ def test_replicated_critics_start_and_stay_one_model(tmp_path: Path, monkeypatch
 
 
 def test_workers_that_drift_apart_are_named_by_their_first_differing_weight() -> None:
-    from rlport.train.trainer import first_drift
+    from rlport.train.workers.group import first_drift
 
     same = {"actor/a": 1.0, "actor/b": -2.5, "critic/score.weight": 3.0}
     assert first_drift([same, dict(same)]) == ""
@@ -325,7 +325,7 @@ def test_workers_that_drift_apart_are_named_by_their_first_differing_weight() ->
 
 
 def test_megatron_is_refused_on_cpu_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rlport.train import workers
+    from rlport.train.workers import worker as workers
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a worker started before the strategy was checked")
@@ -372,9 +372,8 @@ def test_reference_optimizer_is_adamw_on_its_fastest_path() -> None:
     seeded demo's outcome); on an accelerator with a fused kernel it is fused."""
     import rlport
     from rlport.optim import AdamWFactory, has_fused_adamw
-    from rlport.train.device_parts import optimizer_factory
 
-    factory, plugin = optimizer_factory("adamw", "replicated", rlport.init())
+    factory, plugin = rlport.init().optimizer_factory("adamw", "replicated")
     assert plugin == "reference"
     p = torch.nn.Parameter(torch.ones(3))
     opt = factory([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.0)
@@ -385,7 +384,7 @@ def test_reference_optimizer_is_adamw_on_its_fastest_path() -> None:
 
 
 def test_token_budget_micro_batches_by_hand() -> None:
-    from rlport.train.batching import token_budget_chunks
+    from rlport.train.models.micro_batches import token_budget_chunks
 
     # budget 12: [5, 6] pads to 2 x 6 = 12; adding 7 would be 3 x 7 = 21; [7] then [3] gives 2 x 7 = 14
     assert token_budget_chunks([5, 6, 7, 3, 2, 2], 12) == [[0, 1], [2], [3, 4, 5]]
@@ -483,8 +482,8 @@ def test_offload_asks_for_what_fsdp2_does() -> None:
     """SECTION.fsdp_config.optimizer_offload moves the optimizer state with the parameters only
     (FSDP2's CPUOffloadPolicy): alone it is an error naming the fix off the host, and satisfied on
     it; param_offload on the host is an error naming the section."""
-    from rlport.train.config import FsdpConfig
-    from rlport.train.validate import check_offload
+    from rlport.train.config.schema import FsdpConfig
+    from rlport.train.driver.preflight import check_offload
 
     with pytest.raises(ConfigError) as err:
         check_offload("critic", FsdpConfig(optimizer_offload=True), "cuda")
@@ -505,7 +504,7 @@ def test_the_actor_and_the_critic_each_take_their_fsdp_config(
     model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import rlport
-    from rlport.train import trained
+    from rlport.train.models import trained
 
     seen: dict[str, Any] = {}
     real = trained.build

@@ -20,7 +20,7 @@ import pytest
 from demo_runs import demo_config, metrics, run_demo
 from verl_source import verl_functions, verl_method
 
-from rlport.train.val_metrics import (
+from rlport.train.driver.val_metrics import (
     bootstrap_indices,
     majority_values,
     per_source_metrics,
@@ -169,7 +169,7 @@ def test_bootstrap_draws_are_verls_seeded_draws() -> None:
 
 
 REWARD = """
-from rlport.train.rewards import repeat_letter_reward
+from rlport.train.data.rewards import repeat_letter_reward
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info):

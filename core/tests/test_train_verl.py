@@ -12,9 +12,9 @@ import pytest
 from demo_runs import train_process
 
 from rlport.errors import ConfigError
-from rlport.train import verl_keys
-from rlport.train.config import load_config
-from rlport.train.show_config import verl_yaml
+from rlport.train.config import verl_keys
+from rlport.train.config.load import load_config
+from rlport.train.config.show import verl_yaml
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "from-verl.md"
 
@@ -399,8 +399,8 @@ def test_validation_in_batches_of_val_batch_size_gives_the_same_answers() -> Non
     position), every worker gets at least one prompt per call, and a last batch too small for that
     joins the one before it."""
     from rlport.rollout.protocol import SamplingParams
-    from rlport.train.data import Example
-    from rlport.train.evaluate import _answers
+    from rlport.train.data.prompts import Example
+    from rlport.train.driver.evaluate import _answers
 
     class Pool:
         world = 2

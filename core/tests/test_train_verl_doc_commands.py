@@ -17,7 +17,7 @@ import pytest
 from demo_runs import benchmark, train_process
 
 from rlport.errors import ConfigError
-from rlport.train.config import load_config
+from rlport.train.config.load import load_config
 
 HERE = Path(__file__).resolve().parent
 COMMANDS = HERE / "data" / "verl_doc_commands"

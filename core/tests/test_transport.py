@@ -258,7 +258,7 @@ def test_plugin_transport_is_resolved_once_used_every_step_and_summarised(site: 
 
     from rlport.summary import collect
     from rlport.train.cli import build_config
-    from rlport.train.trainer import Trainer
+    from rlport.train.driver.trainer import Trainer
 
     make_plugin(site, "xport", COUNTING + device("xport", body=HOOK))
     rt = rlport.init()

@@ -186,11 +186,10 @@ def test_summary_does_not_credit_a_first_answer_hook_to_a_plugin_before_it_answe
         "import json, rlport\n"
         "from rlport.summary import collect, render\n"
         "from rlport.console import make_console\n"
-        "from rlport.train.device_parts import optimizer_factory\n"
         "rt = rlport.init()\n"
         "before = {h['hook']: h for h in collect(rt)['hooks']}['rlport_optimizer']\n"
         "make_console().print(render(collect(rt)))\n"
-        "optimizer_factory('adamw', 'replicated', rt)\n"
+        "rt.optimizer_factory('adamw', 'replicated')\n"
         "after = {h['hook']: h for h in collect(rt)['hooks']}['rlport_optimizer']\n"
         "print(json.dumps([before, after]))\n"
     )

@@ -75,13 +75,13 @@ def _target(plugin: str, spec: Any, found: Any) -> dict[str, Any]:
 
 def main(families: list[str]) -> int:
     os.environ["RLPORT_SUMMARY"] = "0"
-    from rlport import runtime as runtime_mod
+    from rlport import bootstrap
     from rlport.selection import select
     from rlport_conformance import patch_equivalence
 
     out: dict[str, Any] = {"patches": [], "problems": []}
     before = patch_equivalence.unpatched(families)
-    settings, records = runtime_mod.build()
+    settings, records = bootstrap.build()
     selection = select(records, settings)
     originals: dict[str, Any] = {}
     out["targets"] = []

@@ -25,13 +25,13 @@ def init() -> Runtime:
 
     Idempotent: later calls in the same process return the same Runtime.
     """
-    from rlport.runtime import init as _init
+    from rlport.bootstrap import init as _init
 
     return _init()
 
 
 def current() -> Runtime:
     """The process's Runtime, initialising it on first use."""
-    from rlport.runtime import init as _init
+    from rlport.bootstrap import init as _init
 
     return _init()

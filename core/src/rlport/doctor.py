@@ -148,12 +148,12 @@ def _plugin_findings(runtime: Runtime) -> list[Finding]:
 
 def diagnose() -> list[Finding]:
     """Run every check. Never raises for a plugin's fault: that is a finding."""
-    from rlport import runtime as runtime_mod
+    from rlport import bootstrap
     from rlport.selection import probe
 
     findings: list[Finding] = []
     try:
-        _settings, records = runtime_mod.build()
+        _settings, records = bootstrap.build()
     except RlportError as exc:
         return [Finding("settings", exc.message, exc.fix)]
     for record in records:
@@ -163,7 +163,7 @@ def diagnose() -> list[Finding]:
             findings.append(Finding("plugins", record.reason, record.fix))
         findings += record.findings
     try:
-        runtime = runtime_mod.init()
+        runtime = bootstrap.init()
     except RlportError as exc:
         findings.append(Finding("selection", exc.message, exc.fix))
         return findings

@@ -1,10 +1,9 @@
 """The process's runtime: discovery, selection, activation, and the resolved implementations.
 
-:func:`init` runs once per process. It discovers and validates plugins, selects the device plugin
-and fabric plugins, registers only those (plus the core's reference, last) with a pluggy manager,
-applies their declared patches, exports the choice to the environment for worker processes, and
-prints the startup summary. Everything a caller needs afterwards is resolved through the
-:class:`Runtime` once and cached, so no hot path dispatches through pluggy.
+A :class:`Runtime` holds the plugins :mod:`rlport.selection` chose: the device plugin and fabric
+plugins, registered (plus the core's reference, last) with a pluggy manager. Everything a caller
+needs is resolved through it once and cached, so no hot path dispatches through pluggy. The
+process's one Runtime, its patches and its startup summary are :mod:`rlport.bootstrap`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -20,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from rlport import settings as settings_mod
-from rlport.discovery import PluginRecord, discover, new_plugin_manager
+from rlport.discovery import PluginRecord, new_plugin_manager
 from rlport.errors import ConfigError, EngineError
 from rlport.reference import NAME as REFERENCE
 from rlport.reference import Reference
-from rlport.selection import Selection, leave_out_fabrics_not_tuning, select
+from rlport.selection import Selection, leave_out_fabrics_not_tuning
 from rlport.settings import Settings
 from rlport.types import (
     AllocatorSettings,
@@ -284,6 +283,31 @@ class Runtime:
             self._transports[key] = hit
         return hit.value
 
+    # -- training: the answers of the training hooks ----------------------------------------------
+
+    def unsupported_strategies(self) -> tuple[dict[str, str], str]:
+        """The training strategies this device cannot run, each with the reason, and the plugin
+        that said so (``rlport_unsupported_strategies``; first answer wins)."""
+        hit = self.resolve("rlport_unsupported_strategies", device=self.device)
+        return dict(hit.value or {}), hit.plugin
+
+    def before_model_build(self, strategy: str) -> list[str]:
+        """Run every active plugin's ``rlport_before_model_build``; the plugins that did."""
+        self.each("rlport_before_model_build", strategy=strategy, device=self.device)
+        return self.implementers("rlport_before_model_build")
+
+    def optimizer_factory(self, name: str, strategy: str) -> tuple[Callable[..., Any], str]:
+        """The optimizer factory for ``name`` on ``strategy`` (``rlport_optimizer``; first answer
+        wins) and the plugin that answered; an answer that is not callable is the plugin's error."""
+        hit = self.resolve("rlport_optimizer", name=name, device=self.device, strategy=strategy)
+        if hit.value is None or not callable(hit.value):
+            raise ConfigError(
+                f"plugin {hit.plugin or REFERENCE!r} answered rlport_optimizer({name!r}) with "
+                f"{hit.value!r}, which is not an optimizer factory",
+                f"report it to the maintainers of plugin {hit.plugin or REFERENCE!r}",
+            )
+        return hit.value, hit.plugin
+
     def make_engine(self, name: str, config: EngineConfig) -> RolloutEngine:
         """Construct engine ``name``: device plugins adjust its arguments, then its factory runs."""
         offer = self.engine_offer(name)
@@ -295,63 +319,4 @@ class Runtime:
         return factory(replace(config, options=options))
 
 
-# -- the process's runtime ---------------------------------------------------------------------------
-
-_lock = threading.RLock()
-_runtime: Runtime | None = None
-_pid: int | None = None
 set_env = settings_mod.set_env  # kept importable from here for plugins and older callers
-
-
-def _export(runtime: Runtime) -> None:
-    """Make worker processes resolve the same way (they inherit the environment)."""
-    set_env(settings_mod.DEVICE, runtime.device_plugin)
-    set_env(settings_mod.FABRICS, ",".join(runtime.fabric_plugins))
-    for key, value in runtime.worker_env.items():
-        if key not in os.environ:
-            set_env(key, value)
-
-
-def build(env: dict[str, str] | None = None) -> tuple[Settings, list[PluginRecord]]:
-    """Read settings and discover plugins without selecting (used by ``rlport plugins``)."""
-    settings = settings_mod.read(env)
-    return settings, discover(settings)
-
-
-def init() -> Runtime:
-    """Create the process's Runtime once (per pid) and print the startup summary."""
-    global _runtime, _pid
-    with _lock:
-        if _runtime is not None and _pid == os.getpid():
-            return _runtime
-        settings, records = build()
-        selection = select(records, settings)
-        runtime = Runtime(settings, records, selection)
-        from rlport.patches import get_manager
-
-        get_manager().apply_from_plugins(runtime.pm, runtime.active_plugins, strict=settings.strict)
-        _runtime, _pid = runtime, os.getpid()
-        _export(runtime)
-        from rlport.attention import autoregister
-
-        autoregister.install()  # attn_implementation="rlport", once transformers' models are imported
-        from rlport.summary import follow_patches, print_once
-
-        print_once(runtime)
-        follow_patches(runtime)
-        return runtime
-
-
-def reset() -> None:
-    """Forget the process's Runtime and revert its patches (for tests)."""
-    global _runtime, _pid
-    with _lock:
-        if _runtime is not None:
-            from rlport.patches import revert_all
-
-            revert_all()
-        settings_mod.restore_env()
-        from rlport.attention import autoregister
-
-        autoregister.remove()  # and the backends it cached came from the runtime being forgotten
-        _runtime, _pid = None, None

@@ -121,13 +121,13 @@ TEST = '''\
 """Runs without the hardware: the plugin installs, is discovered, and selects on the host."""
 
 import rlport
-from rlport import runtime
+from rlport import bootstrap
 
 
 def test_plugin_is_selected_on_the_host(monkeypatch):
     monkeypatch.setenv("RLPORT_{upper}_ON_HOST", "1")
     monkeypatch.setenv("RLPORT_DEVICE", "{name}")
-    runtime.reset()
+    bootstrap.reset()
     assert rlport.init().device_plugin == "{name}"
 '''
 

@@ -84,7 +84,7 @@ def exported() -> set[str]:
 
 
 def restore_env() -> None:
-    """Put back every variable :func:`set_env` changed (for tests and ``rlport.runtime.reset``)."""
+    """Put back every variable :func:`set_env` changed (for tests and ``rlport.bootstrap.reset``)."""
     for key, old in _exported.items():
         if old is None:
             os.environ.pop(key, None)

@@ -360,7 +360,7 @@ def test_vllms_tokenizer_gives_rlports_ids(model_dir: Path) -> None:
     """vLLM loads a model folder rlport wrote with the ids rlport trains on (spaces kept)."""
     from vllm.tokenizers import get_tokenizer
 
-    from rlport.train.modeling import load_tokenizer
+    from rlport.train.loading import load_tokenizer
 
     ours, theirs = load_tokenizer(model_dir), get_tokenizer(str(model_dir))
     for text in ("repeat the letter c", "a b\nc  d", "12 + 3.5 = ?"):

@@ -19,7 +19,7 @@ from rich.console import Console  # noqa: E402
 
 from rlport.train.cli import build_config  # noqa: E402
 from rlport.train.demo import REWARD_FLOOR  # noqa: E402
-from rlport.train.trainer import Trainer  # noqa: E402
+from rlport.train.driver.trainer import Trainer  # noqa: E402
 
 
 def test_train_demo_with_vllm_rollout(tmp_path: Path) -> None:

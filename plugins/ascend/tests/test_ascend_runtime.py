@@ -12,7 +12,7 @@ import pytest
 from ascend_fakes import fake_npu_fixture  # noqa: F401  (the fixture "fake_npu")
 
 import rlport
-from rlport import runtime as runtime_mod
+from rlport import bootstrap
 from rlport.types import AttentionSpec
 from rlport_ascend import probe
 from rlport_ascend.attention import FusionAttention
@@ -37,11 +37,11 @@ def active(fake_npu: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[rl
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RLPORT_SUMMARY", "0")
-    runtime_mod.reset()
+    bootstrap.reset()
     try:
         yield rlport.init()
     finally:
-        runtime_mod.reset()
+        bootstrap.reset()
 
 
 def test_ascend_is_selected_and_describes_the_npu(active: rlport.Runtime) -> None:

@@ -16,7 +16,6 @@ from ascend_fakes import fake_npu_fixture  # noqa: F401  (the fixture "fake_npu"
 
 from rlport.errors import RlportError
 from rlport.testing import hook_runtime
-from rlport.train.device_parts import before_model_build, check_strategy, optimizer_factory
 from rlport.types import DeviceInfo
 from rlport_ascend import AscendPlugin
 
@@ -34,7 +33,7 @@ def test_npu_fused_adamw_for_plain_tensor_strategies(fake_npu: ModuleType) -> No
 
     npu_optim.FAKE.calls.clear()
     rt = hook_runtime({"ascend": AscendPlugin()}, NPU)
-    factory, plugin = optimizer_factory("adamw", "ddp", rt)
+    factory, plugin = rt.optimizer_factory("adamw", "ddp")
     assert plugin == "ascend" and repr(factory) == "torch_npu.optim.NpuFusedAdamW"
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(5))
@@ -45,7 +44,7 @@ def test_npu_fused_adamw_for_plain_tensor_strategies(fake_npu: ModuleType) -> No
         "init",
         {"lr": 0.1, "betas": (0.9, 0.9), "eps": 1e-8, "weight_decay": 0.01},  # no adam_w_mode
     )
-    assert optimizer_factory("adamw", "fsdp", rt)[1] == "reference"
+    assert rt.optimizer_factory("adamw", "fsdp")[1] == "reference"
 
 
 def _mindspeed(root: Path) -> None:
@@ -70,9 +69,9 @@ def test_megatron_imports_the_adaptor_first(
     _mindspeed(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     rt = hook_runtime({"ascend": AscendPlugin()}, NPU)
-    check_strategy("megatron", rt)  # the plugin runs megatron: no refusal
-    assert before_model_build("fsdp", rt) == ["ascend"] and "mindspeed.megatron_adaptor" not in sys.modules
-    before_model_build("megatron", rt)
+    assert "megatron" not in rt.unsupported_strategies()[0]  # the plugin runs megatron: no refusal
+    assert rt.before_model_build("fsdp") == ["ascend"] and "mindspeed.megatron_adaptor" not in sys.modules
+    rt.before_model_build("megatron")
     assert sys.modules["mindspeed.megatron_adaptor"].BEFORE == []
 
 
@@ -82,7 +81,7 @@ def test_megatron_without_mindspeed_names_the_install(
     monkeypatch.setitem(sys.modules, "mindspeed", None)
     rt = hook_runtime({"ascend": AscendPlugin()}, NPU)
     with pytest.raises(RlportError) as err:
-        before_model_build("megatron", rt)
+        rt.before_model_build("megatron")
     assert "mindspeed.megatron_adaptor" in err.value.message
     assert err.value.fix.startswith("pip install mindspeed")
 
@@ -97,4 +96,4 @@ def test_megatron_imported_too_early_is_an_error(
     with pytest.raises(
         RlportError, match=re.escape("megatron.core was imported before mindspeed.megatron_adaptor")
     ):
-        before_model_build("megatron", rt)
+        rt.before_model_build("megatron")

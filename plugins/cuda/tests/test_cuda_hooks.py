@@ -15,7 +15,7 @@ from rlport_cuda import attention as cuda_attention
 from rlport_cuda.plugin import doctor_findings
 from rlport_cuda.scan import NvidiaScan
 
-from rlport import runtime as runtime_mod
+from rlport import bootstrap
 from rlport.attention.flash import FlashAttnBackend
 from rlport.attention.sdpa import SdpaBackend, SdpaKernelBackend
 from rlport.devices import allocator, torch_build
@@ -236,12 +236,12 @@ def test_the_preflight_reports_version_and_transport_from_the_log(
     )
     monkeypatch.setattr(CudaPlugin, "collectives_version", lambda self: "2.21.5")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
-    runtime_mod.reset()
+    bootstrap.reset()
     try:
         (result,) = CudaPlugin().rlport_collectives_preflight("nccl", None)
     finally:
         dist.destroy_process_group()
-        runtime_mod.reset()
+        bootstrap.reset()
     assert result.ok and result.name == "nccl transport"
     assert result.detail == "NCCL 2.21.5; via P2P/IPC, NET/IB/0; network IB"
     assert CudaPlugin().rlport_collectives_preflight("gloo", None) is None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rlport import runtime as runtime_mod
+from rlport import bootstrap
 
 PREFIXES = ("RLPORT_", "NCCL_", "FI_", "RDMAV_")
 
@@ -23,13 +23,13 @@ PREFIXES = ("RLPORT_", "NCCL_", "FI_", "RDMAV_")
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No rlport runtime, no rlport variables and none of the variables EFA reads (autouse in every
     module that imports it; there is no conftest.py, whose module name would clash with others')."""
-    runtime_mod.reset()
+    bootstrap.reset()
     for key in list(os.environ):
         if key.startswith(PREFIXES) or key == "LD_LIBRARY_PATH":
             monkeypatch.delenv(key)
     monkeypatch.setenv("RLPORT_SUMMARY", "0")
     yield
-    runtime_mod.reset()
+    bootstrap.reset()
 
 
 FI_INFO_OK = """#!/bin/sh

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from efa_fakes import PROVES_EFA, SOCKET_FALLBACK, clean_env, efa_machine  # noqa: F401 (autouse fixture)
 
-from rlport import runtime as runtime_mod
+from rlport import bootstrap
 from rlport.errors import RlportError, SelectionError
 from rlport.testing import make_plugin
 from rlport.types import DeviceInfo
@@ -62,7 +62,7 @@ def nccl_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_left_out_with_cpu_active(machine: Path) -> None:
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     efa = next(r for r in rt.records if r.name == "efa")
     assert rt.device_plugin == "cpu" and rt.fabric_plugins == []
     assert (efa.status, efa.reason) == ("unavailable", LEFT_OUT)
@@ -72,12 +72,12 @@ def test_left_out_with_cpu_active(machine: Path) -> None:
 def test_explicit_with_cpu_is_a_loud_error(machine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLPORT_FABRICS", "efa")
     with pytest.raises(SelectionError) as info:
-        runtime_mod.init()
+        bootstrap.init()
     assert info.value.message == f"RLPORT_FABRICS=efa names 'efa', which {LEFT_OUT}"
 
 
 def test_active_with_an_nccl_device(machine: Path, nccl_device: Path) -> None:
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     assert (rt.device_plugin, rt.fabric_plugins) == ("ncclchip", ["efa"])
     env = rt.collectives_env()
     assert {
@@ -106,7 +106,7 @@ def test_doctor_findings_reach_rlport_doctor(
 def test_preflight_hook_judges_the_captured_log(
     machine: Path, nccl_device: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    rt = runtime_mod.init()
+    rt = bootstrap.init()
     for key, value in rt.collectives_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("NCCL_DEBUG_FILE", f"{tmp_path}/nccl.%h.%p.log")
@@ -150,7 +150,7 @@ def test_core_conflict_error_on_a_foreign_net_plugin(
 ) -> None:
     from rlport.collectives import init_process_group
 
-    runtime_mod.init()
+    bootstrap.init()
     monkeypatch.setenv("NCCL_NET_PLUGIN", "spcx")
     with pytest.raises(RlportError) as info:
         init_process_group(0, 1, init_method="file:///nonexistent")

@@ -13,7 +13,6 @@ from rlport_rocm import RocmPlugin
 
 from rlport.fakes.fused_adam import FakeFusedAdam
 from rlport.testing import hook_runtime
-from rlport.train.device_parts import optimizer_factory
 from rlport.types import DeviceInfo
 
 GPU = DeviceInfo(device_type="cuda", count=1, device_module="torch.cuda", collectives_backend="nccl")
@@ -32,11 +31,11 @@ def test_apex_fused_adam_where_it_imports(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "apex.optimizers", fake.module("apex.optimizers"))
     monkeypatch.setitem(sys.modules, "amp_C", types.ModuleType("amp_C"))
     rt = hook_runtime({"rocm": RocmPlugin()}, GPU)
-    factory, plugin = optimizer_factory("adamw", "replicated", rt)
+    factory, plugin = rt.optimizer_factory("adamw", "replicated")
     assert plugin == "rocm"
     p = torch.nn.Parameter(torch.ones(2))
     factory([p], lr=0.5, betas=(0.9, 0.99), weight_decay=0.0)
     assert fake.calls[0][1]["adam_w_mode"] is True and fake.calls[0][1]["lr"] == 0.5
     monkeypatch.delitem(sys.modules, "apex.optimizers")
     monkeypatch.setitem(sys.modules, "apex.optimizers", None)  # apex not installed
-    assert optimizer_factory("adamw", "replicated", rt)[1] == "reference"
+    assert rt.optimizer_factory("adamw", "replicated")[1] == "reference"

@@ -6,7 +6,7 @@ import with the patch manager's import hook (:class:`rlport.patches.hook.Pending
 name is registered before any model class is defined. Nothing here imports transformers or torch:
 a program that never imports transformers never loads it. A registration made explicitly before
 (``transformers_integration.register(runtime)``) is kept. :func:`remove` (called by
-``rlport.runtime.reset()``) takes the hook away and unregisters the name if :func:`install` did the
+``rlport.bootstrap.reset()``) takes the hook away and unregisters the name if :func:`install` did the
 registering (an explicit registration outlives a reset; its resolved backends are forgotten).
 """
 

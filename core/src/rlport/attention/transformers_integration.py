@@ -50,7 +50,7 @@ def register(runtime: _Resolver | None = None, *, by_init: bool = False) -> str:
 
     ``runtime`` answers ``attention_backend(spec)``; ``None`` means :func:`rlport.current` at the first
     attention call. Registering again with a different runtime forgets the backends resolved so far.
-    ``by_init`` marks the registration ``rlport.init()`` makes, which ``rlport.runtime.reset()``
+    ``by_init`` marks the registration ``rlport.init()`` makes, which ``rlport.bootstrap.reset()``
     undoes; an explicit call outlives a reset (models loaded with it keep working).
     """
     from transformers import AttentionInterface, AttentionMaskInterface
@@ -96,7 +96,7 @@ def unregister() -> None:
 
 
 def reset() -> None:
-    """Forget the resolved backends (call after ``rlport.runtime.reset()``)."""
+    """Forget the resolved backends (call after ``rlport.bootstrap.reset()``)."""
     _backends.clear()
 
 

@@ -94,11 +94,12 @@ def info(
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """List every installed plugin: distribution, version, kind, status (with reason) and hooks."""
+    from rlport import bootstrap
     from rlport import runtime as runtime_mod
     from rlport.selection import select
 
     try:
-        settings, records = runtime_mod.build()
+        settings, records = bootstrap.build()
     except RlportError as exc:
         raise _fail(exc) from None
     problem: RlportError | None = None

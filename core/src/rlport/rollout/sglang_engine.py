@@ -50,7 +50,7 @@ from rlport.rollout.adapter import check_sleep_tags, check_usable, engine_kwargs
 from rlport.rollout.hf_engine import check_params
 from rlport.rollout.protocol import EngineConfig, Generation, SamplingParams
 from rlport.rollout.weights import check_named_tensors, checkpoint_shapes
-from rlport.runtime import set_env
+from rlport.settings import set_env
 
 RAW_LOGPROBS_ENV = "SGLANG_RETURN_ORIGINAL_LOGPROB"
 GRAPH_TAG = "cuda_graph"  # SGLang's name for the memory of its captured graphs
@@ -81,7 +81,7 @@ def _raw_logprobs_env() -> None:
             "temperature, but the trainer compares them with the model's raw logprobs",
             f"unset {RAW_LOGPROBS_ENV} (the engine sets it to true)",
         )
-    set_env(RAW_LOGPROBS_ENV, "true")  # restored by rlport.runtime.reset()
+    set_env(RAW_LOGPROBS_ENV, "true")  # restored by rlport.bootstrap.reset()
 
 
 class SGLangEngine:

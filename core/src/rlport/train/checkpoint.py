@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rlport.errors import ConfigError
+from rlport.train.config.derive import default_strategy
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -196,11 +197,9 @@ def resolve_resume(value: str, output_dir: str | Path) -> Path | None:
 
 def missing_state(folder: Path, name: str, strategy: str) -> ConfigError:
     """The error for a checkpoint without the optimizer state ``strategy`` resumes from."""
-    from rlport.train.strategies import resolve_name
-
     config = read_state(folder).config
-    written = resolve_name(
-        config.get("actor", {}).get("strategy", ""), int(config.get("trainer", {}).get("workers", 1))
+    written = config.get("actor", {}).get("strategy") or default_strategy(
+        int(config.get("trainer", {}).get("workers", 1))
     )
     return ConfigError(
         f"checkpoint '{folder}' has no {name}, the optimizer state actor.strategy={strategy} resumes "

@@ -26,7 +26,7 @@ def build_config(
     """The configuration of a run: default, then the demo's settings (with ``--demo``), then the
     config file, then the overrides. With ``--demo`` (and ``prepare``) the tiny model and the data
     are built and the configuration points at them unless the user named their own."""
-    from rlport.train.config import load_config
+    from rlport.train.config.load import load_config
 
     if not demo:
         return load_config(overrides, config_file=config_file, notes=notes)
@@ -68,13 +68,13 @@ def run_train(
 
         require("train", purpose="rlport train")  # every missing module of the extra, in one message
         if show_config:
-            from rlport.train.show_config import rlport_yaml, verl_yaml
+            from rlport.train.config.show import rlport_yaml, verl_yaml
 
             cfg = build_config(overrides, demo=demo, config_file=config_file, prepare=False)
             print((verl_yaml if show_config == "verl" else rlport_yaml)(cfg), end="")
             return 0
         import rlport
-        from rlport.train.validate import check_inputs
+        from rlport.train.driver.preflight import check_inputs
 
         # The configuration and the user's files are checked before the startup summary prints.
         notes: list[str] = []
@@ -89,7 +89,7 @@ def run_train(
             cfg = build_config(overrides, demo=demo, config_file=config_file)
         for note in notes:
             console.print(f"note: {note}", markup=False, highlight=False)
-        from rlport.train.trainer import Trainer
+        from rlport.train.driver.trainer import Trainer
 
         trainer = Trainer(cfg, console=console)
     except RlportError as exc:

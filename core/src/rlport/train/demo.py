@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from rlport.train.rewards import DEMO_SOURCE
+from rlport.train.data.rewards import DEMO_SOURCE
 
 LETTERS = "abcd"
 DEMO_OUTPUT = "outputs/rlport-demo"
@@ -85,7 +85,7 @@ def prepare_demo(output_dir: str | Path, *, length: int, seed: int = 0) -> tuple
     """Build the model and data under ``output_dir``; return the model folder and the training
     file."""
     from rlport.rollout.tiny import build_tiny_model
-    from rlport.train.modeling import quiet_transformers
+    from rlport.train.loading import quiet_transformers
 
     quiet_transformers()
 

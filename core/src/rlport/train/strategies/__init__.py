@@ -32,7 +32,7 @@ BUILT = KNOWN
 class Strategy(Protocol):
     name: str
     #: every forward is a collective (FSDP gathers the parameters in each), so all ranks must run
-    #: as many micro-batches; the trainer evens them out (:func:`rlport.train.batching.even_chunks`)
+    #: as many micro-batches; the trainer evens them out (:func:`rlport.train.driver.batching.even_chunks`)
     lockstep_forward: bool
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -47,7 +47,7 @@ class Strategy(Protocol):
     def data_parallel(self) -> tuple[int, Any]:
         """The ranks :meth:`reduce` (or backward) averages the gradients over, and their process
         group (``None``: the default one); the loss is scaled by their number
-        (:mod:`rlport.train.loss_agg`). Called after :meth:`wrap`."""
+        (:mod:`rlport.train.algos.loss_agg`). Called after :meth:`wrap`."""
 
     def full_parameters(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         """``(Hugging Face name, full tensor)`` per parameter, one at a time, on every rank."""
@@ -74,13 +74,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return model.module
     return getattr(model, "hf_module", model)
-
-
-def resolve_name(strategy: str, workers: int) -> str:
-    """``actor.strategy`` as set, or its default: ``fsdp`` with more than one worker."""
-    if strategy:
-        return strategy
-    return "fsdp" if workers > 1 else "replicated"
 
 
 def build(
@@ -144,4 +137,4 @@ class Local:
         optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
-__all__ = ["BUILT", "KNOWN", "Strategy", "build", "resolve_name", "unwrap"]
+__all__ = ["BUILT", "KNOWN", "Strategy", "build", "unwrap"]

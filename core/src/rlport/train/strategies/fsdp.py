@@ -91,7 +91,7 @@ class FsdpStrategy:
         import torch.distributed as dist
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        from rlport.train.modeling import checkpoint_tensors
+        from rlport.train.loading import checkpoint_tensors
 
         model.to_empty(device=device)
         with torch.no_grad():

@@ -1,7 +1,7 @@
 """``actor.strategy=megatron``: megatron-core's GPT model, built from the Hugging Face config with
 the parallel sizes of ``actor.megatron`` (verl's names: ``tensor_model_parallel_size``,
 ``pipeline_model_parallel_size``, ...), weights converted both ways by mbridge
-(:mod:`rlport.train.megatron_bridge`).
+(:mod:`rlport.train.strategies.megatron_bridge`).
 
 The actor calls the model as a Hugging Face causal LM (``model(input_ids=..., attention_mask=...)
 .logits``); :class:`MegatronCausalLM` answers that call with megatron-core's forward: positions from
@@ -72,7 +72,7 @@ class MegatronStrategy(Local):
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         import torch.distributed as dist
 
-        from rlport.train import megatron_bridge
+        from rlport.train.strategies import megatron_bridge
 
         if not dist.is_initialized():  # one worker: Megatron still wants a process group
             dist.init_process_group(self.backend, store=dist.HashStore(), rank=0, world_size=1)
@@ -104,7 +104,7 @@ class MegatronStrategy(Local):
         return parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_group()
 
     def full_parameters(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-        from rlport.train.megatron_bridge import hf_weights
+        from rlport.train.strategies.megatron_bridge import hf_weights
 
         return ((name, t.detach()) for name, t in hf_weights(self.bridge, list(model.chunks)))  # type: ignore[arg-type]
 

@@ -1,0 +1,1 @@
+"""Pure tensor math: advantages, KL, policy and value losses, aggregation, rollout correction."""

@@ -1,0 +1,1 @@
+"""Prompts from parquet and the rule-based rewards that score answers."""

@@ -1,0 +1,1 @@
+"""The single controller: the trainer and its step, validation, pre-flight checks."""

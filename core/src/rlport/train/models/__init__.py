@@ -1,0 +1,1 @@
+"""What a rank trains: actor, critic, their shared wrapper, LoRA, schedules, loading."""

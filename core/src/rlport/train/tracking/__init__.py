@@ -1,0 +1,1 @@
+"""Where a run's metrics go: loggers, the per-step summary and throughput figures."""

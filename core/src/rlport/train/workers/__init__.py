@@ -1,0 +1,1 @@
+"""The data-parallel ranks: the worker, its placement on a cluster and its rendezvous."""
