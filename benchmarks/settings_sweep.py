@@ -29,7 +29,9 @@ import sys
 import tempfile
 import time
 import traceback
+from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 #: each dimension: its name and its values, a value being the overrides it sets
 DIMENSIONS: list[tuple[str, list[tuple[str, tuple[str, ...]]]]] = [
@@ -101,6 +103,8 @@ DIMENSIONS: list[tuple[str, list[tuple[str, tuple[str, ...]]]]] = [
         [("off", ()), ("on", ("actor.use_dynamic_bsz=true", "actor.ppo_max_token_len_per_gpu=136"))],
     ),
     ("grad checkpointing", [("off", ()), ("on", ("actor.gradient_checkpointing=true",))]),
+    # the engines installed here (vllm needs its extra; without it a vllm run is refused before work)
+    ("engine", [("hf", ()), *((("vllm", ("rollout.engine=vllm",)),) if find_spec("vllm") else ())]),
 ]
 
 TINY = (
@@ -130,7 +134,7 @@ def run_row(row: list[tuple[str, tuple[str, ...]]], out: Path) -> tuple[str, str
 
     from rlport.errors import ConfigError
     from rlport.train.cli import build_config
-    from rlport.train.trainer import Trainer
+    from rlport.train.driver.trainer import Trainer
 
     overrides = [*TINY, f"trainer.output_dir={out}", *(o for _, group in row for o in group)]
     try:
@@ -159,6 +163,25 @@ def run_row(row: list[tuple[str, tuple[str, ...]]], out: Path) -> tuple[str, str
     return "trained", ""
 
 
+def sweep(chosen: list[int] | range, report: Any = print) -> dict[str, list[tuple[int, str]]]:
+    """Run rows ``chosen`` (numbers into :func:`rows`) one after the other in this process; each
+    outcome's rows as ``(number, detail)``. ``report`` gets a line per row as it ends."""
+    all_rows = rows()
+    found: dict[str, list[tuple[int, str]]] = {"trained": [], "refused": [], "defect": []}
+    for i in chosen:
+        with tempfile.TemporaryDirectory(prefix="rlport-sweep-") as out:
+            t = time.perf_counter()
+            try:
+                outcome, detail = run_row(all_rows[i], Path(out))
+            except Exception:  # building the configuration itself failed
+                outcome, detail = "defect", traceback.format_exc(limit=3)
+            found[outcome].append((i, detail))
+            report(f"{i:3d} {outcome:8s} {time.perf_counter() - t:5.1f}s  {describe(all_rows[i])}")
+            if detail:
+                report(f"      {detail}")
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -174,19 +197,9 @@ def main() -> int:
             print(f"{i:3d}  {describe(row)}")
         return 0
     chosen = args.only if args.only else range(len(all_rows))
-    counts: dict[str, int] = {"trained": 0, "refused": 0, "defect": 0}
     t0 = time.perf_counter()
-    for i in chosen:
-        with tempfile.TemporaryDirectory(prefix="rlport-sweep-") as out:
-            t = time.perf_counter()
-            try:
-                outcome, detail = run_row(all_rows[i], Path(out))
-            except Exception:  # building the configuration itself failed
-                outcome, detail = "defect", traceback.format_exc(limit=3)
-            counts[outcome] += 1
-            print(f"{i:3d} {outcome:8s} {time.perf_counter() - t:5.1f}s  {describe(all_rows[i])}", flush=True)
-            if detail:
-                print(f"      {detail}", flush=True)
+    found = sweep(chosen, report=lambda line: print(line, flush=True))
+    counts = {outcome: len(found[outcome]) for outcome in found}
     total = sum(counts.values())
     print(
         f"{total} rows in {time.perf_counter() - t0:.0f} s: {counts['trained']} trained, "
