@@ -15,6 +15,7 @@ import pytest
 
 from rlport.devices import allocator, module_info, torch_build, visible
 from rlport.errors import ConfigError
+from rlport.types import DeviceInfo
 
 CUDA_VERSION_PY = """\
 from typing import Optional
@@ -251,3 +252,30 @@ def test_the_base_plugin_reports_a_user_value_of_a_collectives_variable(
     assert findings[1].problem == "CCCL_MODE='fast' is set; cccl weight sync with vLLM needs 'safe'"
     assert Chip().rlport_worker_env(None) == {"CCCL_MODE": "safe"}  # type: ignore[arg-type]
     assert Chip().collectives_version().startswith("unknown (")  # no device module named
+
+
+def test_offload_during_rollout_is_the_device_plugins_default() -> None:
+    """Actor offload was switched on for every non-cpu device type, with no way for a plugin to
+    decline; now ``DeviceInfo.offload_by_default`` decides when ``actor.offload`` is unset."""
+    from rlport.train.workers.worker import offloads
+
+    host = DeviceInfo(device_type="cpu", count=1)
+    declines = DeviceInfo(device_type="simdev", count=2)  # a device plugin that did not ask
+    asks = DeviceInfo(device_type="simdev", count=2, offload_by_default=True)
+    assert not offloads(None, host, sharded=False) and not offloads(None, declines, sharded=False)
+    assert offloads(None, asks, sharded=False) and not offloads(None, asks, sharded=True)
+    assert offloads(True, declines, sharded=False) and not offloads(False, asks, sharded=False)
+
+
+def test_a_torch_device_module_offloads_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """describe_module (the CUDA, ROCm and Ascend plugins' device info) keeps offload on, the
+    actor and the engine sharing one device's memory, and Hub kernels off."""
+    fake = types.ModuleType("fake_accel")
+    fake.device_count = lambda: 0
+    monkeypatch.setitem(sys.modules, "fake_accel", fake)
+    args = {"visible_devices_env": None, "ray_resource": None, "collectives_backend": "gloo"}
+    info = module_info.describe_module("fake_accel", "fake", **args)
+    assert info.offload_by_default and not info.hub_kernels
+    assert not module_info.describe_module(
+        "fake_accel", "fake", offload_by_default=False, **args
+    ).offload_by_default

@@ -127,3 +127,70 @@ def test_storage_that_cannot_be_released_is_refused_with_the_fix(tmp_path) -> No
     with pytest.raises(RlportError, match="cannot be released") as info:
         memory.register("weights", mapped)
     assert "clone()" in info.value.fix
+
+
+def test_host_memory_refuses_storage_that_is_not_on_the_host() -> None:
+    """HostMemory read device pointers as host addresses (garbage, or EFAULT on a device whose
+    memory the host cannot address); now any non-host storage is refused, naming the device and
+    the backend to use. The meta device stands in for an accelerator: its storage has no host bytes."""
+    storage = torch.empty(64, device="meta").untyped_storage()
+    with pytest.raises(RlportError, match=r"on meta: its data pointer is not a host address") as err:
+        HostMemory().park(storage)
+    assert "DeviceModuleMemory" in err.value.fix
+
+
+def test_sleep_works_where_the_device_cannot_resize_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage resizing is optional for a PrivateUse1 backend: where resize_ raises, sleep swaps the
+    registered tensors onto an empty storage and wake onto a new one with the parked bytes, each at
+    its old offset, size and stride; tied weights come back tied."""
+    emb = torch.nn.Embedding(64, 16)
+    head = torch.nn.Linear(16, 64, bias=False)
+    head.weight = emb.weight
+    norm = torch.nn.LayerNorm(16)
+    norm.weight.data.normal_()
+    model = torch.nn.ModuleList([emb, head, norm])
+    before = snapshot(model)
+
+    def no_resize(self: torch.UntypedStorage, size: int) -> None:
+        raise RuntimeError("resize is not supported on this device")
+
+    monkeypatch.setattr(torch.UntypedStorage, "resize_", no_resize)
+    memory = TaggedMemory(HostMemory())
+    memory.register("weights", model)
+    tagged = memory.tagged_bytes()
+    assert memory.sleep() == tagged
+    assert all(p.untyped_storage().nbytes() == 0 for p in model.parameters())
+    memory.sleep()  # asleep already: nothing more
+    memory.wake_up()
+    assert head.weight.data_ptr() == emb.weight.data_ptr()
+    after = snapshot(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert memory.tagged_bytes() == tagged
+    memory.sleep()  # a second cycle over the new storages
+    memory.wake_up()
+    assert all(torch.equal(before[k], v) for k, v in snapshot(model).items())
+    with pytest.raises(RlportError, match="shares storage with tag 'weights'"):
+        memory.register("kv_cache", emb.weight)  # the new storage is still owned by its tag
+
+
+def test_device_memory_falls_back_to_torch_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device module without mem_get_info/empty_cache (or none at all) gets its figures from
+    torch.accelerator when that serves the device; otherwise the error names both."""
+    fake = types.ModuleType("fake_bare_module")  # no memory functions at all
+    monkeypatch.setitem(sys.modules, "fake_bare_module", fake)
+    backend = DeviceModuleMemory(DeviceInfo(device_type="simdev", count=2, device_module="fake_bare_module"))
+    with pytest.raises(RlportError, match=r"torch\.accelerator serves") as err:
+        backend.mem_info()
+    assert "mem_get_info()" in err.value.fix
+    cleared: list[int] = []
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(
+        torch.accelerator, "current_accelerator", lambda: types.SimpleNamespace(type="simdev")
+    )
+    monkeypatch.setattr(torch.accelerator, "get_memory_info", lambda: (5, 9))
+    monkeypatch.setattr(torch.accelerator, "empty_cache", lambda: cleared.append(1))
+    assert (backend.mem_info().free_bytes, backend.mem_info().total_bytes) == (5, 9)
+    backend.empty_cache()
+    assert cleared == [1]
+    bare = DeviceModuleMemory(DeviceInfo(device_type="simdev", count=1))  # no device module named
+    assert bare.mem_info().total_bytes == 9 and "torch.accelerator" in bare.name

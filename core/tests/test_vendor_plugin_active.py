@@ -199,3 +199,30 @@ def test_summary_does_not_credit_a_first_answer_hook_to_a_plugin_before_it_answe
     assert before["served_by"] == "vendor" and before["resolved"] is False
     assert "vendor (asked first)" in result.stdout
     assert after["served_by"] == "reference" and after["resolved"] is True
+
+
+NO_DEVICES = """
+    @rlport.hookimpl
+    def rlport_device_info(self):  # a torch extension's device: the probe could not count them
+        return DeviceInfo(device_type="simdev", count=0, visible_devices_env="SIMDEV_VISIBLE_DEVICES")
+"""
+
+
+def test_a_device_plugin_that_counts_no_devices_is_refused_at_init_naming_it(tmp_path: Path) -> None:
+    """A probe that may not import torch answers on outside evidence; when the device info then
+    counts no devices, init refuses with the plugin, the count and the variable to check (it used
+    to hand out the device type without an index and fail later), and the CLI still starts."""
+    _vendor(tmp_path, body=NO_DEVICES, reason="torch-simdev installed")
+    code = "import rlport; rlport.init()"
+    result = run(
+        [sys.executable, "-c", code], extra_path=tmp_path, RLPORT_SUMMARY="0", SIMDEV_VISIBLE_DEVICES=""
+    )
+    assert result.returncode != 0
+    text = " ".join(result.stderr.split())
+    assert (
+        "device plugin 'vendor' is available by its probe, but its device info counts 0 'simdev' devices"
+        in text
+    )
+    assert "check SIMDEV_VISIBLE_DEVICES (now '')" in text and "RLPORT_DEVICE=cpu" in text
+    listed = rlport_cli("plugins", extra_path=tmp_path)  # the table, then the problem (exit 2)
+    assert "vendor" in listed.stdout and "SIMDEV_VISIBLE_DEVICES" in listed.stdout + listed.stderr

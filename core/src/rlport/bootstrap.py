@@ -30,6 +30,10 @@ def _export(runtime: Runtime) -> None:
     for key, value in runtime.worker_env.items():
         if key not in os.environ:
             set_env(key, value)
+    from rlport.devices.hub_kernels import VARIABLE
+
+    if VARIABLE not in os.environ:  # the device plugin's decision, unless the user made their own
+        set_env(VARIABLE, "1" if runtime.hub_kernels.on else "0")
 
 
 def build(env: dict[str, str] | None = None) -> tuple[Settings, list[PluginRecord]]:

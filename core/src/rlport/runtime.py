@@ -38,6 +38,7 @@ from rlport.types import (
 )
 
 if TYPE_CHECKING:
+    from rlport.devices.hub_kernels import HubKernels
     from rlport.memory import TaggedMemory
     from rlport.rollout.protocol import EngineConfig, RolloutEngine
 
@@ -73,6 +74,16 @@ class Runtime:
                 f"report it to the maintainers of {selection.device.distribution}",
             )
         self.device: DeviceInfo = info.value
+        if self.device.device_type != "cpu" and self.device.count < 1:
+            # a probe that cannot import torch (a torch extension's device) answers on outside
+            # evidence; the count is learned here, and none is no device to run on
+            visible = self.device.visible_devices_env
+            raise ConfigError(
+                f"device plugin {self.device_plugin!r} is available by its probe, but its device info "
+                f"counts {self.device.count} {self.device.device_type!r} devices",
+                (f"check {visible} (now {os.environ.get(visible, 'unset')!r}), or " if visible else "")
+                + "run on the host with RLPORT_DEVICE=cpu; `rlport doctor` says more",
+            )
         for record in leave_out_fabrics_not_tuning(selection, self.collectives_backend, settings.fabrics):
             self.pm.unregister(name=record.name)
         self.worker_env = self.merged("rlport_worker_env", device=self.device)
@@ -282,6 +293,15 @@ class Runtime:
                 )
             self._transports[key] = hit
         return hit.value
+
+    @cached_property
+    def hub_kernels(self) -> HubKernels:
+        """Whether transformers may swap layers for Hugging Face Hub kernels in this run, and why
+        (:mod:`rlport.devices.hub_kernels`); decided once, from the user's environment."""
+        from rlport.devices import hub_kernels
+
+        env = {k: v for k, v in os.environ.items() if k not in settings_mod.exported()}
+        return hub_kernels.decide(self.device, self.device_plugin, env)
 
     # -- training: the answers of the training hooks ----------------------------------------------
 

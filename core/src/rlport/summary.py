@@ -50,6 +50,7 @@ def collect(runtime: Runtime) -> dict[str, Any]:
             for phase in ("rollout", "training")
         },
         "allocator_overridden_by_user": dict(runtime.allocator_overridden),
+        "hub_kernels": runtime.hub_kernels.to_json(),
     }
     hooks = []
     for area, names in AREAS.items():
@@ -121,6 +122,11 @@ def render(data: dict[str, Any]) -> Group:
             )
         ),
         Text(
+            "  hub kernels: "
+            + ("on" if data["resolved"]["hub_kernels"]["on"] else "off")
+            + f" ({data['resolved']['hub_kernels']['reason']})"
+        ),
+        Text(
             "  fabric plugins: "
             + (
                 ", ".join(f"{f['name']} ({f['distribution']} {f['version']})" for f in data["fabrics"])
@@ -136,6 +142,19 @@ def render(data: dict[str, Any]) -> Group:
         served = row["served_by"] if row.get("resolved", True) else f"{row['served_by']} (asked first)"
         hooks.add_row(*(Text(c) for c in (row["area"], row["hook"], served, " -> ".join(rest))))
     parts: list[Any] = [*lines, hooks]
+    swapped = data["resolved"]["hub_kernels"]["layers"]
+    if data["resolved"]["hub_kernels"]["on"] and swapped:
+        kernels = Table(
+            title="hub kernels (layers transformers swaps when a model has them; code fetched from the Hub)",
+            title_justify="left",
+            box=None,
+            pad_edge=False,
+        )
+        for column in ("layer", "kernel from"):
+            kernels.add_column(column, overflow="fold")
+        for layer, source in swapped:
+            kernels.add_row(Text(layer), Text(source))
+        parts.append(kernels)
     if data["inactive_plugins"]:
         other = Table(title="other installed plugins", title_justify="left", box=None, pad_edge=False)
         for column in ("plugin", "status", "reason", "fix"):

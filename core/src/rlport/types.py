@@ -81,6 +81,12 @@ class DeviceInfo:
     ``"float16"``, ``"float32"``, ``"tfloat32"`` for float32 matmuls run as TF32), from the vendor's
     published figures for the device model; empty where the plugin does not know the model (then
     training reports no MFU rather than a guess).
+
+    Per-device defaults the plugin decides: ``offload_by_default`` makes training park the actor's
+    whole weights in host memory while its engine generates (``actor.offload`` unset; a device
+    whose memory the actor and the engine share gains from it, the host does not);
+    ``hub_kernels`` asks transformers to swap layers for Hugging Face Hub kernels (off unless
+    asked; :mod:`rlport.devices.hub_kernels`).
     """
 
     device_type: str
@@ -95,6 +101,8 @@ class DeviceInfo:
     conflicting_env: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
     peak_flops: dict[str, float] = field(default_factory=dict)
+    offload_by_default: bool = False
+    hub_kernels: bool = False
 
 
 @dataclass(frozen=True)

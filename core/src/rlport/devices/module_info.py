@@ -58,13 +58,17 @@ def describe_module(
     conflicting_env: tuple[str, ...] = (),
     extra: Mapping[str, str] | None = None,
     peak_table: PeakTable = (),
+    offload_by_default: bool = True,
+    hub_kernels: bool = False,
 ) -> DeviceInfo:
     """Import ``module_name`` and describe its devices.
 
     ``architecture(props)`` names a device's architecture (``"sm_90"``); the distinct names are in
     ``extra["arch"]`` (comma-separated, in device order), and each device's memory in
     ``extra["memory_gib"]``. ``peak_table`` (the plugin's published peaks per device model,
-    :mod:`rlport.devices.peaks`) fills ``peak_flops`` when every device matches one row."""
+    :mod:`rlport.devices.peaks`) fills ``peak_flops`` when every device matches one row.
+    ``offload_by_default`` (on: the actor and the engine share one device's memory) and
+    ``hub_kernels`` (off) are the :class:`~rlport.types.DeviceInfo` defaults the plugin decides."""
     module = importlib.import_module(module_name)
     count = int(module.device_count())
     props = [properties(module, i) for i in range(count)]
@@ -88,4 +92,6 @@ def describe_module(
         conflicting_env=conflicting_env,
         extra=info_extra,
         peak_flops=match([p.name for p in props], peak_table),
+        offload_by_default=offload_by_default,
+        hub_kernels=hub_kernels,
     )

@@ -4,12 +4,18 @@ Works on any torch device through a :class:`~rlport.types.MemoryBackend`: each s
 parked by the backend (host memory, a spill file, ...), then the storage is resized to zero so the
 device allocator can reuse it. Waking resizes it back and unparks the bytes. Because the storage
 object itself is kept, every tensor, view and tied weight that shares it comes back intact.
+
+A device whose storage cannot be resized (resizing is an optional part of a PrivateUse1 backend)
+is served by swapping storages instead: the registered tensors are pointed at an empty storage,
+so the old one is freed once nothing else holds it, and at wake at a new storage holding the
+parked bytes, each at its old offset, size and stride. Tied weights registered as one tensor come
+back tied; a view made outside the registry keeps the old storage (and its memory) alive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +29,33 @@ class _Parked:
     storage: torch.UntypedStorage
     nbytes: int
     handle: Any = None
+    tensors: list[torch.Tensor] = field(default_factory=list)
+    #: where each tensor sat in the storage (offset, size, stride) while it was swapped out
+    layout: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    swapped: bool = False
+
+    def release(self) -> None:
+        try:
+            self.storage.resize_(0)
+            return
+        except (RuntimeError, NotImplementedError):  # the device cannot resize its storage
+            pass
+        self.layout = [(t.storage_offset(), tuple(t.shape), tuple(t.stride())) for t in self.tensors]
+        for tensor in self.tensors:
+            tensor.set_(torch.empty(0, dtype=tensor.dtype, device=tensor.device))
+        self.storage = torch.empty(0, dtype=torch.uint8, device=self.storage.device).untyped_storage()
+        self.swapped = True
+
+    def restore(self, backend: MemoryBackend) -> None:
+        if not self.swapped:
+            self.storage.resize_(self.nbytes)
+            backend.unpark(self.handle, self.storage)
+            return
+        fresh = torch.empty(self.nbytes, dtype=torch.uint8, device=self.storage.device).untyped_storage()
+        backend.unpark(self.handle, fresh)
+        for tensor, (offset, size, stride) in zip(self.tensors, self.layout, strict=True):
+            tensor.set_(fresh, offset, size, stride)
+        self.storage, self.layout, self.swapped = fresh, [], False
 
 
 def _tensors(obj: torch.nn.Module | torch.Tensor | Iterable[torch.Tensor]) -> list[torch.Tensor]:
@@ -63,7 +96,9 @@ class TaggedMemory:
                     "cannot be released (memory-mapped from a file, or shared with numpy)",
                     "copy it into ordinary memory before registering: param.data = param.data.clone()",
                 )
-            entries.setdefault(key, _Parked(storage, storage.nbytes()))
+            parked = entries.setdefault(key, _Parked(storage, storage.nbytes()))
+            if not any(tensor is known for known in parked.tensors):
+                parked.tensors.append(tensor)
 
     @property
     def tags(self) -> list[str]:
@@ -93,7 +128,7 @@ class TaggedMemory:
             with torch.no_grad():
                 for parked in self._storages[tag].values():
                     parked.handle = self.backend.park(parked.storage)
-                    parked.storage.resize_(0)
+                    parked.release()
                     released += parked.nbytes
             self._asleep.add(tag)
         self.backend.empty_cache()
@@ -105,8 +140,10 @@ class TaggedMemory:
             if tag not in self._asleep:
                 continue
             with torch.no_grad():
-                for parked in self._storages[tag].values():
-                    parked.storage.resize_(parked.nbytes)
-                    self.backend.unpark(parked.handle, parked.storage)
+                entries = self._storages[tag]
+                for parked in entries.values():
+                    parked.restore(self.backend)
                     parked.handle = None
+                # a swapped storage is a new object: key each by the storage it now has
+                self._storages[tag] = {p.storage._cdata: p for p in entries.values()}
             self._asleep.discard(tag)

@@ -216,7 +216,9 @@ class ActorConfig(UpdateConfig):
         "", 'replicated | ddp | fsdp | megatron (the critic\'s too); "": fsdp with trainer.workers > 1'
     )
     megatron: MegatronConfig = setting(doc="actor.strategy=megatron only", factory=MegatronConfig)
-    offload: bool | None = setting(None, "park actor/reference weights during rollout; null: only off-host")
+    offload: bool | None = setting(
+        None, "park actor/reference weights during rollout; null: as the device plugin decides"
+    )
 
 
 @dataclass

@@ -36,9 +36,18 @@ from rlport.train.checkpoint import read_state
 from rlport.train.config.schema import TrainConfig
 from rlport.train.loading import quiet_transformers
 from rlport.train.models.actor import Actor, Logprobs, Sample
-from rlport.types import EnginePlacement
+from rlport.types import DeviceInfo, EnginePlacement
 
 __all__ = ["Sample", "Worker", "ray_worker_class"]
+
+
+def offloads(setting: bool | None, device: DeviceInfo, *, sharded: bool) -> bool:
+    """Whether the actor's weights are parked on the host during rollout: ``actor.offload`` when
+    set, else the device plugin's ``DeviceInfo.offload_by_default``; never for a sharded strategy
+    (fsdp, megatron), which has no whole module to park."""
+    if setting is not None:
+        return setting
+    return device.offload_by_default and not sharded
 
 
 class Worker:
@@ -105,9 +114,7 @@ class Worker:
         self._prepared: tuple[Logprobs, list[torch.Tensor] | None, dict[str, float]] | None = None
         a, m = self.cfg.actor, self.cfg.model
         sharded = self.actor.strategy.name in ("fsdp", "megatron")  # no whole HF module to park
-        self.offload = (
-            a.offload if a.offload is not None else (rt.device.device_type != "cpu" and not sharded)
-        )
+        self.offload = offloads(a.offload, rt.device, sharded=sharded)
         self.memory = rt.tagged_memory()
         if self.offload:
             critic = self.critic.module if self.critic is not None else None
