@@ -22,6 +22,7 @@ def digests(named: Iterable[tuple[str, Any]]) -> dict[str, str]:
 
     out = {}
     for name, t in named:
+        # host-side by design: a digest of the bytes, copied to the host first (never a device pointer)
         data = t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
         out[name] = hashlib.sha256(data).hexdigest()
     return out

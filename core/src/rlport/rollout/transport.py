@@ -88,6 +88,7 @@ def host_tensors(items: Iterable[tuple[str, Any]], dtype: Any = None) -> dict[st
     out: dict[str, Any] = {}
     seen: set[int] = set()
     for name, tensor in items:
+        # host-side by design: safetensors files hold host bytes; the pointer read below is of this host copy
         t = tensor.detach().to(device="cpu", dtype=dtype or tensor.dtype).contiguous()
         ptr = t.untyped_storage().data_ptr()
         out[name] = t.clone() if ptr in seen else t

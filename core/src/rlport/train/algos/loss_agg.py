@@ -52,7 +52,7 @@ def global_sizes(
     *,
     ranks: int,
     group: Any = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu",  # the counts' all-reduce device: callers pass the model's
     loss_tokens: list[list[int]] | None = None,
 ) -> list[MiniBatchSize]:
     """The global size of each mini-batch, given this rank's part of each (its response lengths,

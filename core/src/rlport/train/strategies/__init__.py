@@ -134,6 +134,7 @@ class Local:
         path = folder / OPTIMIZER_FILE
         if not path.is_file():
             raise missing_state(folder, OPTIMIZER_FILE, self.name)  # type: ignore[attr-defined]
+        # read on the host by design: load_state_dict moves each state tensor to its parameter's device
         optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
