@@ -143,3 +143,14 @@ def test_each_estimator_trains_the_demo(name: str, extra: tuple[str, ...], tmp_p
     assert rows[1]["rollout/logprob_mismatch"] < 1e-4  # the update reached the engine
     if name == "remax":
         assert 0.0 <= rows[0]["reward/greedy_baseline_mean"] <= 1.0
+
+
+def test_every_estimator_the_config_accepts_is_registered_once() -> None:
+    """One registry, as verl's register_adv_est: the names algorithm.adv_estimator accepts are the
+    registered ones (gae is PPO's, with the critic), each in exactly one of the two kinds."""
+    from rlport.train.algos.estimators import SEQUENCE, TOKEN
+    from rlport.train.config.choices import ADV_ESTIMATORS, GROUPED_ESTIMATORS, PER_TOKEN_ESTIMATORS
+
+    assert set(SEQUENCE) == set(GROUPED_ESTIMATORS) and set(TOKEN) == set(PER_TOKEN_ESTIMATORS)
+    assert not set(SEQUENCE) & set(TOKEN)
+    assert set(ADV_ESTIMATORS) == {"gae", *SEQUENCE, *TOKEN}

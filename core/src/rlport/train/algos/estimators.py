@@ -14,19 +14,21 @@ Each turns the step's rewards into the advantages the policy loss weighs tokens 
   less the reward of a greedy answer to the same prompt).
 
 ``sequence_rewards`` are the scores less the summed KL penalty, as verl sums its token rewards.
+
+Each estimator is one function registered under its name (as verl's ``register_adv_est``):
+:data:`SEQUENCE` holds the per-sequence ones, :data:`TOKEN` the per-token ones; a new estimator is
+one decorated function (and its name in :mod:`rlport.train.config.choices`).
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from rlport.train.algos.ppo import masked_whiten
-from rlport.train.config.choices import GROUPED_ESTIMATORS as GROUPED
-from rlport.train.config.choices import PER_TOKEN_ESTIMATORS as PER_TOKEN
 
 
 def _groups(group_ids: Sequence[int]) -> dict[int, list[int]]:
@@ -34,6 +36,161 @@ def _groups(group_ids: Sequence[int]) -> dict[int, list[int]]:
     for i, g in enumerate(group_ids):
         out[g].append(i)
     return out
+
+
+#: ``(rewards, group_ids, lengths, epsilon, norm_by_std) -> one advantage per sample``
+SequenceEstimator = Callable[[list[float], Sequence[int], Sequence[int], float, bool], list[float]]
+#: ``(token_rewards, mask, group_ids, gamma, baselines) -> (advantages, returns)``, both ``(batch, width)``
+TokenEstimator = Callable[
+    [torch.Tensor, torch.Tensor, Sequence[int], float, Sequence[float] | None],
+    tuple[torch.Tensor, torch.Tensor],
+]
+SEQUENCE: dict[str, SequenceEstimator] = {}
+TOKEN: dict[str, TokenEstimator] = {}
+
+
+def sequence_estimator(name: str) -> Callable[[SequenceEstimator], SequenceEstimator]:
+    def register(fn: SequenceEstimator) -> SequenceEstimator:
+        SEQUENCE[name] = fn
+        return fn
+
+    return register
+
+
+def token_estimator(name: str) -> Callable[[TokenEstimator], TokenEstimator]:
+    def register(fn: TokenEstimator) -> TokenEstimator:
+        TOKEN[name] = fn
+        return fn
+
+    return register
+
+
+@sequence_estimator("grpo")
+def _grpo(
+    r: list[float], group_ids: Sequence[int], lengths: Sequence[int], epsilon: float, norm: bool
+) -> list[float]:
+    from rlport.train.algos.grpo import group_advantages
+
+    return group_advantages(r, group_ids, epsilon=epsilon, norm_by_std=norm).tolist()
+
+
+@sequence_estimator("rloo")
+def _rloo(
+    r: list[float], group_ids: Sequence[int], lengths: Sequence[int], epsilon: float, norm: bool
+) -> list[float]:
+    """Each reward less the mean of the others in its group: n/(n-1) (r - mean)."""
+    groups = _groups(group_ids)
+    out = list(r)
+    for members in groups.values():
+        n = len(members)
+        if n > 1:
+            mean = statistics.fmean(r[i] for i in members)
+            for i in members:
+                out[i] = (r[i] - mean) * n / (n - 1)
+    return out
+
+
+@sequence_estimator("opo")
+def _opo(
+    r: list[float], group_ids: Sequence[int], lengths: Sequence[int], epsilon: float, norm: bool
+) -> list[float]:
+    """Less the group's mean weighted by response length (the optimal baseline of OPO)."""
+    groups = _groups(group_ids)
+    out = list(r)
+    for members in groups.values():
+        if len(members) > 1:
+            total = sum(lengths[i] for i in members)
+            base = sum(lengths[i] * r[i] for i in members) / max(1, total)
+            for i in members:
+                out[i] = r[i] - base
+        else:
+            out[members[0]] = r[members[0]]
+    return out
+
+
+@sequence_estimator("gpg")
+def _gpg(
+    r: list[float], group_ids: Sequence[int], lengths: Sequence[int], epsilon: float, norm: bool
+) -> list[float]:
+    """The group-centred reward times the batch size over its non-zero rewards."""
+    groups = _groups(group_ids)
+    out = list(r)
+    alpha = len(r) / max(1, sum(1 for x in r if x != 0))
+    for members in groups.values():
+        mean = statistics.fmean(r[i] for i in members) if len(members) > 1 else 0.0
+        for i in members:
+            out[i] = alpha * (r[i] - mean)
+    return out
+
+
+@sequence_estimator("grpo_passk")
+def _grpo_passk(
+    r: list[float], group_ids: Sequence[int], lengths: Sequence[int], epsilon: float, norm: bool
+) -> list[float]:
+    """Pass@k: only the group's best answer is pushed, by its lead over the second best."""
+    groups = _groups(group_ids)
+    out = [0.0] * len(r)
+    for gid, members in groups.items():
+        if len(members) < 2:
+            raise ValueError(f"grpo_passk needs at least 2 samples per group; group {gid} has {len(members)}")
+        values = torch.tensor([r[i] for i in members])
+        top, where = torch.topk(values, 2)
+        lead = float(top[0] - top[1])
+        if norm:
+            lead /= float(values.std()) + epsilon
+        out[members[int(where[0])]] = lead
+    return out
+
+
+@token_estimator("reinforce_plus_plus")
+def _reinforce_pp(
+    token_rewards: torch.Tensor,
+    mask: torch.Tensor,
+    group_ids: Sequence[int],
+    gamma: float,
+    baselines: Sequence[float] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discounted returns, whitened over the batch."""
+    returns = torch.zeros_like(token_rewards)
+    running = torch.zeros(token_rewards.shape[0])
+    for t in reversed(range(token_rewards.shape[1])):
+        running = (token_rewards[:, t] + gamma * running) * mask[:, t] + running * (1 - mask[:, t])
+        returns[:, t] = running * mask[:, t]
+    return masked_whiten(returns, mask) * mask, returns
+
+
+@token_estimator("reinforce_plus_plus_baseline")
+def _reinforce_pp_baseline(
+    token_rewards: torch.Tensor,
+    mask: torch.Tensor,
+    group_ids: Sequence[int],
+    gamma: float,
+    baselines: Sequence[float] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The group-centred score on every token, whitened over the batch."""
+    groups = _groups(group_ids)
+    scores = token_rewards.sum(-1)
+    centred = scores.clone()
+    for members in groups.values():
+        if len(members) > 1:
+            centred[members] = scores[members] - scores[members].mean()
+    returns = centred.unsqueeze(-1) * mask
+    return masked_whiten(returns, mask) * mask, returns
+
+
+@token_estimator("remax")
+def _remax(
+    token_rewards: torch.Tensor,
+    mask: torch.Tensor,
+    group_ids: Sequence[int],
+    gamma: float,
+    baselines: Sequence[float] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns less the reward of a greedy answer to the same prompt."""
+    if baselines is None:
+        raise ValueError("remax needs the reward of a greedy answer per sample (baselines)")
+    returns = (token_rewards * mask).flip(-1).cumsum(-1).flip(-1)
+    return returns - torch.tensor(list(baselines), dtype=returns.dtype).unsqueeze(-1) * mask, returns
 
 
 def sequence_advantages(
@@ -45,58 +202,10 @@ def sequence_advantages(
     epsilon: float = 1e-6,
     norm_by_std: bool = True,
 ) -> list[float]:
-    """One advantage per sample for the estimator ``name`` (one of :data:`GROUPED`)."""
-    from rlport.train.algos.grpo import group_advantages
-
-    if name == "grpo":
-        return group_advantages(rewards, group_ids, epsilon=epsilon, norm_by_std=norm_by_std).tolist()
-    r = [float(x) for x in rewards]
-    out = list(r)
-    groups = _groups(group_ids)
-    if name == "rloo":
-        # each reward less the mean of the others in its group: n/(n-1) (r - mean)
-        for members in groups.values():
-            n = len(members)
-            if n > 1:
-                mean = statistics.fmean(r[i] for i in members)
-                for i in members:
-                    out[i] = (r[i] - mean) * n / (n - 1)
-        return out
-    if name == "opo":
-        # less the group's mean weighted by response length (the optimal baseline of OPO)
-        for members in groups.values():
-            if len(members) > 1:
-                total = sum(lengths[i] for i in members)
-                base = sum(lengths[i] * r[i] for i in members) / max(1, total)
-                for i in members:
-                    out[i] = r[i] - base
-            else:
-                out[members[0]] = r[members[0]]
-        return out
-    if name == "gpg":
-        # the group-centred reward times the batch size over its non-zero rewards
-        alpha = len(r) / max(1, sum(1 for x in r if x != 0))
-        for members in groups.values():
-            mean = statistics.fmean(r[i] for i in members) if len(members) > 1 else 0.0
-            for i in members:
-                out[i] = alpha * (r[i] - mean)
-        return out
-    if name == "grpo_passk":
-        # Pass@k: only the group's best answer is pushed, by its lead over the second best
-        out = [0.0] * len(r)
-        for gid, members in groups.items():
-            if len(members) < 2:
-                raise ValueError(
-                    f"grpo_passk needs at least 2 samples per group; group {gid} has {len(members)}"
-                )
-            values = torch.tensor([r[i] for i in members])
-            top, where = torch.topk(values, 2)
-            lead = float(top[0] - top[1])
-            if norm_by_std:
-                lead /= float(values.std()) + epsilon
-            out[members[int(where[0])]] = lead
-        return out
-    raise ValueError(f"{name!r} is not a per-sequence advantage estimator ({', '.join(GROUPED)})")
+    """One advantage per sample for the estimator ``name`` (one of :data:`SEQUENCE`)."""
+    if name not in SEQUENCE:
+        raise ValueError(f"{name!r} is not a per-sequence advantage estimator ({', '.join(SEQUENCE)})")
+    return SEQUENCE[name]([float(x) for x in rewards], group_ids, lengths, epsilon, norm_by_std)
 
 
 def token_advantages(
@@ -108,32 +217,13 @@ def token_advantages(
     gamma: float = 1.0,
     baselines: Sequence[float] | None = None,
 ) -> tuple[list[list[float]], list[list[float]]]:
-    """Per-token advantages and returns for the estimator ``name`` (one of :data:`PER_TOKEN`),
-    from ``token_rewards`` ``(batch, width)`` over ``mask``; ``baselines`` (``remax``): the reward of
+    """Per-token advantages and returns for the estimator ``name`` (one of :data:`TOKEN`), from
+    ``token_rewards`` ``(batch, width)`` over ``mask``; ``baselines`` (``remax``): the reward of
     each sample's greedy answer."""
+    if name not in TOKEN:
+        raise ValueError(f"{name!r} is not a per-token advantage estimator ({', '.join(TOKEN)})")
+    adv, returns = TOKEN[name](token_rewards, mask, group_ids, gamma, baselines)
     lengths = mask.sum(-1).long().tolist()
-    if name == "reinforce_plus_plus":
-        returns = torch.zeros_like(token_rewards)
-        running = torch.zeros(token_rewards.shape[0])
-        for t in reversed(range(token_rewards.shape[1])):
-            running = (token_rewards[:, t] + gamma * running) * mask[:, t] + running * (1 - mask[:, t])
-            returns[:, t] = running * mask[:, t]
-        adv = masked_whiten(returns, mask) * mask
-    elif name == "reinforce_plus_plus_baseline":
-        scores = token_rewards.sum(-1)
-        centred = scores.clone()
-        for members in _groups(group_ids).values():
-            if len(members) > 1:
-                centred[members] = scores[members] - scores[members].mean()
-        returns = centred.unsqueeze(-1) * mask
-        adv = masked_whiten(returns, mask) * mask
-    elif name == "remax":
-        if baselines is None:
-            raise ValueError("remax needs the reward of a greedy answer per sample (baselines)")
-        returns = (token_rewards * mask).flip(-1).cumsum(-1).flip(-1)
-        adv = returns - torch.tensor(list(baselines), dtype=returns.dtype).unsqueeze(-1) * mask
-    else:
-        raise ValueError(f"{name!r} is not a per-token advantage estimator ({', '.join(PER_TOKEN)})")
     return (
         [adv[i, :n].tolist() for i, n in enumerate(lengths)],
         [returns[i, :n].tolist() for i, n in enumerate(lengths)],

@@ -238,7 +238,7 @@ class Trainer:
         return generate_calls(shards, self._sampling(step))
 
     def step(self, pool: WorkerGroup, step: int) -> dict[str, Any]:
-        from rlport.train.algos.estimators import PER_TOKEN, sequence_advantages, token_advantages
+        from rlport.train.algos.estimators import TOKEN, sequence_advantages, token_advantages
         from rlport.train.algos.ppo import advantages
         from rlport.train.models.actor import Sample
 
@@ -296,7 +296,7 @@ class Trainer:
         if res.advantages is not None and res.returns is not None:  # gae
             for s, a, r in zip(flat, res.advantages, res.returns, strict=True):
                 s.advantages, s.returns = a, r
-        elif est in PER_TOKEN:
+        elif est in TOKEN:
             if baselines is not None:
                 extra["reward/greedy_baseline_mean"] = statistics.fmean(baselines)
             assert res.token_rewards is not None and res.mask is not None
