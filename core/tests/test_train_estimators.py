@@ -17,7 +17,8 @@ from verl_source import verl_functions
 
 from rlport.errors import ConfigError
 from rlport.train.algos.estimators import sequence_advantages, token_advantages
-from rlport.train.algos.ppo import response_mask, token_scores
+from rlport.train.algos.masked import response_mask
+from rlport.train.algos.ppo import token_scores
 from rlport.train.cli import build_config
 from rlport.train.config.choices import GROUPED_ESTIMATORS, PER_TOKEN_ESTIMATORS
 

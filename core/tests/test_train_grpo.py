@@ -7,13 +7,8 @@ import math
 import pytest
 import torch
 
-from rlport.train.algos.grpo import (
-    entropy_from_logits,
-    group_advantages,
-    kl_k3,
-    masked_mean,
-    token_logprobs,
-)
+from rlport.train.algos.grpo import entropy_from_logits, group_advantages, kl_k3, token_logprobs
+from rlport.train.algos.masked import masked_mean
 from rlport.train.algos.policy_losses import clipped_policy_loss
 from rlport.train.config.schema import AlgorithmConfig
 

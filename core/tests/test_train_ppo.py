@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlport.train.algos.masked import masked_whiten, response_mask
 from rlport.train.algos.ppo import (
     AdaptiveKL,
     FixedKL,
@@ -13,8 +14,6 @@ from rlport.train.algos.ppo import (
     clipped_value_loss,
     gae,
     kl_penalty,
-    masked_whiten,
-    response_mask,
     token_scores,
 )
 

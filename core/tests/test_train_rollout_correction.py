@@ -21,8 +21,8 @@ from verl_source import VerlActorConfig, verl_core_algos, verl_functions
 
 from rlport.errors import ConfigError
 from rlport.train.algos.loss_agg import MiniBatchSize, micro_share
+from rlport.train.algos.masked import response_mask
 from rlport.train.algos.policy_losses import POLICY_LOSSES
-from rlport.train.algos.ppo import response_mask
 from rlport.train.algos.rollout_correction import bypass_policy_loss, correct, weighted
 from rlport.train.config.correction_thresholds import RS_OPTIONS, is_threshold, rs_checks
 from rlport.train.config.load import load_config
@@ -411,7 +411,7 @@ def _hand_gradient(actor: Any, samples: list[Sample], weigh: Any) -> dict[str, t
     actor's weights, the ratio ``exp(logp - sg[logp])`` (1, the old logprobs being the actor's
     own); ``weigh`` gives each token's factor and the mask of the tokens kept."""
     from rlport.train.algos.grpo import token_logprobs
-    from rlport.train.algos.ppo import pad_rows
+    from rlport.train.algos.masked import pad_rows
 
     actor.model.zero_grad(set_to_none=True)
     logits, tokens, mask = actor._response_outputs(actor.model, samples)

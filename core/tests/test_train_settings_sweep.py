@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,7 +28,9 @@ def test_the_rows_hold_every_pair_of_values() -> None:
     for (a, (_, va)), (b, (_, vb)) in itertools.combinations(enumerate(SWEEP.DIMENSIONS), 2):
         wanted = {(x, y) for (x, _), (y, _) in itertools.product(va, vb)}
         seen = {(row[a], row[b]) for row in labels}
-        assert wanted <= seen, f"pairs of {SWEEP.DIMENSIONS[a][0]} x {SWEEP.DIMENSIONS[b][0]} missing: {wanted - seen}"
+        assert wanted <= seen, (
+            f"pairs of {SWEEP.DIMENSIONS[a][0]} x {SWEEP.DIMENSIONS[b][0]} missing: {wanted - seen}"
+        )
 
 
 def test_a_failure_after_the_start_is_a_defect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,10 +48,8 @@ def test_a_failure_after_the_start_is_a_defect(tmp_path: Path, monkeypatch: pyte
 def test_a_non_finite_figure_is_a_defect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rlport.train.driver.trainer import Trainer
 
-    class Result:
-        history = [{"step": 1, "actor/loss": math.nan}, {"step": 2, "actor/loss": 0.1}]
-
-    monkeypatch.setattr(Trainer, "fit", lambda self: Result())
+    result = SimpleNamespace(history=[{"step": 1, "actor/loss": math.nan}, {"step": 2, "actor/loss": 0.1}])
+    monkeypatch.setattr(Trainer, "fit", lambda self: result)
     outcome, detail = SWEEP.run_row(SWEEP.rows()[0], tmp_path)
     assert outcome == "defect" and "non-finite" in detail
 

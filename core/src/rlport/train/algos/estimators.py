@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from rlport.train.algos.ppo import masked_whiten
+from rlport.train.algos.masked import masked_whiten
 
 
 def _groups(group_ids: Sequence[int]) -> dict[int, list[int]]:

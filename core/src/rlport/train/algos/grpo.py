@@ -12,12 +12,6 @@ from collections.abc import Sequence
 import torch
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` is 1 (0 when the mask is empty)."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp_min(1.0)
-
-
 def group_advantages(
     rewards: torch.Tensor | Sequence[float],
     group_ids: Sequence[int],

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlport.train.algos.grpo import masked_mean
+from rlport.train.algos.masked import masked_mean
 from rlport.train.config.schema import AlgorithmConfig
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rlport.train.algos.grpo import kl_k3, masked_mean
+from rlport.train.algos.grpo import kl_k3
+from rlport.train.algos.masked import masked_mean, masked_whiten, pad_rows, response_mask
 from rlport.train.config.choices import KL_PENALTIES
 
 
@@ -74,18 +75,6 @@ def gae(
     return adv, adv + values
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``(values - mean) / sqrt(var + eps)`` over the masked entries (unbiased variance), as verl
-    whitens GAE advantages over the whole batch."""
-    mask = mask.float()
-    n = mask.sum()
-    if n < 2:
-        return (values - masked_mean(values, mask)) * mask
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean).square(), mask) * n / (n - 1)
-    return (values - mean) * torch.rsqrt(var + eps)
-
-
 @dataclass
 class ValueLoss:
     loss: torch.Tensor  # scalar, differentiable: the token mean of per_token
@@ -138,21 +127,6 @@ def kl_controller(kind: str, *, kl_coef: float, target_kl: float, horizon: int) 
     if kind == "adaptive":
         return AdaptiveKL(kl_coef, target_kl, horizon)
     return FixedKL(kl_coef)
-
-
-def pad_rows(rows: Sequence[torch.Tensor | Sequence[float]], width: int) -> torch.Tensor:
-    """Rows of different lengths as one zero-padded ``(len(rows), width)`` float tensor."""
-    out = torch.zeros(len(rows), width)
-    for i, row in enumerate(rows):
-        t = torch.as_tensor(row, dtype=torch.float32).flatten()
-        out[i, : t.numel()] = t
-    return out
-
-
-def response_mask(lengths: Sequence[int]) -> torch.Tensor:
-    """``(len(lengths), max length)``: 1 on each response's tokens, 0 after."""
-    width = max(1, max(lengths, default=1))
-    return (torch.arange(width).unsqueeze(0) < torch.tensor(list(lengths)).unsqueeze(1)).float()
 
 
 @dataclass

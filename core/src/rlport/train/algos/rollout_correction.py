@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from rlport.train.algos.grpo import masked_mean
+from rlport.train.algos.masked import masked_max, masked_mean, masked_min, masked_share, row_mean, row_sum
 from rlport.train.algos.policy_losses import PolicyLoss, _token_advantages, clipped_policy_loss
 from rlport.train.config.correction_thresholds import IsThreshold, RsCheck, is_threshold, rs_checks
 from rlport.train.config.schema import AlgorithmConfig, RolloutCorrectionConfig
@@ -46,27 +46,6 @@ def enabled(rc: RolloutCorrectionConfig) -> bool:
 
 def _safe_exp(log_values: Tensor) -> Tensor:
     return torch.exp(log_values.clamp(-SAFETY_BOUND, SAFETY_BOUND))
-
-
-def _row_sum(values: Tensor, mask: Tensor) -> Tensor:
-    return (values * mask).sum(-1)
-
-
-def _row_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Each row's mean over its masked entries (0 for a row without any)."""
-    return _row_sum(values, mask) / mask.sum(-1).clamp_min(1.0)
-
-
-def _masked_max(values: Tensor, mask: Tensor) -> float:
-    return float(values.masked_fill(mask <= 0, -math.inf).max().item())
-
-
-def _masked_min(values: Tensor, mask: Tensor) -> float:
-    return float(values.masked_fill(mask <= 0, math.inf).min().item())
-
-
-def _share(flags: Tensor, mask: Tensor) -> float:
-    return float(masked_mean(flags.to(mask.dtype), mask).item())
 
 
 @dataclass
@@ -101,7 +80,7 @@ def importance_weights(
         log_stat = log_ratio
         raw = _safe_exp(log_ratio)
     elif level == "sequence":
-        log_stat = _row_sum(log_ratio, mask).unsqueeze(-1)
+        log_stat = row_sum(log_ratio, mask).unsqueeze(-1)
         raw = _safe_exp(log_stat).expand_as(log_ratio)
     else:
         raise ValueError(f"rollout_is {level!r} is not one of token, sequence")
@@ -117,7 +96,7 @@ def importance_weights(
             total = torch.stack([(weights * mask).sum(), mask.sum()])
         else:
             has_tokens = (mask.sum(-1) > 0).to(weights.dtype)
-            total = torch.stack([(_row_mean(weights, mask) * has_tokens).sum(), has_tokens.sum()])
+            total = torch.stack([(row_mean(weights, mask) * has_tokens).sum(), has_tokens.sum()])
         if all_reduce is not None:
             total = all_reduce(total)
         mean = float(total[0] / total[1].clamp_min(1e-8))
@@ -142,10 +121,10 @@ def is_metrics(
         m["rollout_is_ratio_fraction_high"] = float((log_stat > math.log(upper)).float().mean())
         m["rollout_is_ratio_fraction_low"] = float((log_stat < math.log(lower)).float().mean())
     else:
-        m["rollout_is_ratio_fraction_high"] = _share(raw > upper, mask)
-        m["rollout_is_ratio_fraction_low"] = _share(raw < lower, mask)
-        m["rollout_is_max"] = _masked_max(weights, mask)
-        m["rollout_is_min"] = _masked_min(weights, mask)
+        m["rollout_is_ratio_fraction_high"] = masked_share(raw > upper, mask)
+        m["rollout_is_ratio_fraction_low"] = masked_share(raw < lower, mask)
+        m["rollout_is_max"] = masked_max(weights, mask)
+        m["rollout_is_min"] = masked_min(weights, mask)
     bounded = weights.clamp(0.0, upper)
     mean = masked_mean(bounded, mask)
     if mask.sum() > 1:
@@ -155,17 +134,17 @@ def is_metrics(
         m["rollout_is_std"] = 0.0
     second = float(masked_mean((bounded / (mean + 1e-8)).square(), mask))
     m["rollout_is_eff_sample_size"] = 1.0 / second if second > 0 else 0.0
-    seq = _row_mean(weights, mask)
+    seq = row_mean(weights, mask)
     m["rollout_is_seq_mean"] = float(seq.mean())
     m["rollout_is_seq_std"] = float(seq.std()) if seq.numel() > 1 else 0.0
     m["rollout_is_seq_max"] = float(seq.max())
     m["rollout_is_seq_min"] = float(seq.min())
     m["rollout_is_seq_max_deviation"] = float((seq - 1.0).abs().max())
-    raw_seq = _row_mean(raw, mask)
+    raw_seq = row_mean(raw, mask)
     m["rollout_is_seq_fraction_high"] = float((raw_seq > upper).float().mean())
     m["rollout_is_seq_fraction_low"] = float((raw_seq < lower).float().mean())
     if threshold.lower is not None:
-        m["rollout_is_oob_ratio"] = _share((raw < threshold.lower) | (raw > upper), mask)
+        m["rollout_is_oob_ratio"] = masked_share((raw < threshold.lower) | (raw > upper), mask)
     return m
 
 
@@ -184,9 +163,9 @@ def _statistic(option: str, log_ratio: Tensor, mask: Tensor) -> tuple[Tensor, bo
     if level == "token":
         return per_token, False
     if level == "seq_sum":
-        return _row_sum(per_token, mask), True
+        return row_sum(per_token, mask), True
     if level == "seq_mean":
-        return _row_mean(per_token, mask), True
+        return row_mean(per_token, mask), True
     highest = per_token.masked_fill(mask <= 0, -math.inf).max(-1).values
     return torch.where(torch.isinf(highest), torch.zeros_like(highest), highest), True
 
@@ -221,9 +200,9 @@ def rejection_mask(
             m[f"{p}_fraction_low"] = float((judged < low).float().mean()) if check.lower else 0.0
         else:
             on_tokens = value
-            m[f"{p}_max"], m[f"{p}_min"] = _masked_max(value, mask), _masked_min(value, mask)
-            m[f"{p}_fraction_high"] = _share(value > high, mask)
-            m[f"{p}_fraction_low"] = _share(value < low, mask) if check.lower else 0.0
+            m[f"{p}_max"], m[f"{p}_min"] = masked_max(value, mask), masked_min(value, mask)
+            m[f"{p}_fraction_high"] = masked_share(value > high, mask)
+            m[f"{p}_fraction_low"] = masked_share(value < low, mask) if check.lower else 0.0
         m[f"{p}_mean"] = float(masked_mean(on_tokens, mask))
         passed = passed.to(mask.dtype)
         keep = keep * passed
@@ -247,9 +226,9 @@ def offpolicy_metrics(old: Tensor, rollout: Tensor, mask: Tensor) -> dict[str, f
     the token and of the sequence ratios."""
     mask = mask.to(old.dtype)
     log_ratio = old - rollout
-    train_lp, rollout_lp = _row_mean(old, mask), _row_mean(rollout, mask)
+    train_lp, rollout_lp = row_mean(old, mask), row_mean(rollout, mask)
     diff = rollout_lp - train_lp
-    seq_log_ratio = _row_sum(log_ratio, mask).clamp(-SAFETY_BOUND, SAFETY_BOUND)
+    seq_log_ratio = row_sum(log_ratio, mask).clamp(-SAFETY_BOUND, SAFETY_BOUND)
     return {
         "training_ppl": float(torch.exp(-train_lp).mean()),
         "training_log_ppl": float((-train_lp).mean()),
@@ -303,7 +282,7 @@ def weighted(pl: PolicyLoss, weights: Tensor, mask: Tensor, policy_loss: str) ->
     takes the geometric mean of its sequence's weights, as verl's does."""
     if policy_loss == "geo_mean":
         mask = mask.to(weights.dtype)
-        geo = torch.exp(_row_sum(torch.log(weights + 1e-10), mask) / (mask.sum(-1) + 1e-8))
+        geo = torch.exp(row_sum(torch.log(weights + 1e-10), mask) / (mask.sum(-1) + 1e-8))
         weights = geo.unsqueeze(-1).expand_as(weights)
     per_token = pl.per_token * weights.detach()
     return replace(pl, per_token=per_token, loss=masked_mean(per_token, mask))

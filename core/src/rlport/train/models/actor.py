@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from rlport.train.algos.grpo import entropy_from_logits, masked_mean, token_logprobs
+from rlport.train.algos.grpo import entropy_from_logits, token_logprobs
 from rlport.train.algos.loss_agg import MiniBatchSize, micro_share
+from rlport.train.algos.masked import masked_mean, pad_rows, response_mask
 from rlport.train.algos.policy_losses import POLICY_LOSSES
-from rlport.train.algos.ppo import kl_penalty, pad_rows, response_mask
+from rlport.train.algos.ppo import kl_penalty
 from rlport.train.algos.rollout_correction import (
     Correction,
     bypass_policy_loss,

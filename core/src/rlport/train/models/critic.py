@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from rlport.train.algos.loss_agg import MiniBatchSize, micro_share
-from rlport.train.algos.ppo import clipped_value_loss, pad_rows
+from rlport.train.algos.masked import pad_rows
+from rlport.train.algos.ppo import clipped_value_loss
 from rlport.train.config.derive import strategy_of
 from rlport.train.config.schema import TrainConfig
 from rlport.train.loading import load_value_model, loading
