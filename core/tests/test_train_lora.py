@@ -25,9 +25,10 @@ from demo_runs import metrics, run_demo, spawn_ranks
 from rich.console import Console
 
 from rlport.errors import ConfigError
+from rlport.train.checkpoint import ADAPTER_DIR
 from rlport.train.cli import build_config
 from rlport.train.models.actor import Actor, Sample
-from rlport.train.models.lora import ADAPTER_DIR, add_adapters, merged_weights, scalings
+from rlport.train.models.lora import add_adapters, merged_weights, scalings
 
 LR = 1e-2
 LORA = ["model.lora_rank=4", "model.lora_alpha=8"]

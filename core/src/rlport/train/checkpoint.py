@@ -30,10 +30,17 @@ from typing import Any
 from rlport.errors import ConfigError
 from rlport.train.config.derive import default_strategy
 
+# The whole layout of ``step_N/``, declared here only:
+#: the trainer's state (step, sampler, the configuration, the KL coefficient)
 STATE_FILE = "trainer_state.json"
+#: the optimizer state of strategies that keep whole parameters
 OPTIMIZER_FILE = "optimizer.pt"
 #: the sharded model and optimizer state of strategies that shard (one file per rank, and metadata)
 SHARDED_DIR = "dcp"
+#: the critic's own folder (a Hugging Face value model and its optimizer state), PPO only
+CRITIC_DIR = "critic"
+#: the LoRA adapters peft can load (PeftModel.from_pretrained), beside the merged weights
+ADAPTER_DIR = "lora_adapter"
 LATEST = "latest"
 PARTIAL = ".partial-"
 _STEP = re.compile(r"^step_(\d+)$")

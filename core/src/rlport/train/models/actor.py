@@ -79,7 +79,8 @@ class Actor(TrainedModel):
         module = load_causal_lm(base, **loading(m), device=where)
         self.lora_scaling: dict[str, float] = {}  # adapted module -> scaling; {} without LoRA
         if m.lora_rank:
-            from rlport.train.models.lora import ADAPTER_DIR, add_adapters, scalings
+            from rlport.train.checkpoint import ADAPTER_DIR
+            from rlport.train.models.lora import add_adapters, scalings
 
             adapter = Path(resume_from) / ADAPTER_DIR if resume_from else m.lora_adapter_path
             module = add_adapters(module, m, adapter, seed=cfg.trainer.seed)
@@ -122,7 +123,8 @@ class Actor(TrainedModel):
         """The merged model in Hugging Face format and, with LoRA, the adapters in ``lora_adapter/``."""
         if not self.lora_scaling:
             return super()._write_model(out, state)
-        from rlport.train.models.lora import ADAPTER_DIR, adapter_state, merged_weights
+        from rlport.train.checkpoint import ADAPTER_DIR
+        from rlport.train.models.lora import adapter_state, merged_weights
 
         peft_model = self.module
         merged = dict(merged_weights(state.items(), self.lora_scaling))

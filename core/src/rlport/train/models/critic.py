@@ -23,9 +23,6 @@ from rlport.train.config.schema import TrainConfig
 from rlport.train.loading import load_value_model, loading
 from rlport.train.models.trained import Sample, TrainedModel
 
-#: the critic's folder inside a checkpoint (``step_N/critic``).
-CRITIC_DIR = "critic"
-
 
 class Critic(TrainedModel):
     """Value model, strategy and optimizer of one rank. ``resume_from`` is a checkpoint's critic

@@ -25,8 +25,6 @@ import torch
 
 from rlport.errors import ConfigError
 
-#: the adapters' folder inside a checkpoint's actor folder
-ADAPTER_DIR = "lora_adapter"
 #: peft's prefix of the base model's parameter names inside a ``PeftModel``
 _PREFIX = "base_model.model."
 _BASE = ".base_layer."

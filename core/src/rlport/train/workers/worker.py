@@ -96,7 +96,8 @@ class Worker:
         )
         self.critic = None
         if ppo:
-            from rlport.train.models.critic import CRITIC_DIR, Critic
+            from rlport.train.checkpoint import CRITIC_DIR
+            from rlport.train.models.critic import Critic
 
             saved = Path(self.resume_from) / CRITIC_DIR if self.resume_from else None
             if saved is not None and not saved.is_dir():
@@ -312,7 +313,7 @@ class Worker:
             self.memory.wake_up()
         self.actor.save(folder)
         if self.critic is not None:
-            from rlport.train.models.critic import CRITIC_DIR
+            from rlport.train.checkpoint import CRITIC_DIR
 
             self.critic.save(Path(folder) / CRITIC_DIR)
         if self.offload:
