@@ -22,6 +22,7 @@ from typing import Any
 
 from rlport.rollout.protocol import SamplingParams
 from rlport.train.data.prompts import Example
+from rlport.train.driver.answers import decode_and_score
 from rlport.train.driver.batching import generate_calls, shards
 from rlport.train.driver.val_metrics import validation_metrics
 
@@ -82,29 +83,25 @@ def validate_policy(
     samples: list[tuple[int, int, dict[str, Any]]] = []
     #: (index, sample, (data source, prompt, verl's variables of the answer))
     answers: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []
-    for part, (groups, _) in zip(parts, outs, strict=True):
-        for ex, group in zip(part, groups, strict=True):
+    for prompts in decode_and_score(parts, outs, tokenizer=tokenizer, rewards=rewards, extra=True):
+        for group in prompts:
+            ex = group[0].example
             prompt = tokenizer.decode(ex.prompt_ids, skip_special_tokens=True)
-            scores = []
-            for k, (token_ids, _logprobs, _finish) in enumerate(group):
-                text = tokenizer.decode(token_ids, skip_special_tokens=True)
-                result = rewards.result(ex.data_source, text, ex.ground_truth, ex.extra_info)
-                score = result.score
-                scores.append(score)
-                variables = {"reward": score}
-                variables.update((key, value) for key, value in result.extra.items() if key != "reward")
-                answers.append((ex.index, k, (ex.data_source, ex.index, variables)))
+            for a in group:
+                variables = {"reward": a.score}
+                variables.update((key, value) for key, value in a.extra.items() if key != "reward")
+                answers.append((ex.index, a.sample, (ex.data_source, ex.index, variables)))
                 row = {
                     "index": ex.index,
-                    "sample": k,
+                    "sample": a.sample,
                     "data_source": ex.data_source,
                     "prompt": prompt,
-                    "response": text,
+                    "response": a.text,
                     "ground_truth": ex.ground_truth,
-                    "score": score,
+                    "score": a.score,
                 }
-                samples.append((ex.index, k, row))
-            per_prompt.setdefault(ex.data_source, []).append(scores)
+                samples.append((ex.index, a.sample, row))
+            per_prompt.setdefault(ex.data_source, []).append([a.score for a in group])
     n = params.n
     every = [p for prompts in per_prompt.values() for p in prompts]
     m = _reward_metrics("val/reward", every, n)

@@ -28,6 +28,7 @@ from rlport.train.config.keys import example
 from rlport.train.config.schema import TrainConfig
 from rlport.train.data.prompts import Example, Sampler, limit, read_parquet, tokenize
 from rlport.train.data.rewards import RewardManager
+from rlport.train.driver.answers import decode_and_score
 from rlport.train.driver.batching import generate_calls
 from rlport.train.driver.batching import shards as split
 from rlport.train.driver.evaluate import Validation, logged_indices, validate_policy, validation_params
@@ -224,12 +225,8 @@ class Trainer:
             ValKwargsConfig(), r.max_new_tokens, self.stop_ids, step_seed(self.cfg.trainer.seed, step)
         )
         outs = pool.call("generate", generate_calls(shards, params))
-        out: list[float] = []
-        for shard, (groups, _) in zip(shards, outs, strict=True):
-            for ex, group in zip(shard, groups, strict=True):
-                text = self.tokenizer.decode(group[0][0], skip_special_tokens=True)
-                out.extend([self.rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info)] * r.n)
-        return out
+        scored = decode_and_score(shards, outs, tokenizer=self.tokenizer, rewards=self.rewards)
+        return [answers[0].score for prompts in scored for answers in prompts for _ in range(r.n)]
 
     def rollout_calls(
         self, shards: list[list[Example]], step: int
@@ -257,20 +254,25 @@ class Trainer:
         group_ids: list[int] = []
         lengths: list[int] = []
         dumped: list[dict[str, Any]] = []  # trainer.rollout_data_dir
-        for w, (shard, (groups, _)) in enumerate(zip(shards, outs, strict=True)):
+        scored = decode_and_score(shards, outs, tokenizer=self.tokenizer, rewards=self.rewards)
+        for w, prompts in enumerate(scored):
             samples = []
-            for j, (ex, group) in enumerate(zip(shard, groups, strict=True)):
-                for token_ids, logprobs, _finish in group:
-                    text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-                    rewards.append(self.rewards.score(ex.data_source, text, ex.ground_truth, ex.extra_info))
+            for j, answers in enumerate(prompts):
+                for a in answers:
+                    rewards.append(a.score)
                     if cfg.trainer.rollout_data_dir:
-                        prompt = self.tokenizer.decode(ex.prompt_ids, skip_special_tokens=True)
+                        prompt = self.tokenizer.decode(a.example.prompt_ids, skip_special_tokens=True)
                         dumped.append(
-                            {"input": prompt, "output": text, "gts": ex.ground_truth, "score": rewards[-1]}
+                            {
+                                "input": prompt,
+                                "output": a.text,
+                                "gts": a.example.ground_truth,
+                                "score": a.score,
+                            }
                         )
                     group_ids.append(w * 1_000_000 + j)
-                    lengths.append(len(token_ids))
-                    samples.append(Sample(ex.prompt_ids, token_ids, logprobs))
+                    lengths.append(len(a.token_ids))
+                    samples.append(Sample(a.example.prompt_ids, a.token_ids, a.logprobs))
             per_worker.append(samples)
         al = cfg.algorithm
         est = al.adv_estimator
