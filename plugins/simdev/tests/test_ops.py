@@ -112,3 +112,16 @@ def test_numpy_needs_an_explicit_copy(dev):
     with pytest.raises(TypeError):
         x.numpy()
     assert x.cpu().numpy().tolist() == [1.0, 1.0]
+
+
+def test_autocast_runs_matrix_products_in_lower_precision(dev):
+    a = torch.randn(3, 4, device=dev)
+    lin = nn.Linear(4, 2).to(dev)
+    with torch.autocast("simdev", dtype=torch.bfloat16):
+        assert (a @ a.t()).dtype == torch.bfloat16
+        assert lin(a).dtype == torch.bfloat16
+        assert (a + a).dtype == torch.float32
+    want = (a.cpu().bfloat16() @ a.cpu().t().bfloat16()).float()
+    with torch.autocast("simdev", dtype=torch.bfloat16):
+        got = (a @ a.t()).float().cpu()
+    assert torch.equal(got, want)
