@@ -100,8 +100,9 @@ def main() -> None:
     scenario, device_type, rank_s, world_s, init_file, out_file = sys.argv[1:7]
     rank, world = int(rank_s), int(world_s)
     if device_type == "simdev":
-        import rlport_simdev  # noqa: F401
+        import rlport_simdev
 
+        rlport_simdev.register()
         torch.simdev.set_device(rank)
         device = torch.device("simdev", rank)
         backend = "cpu:gloo,simdev:simdev"

@@ -10,7 +10,7 @@ from conftest import run_python
 
 def test_host_pointer_read_dies_with_sigsegv():
     code = (
-        "import ctypes, torch, rlport_simdev\n"
+        "import ctypes, torch\n"
         "x = torch.arange(1024, dtype=torch.float32, device='simdev')\n"
         "print('before', flush=True)\n"
         "ctypes.string_at(x.data_ptr(), 16)\n"
@@ -24,7 +24,7 @@ def test_host_pointer_read_dies_with_sigsegv():
 
 def test_host_pointer_write_syscall_gets_efault(tmp_path):
     code = (
-        "import ctypes, os, torch, rlport_simdev\n"
+        "import ctypes, os, torch\n"
         "x = torch.ones(1024, device='simdev')\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         f"fd = os.open({str(tmp_path / 'out')!r}, os.O_WRONLY | os.O_CREAT)\n"
@@ -89,7 +89,7 @@ def test_torch_accelerator_memory_api(dev):
 
 def test_capacity_is_enforced():
     code = (
-        "import torch, rlport_simdev\n"
+        "import torch\n"
         "print(torch.simdev.mem_get_info(0))\n"
         "a = torch.empty(600 * 1024, dtype=torch.uint8, device='simdev')\n"
         "try:\n"
