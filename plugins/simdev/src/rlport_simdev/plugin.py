@@ -15,7 +15,6 @@ import dataclasses
 import os
 import shutil
 
-from rlport.attention.sdpa import backend_for
 from rlport.devices import torch_build
 from rlport.devices.module_plugin import DeviceModulePlugin
 from rlport.hookspecs import hookimpl
@@ -141,6 +140,8 @@ class SimdevPlugin(DeviceModulePlugin):
         # The device has no attention kernel of its own: torch SDPA runs through its fallback.
         if spec.device_type != "simdev":
             return None
+        from rlport.attention.sdpa import backend_for
+
         return backend_for(spec)
 
 
