@@ -134,6 +134,19 @@ class SimdevPlugin(DeviceModulePlugin):
         base = super().rlport_capabilities()
         return dataclasses.replace(base, reduce_ops=(*base.reduce_ops, "avg"))
 
+    @hookimpl
+    def rlport_optimizer(self, name: str, device: DeviceInfo, strategy: str):
+        # simdev's "fused" AdamW is torch's fused host kernel run through the fallback; the core keeps
+        # the host on the foreach path (its fused kernel rounds differently and changes the seeded
+        # demo), and so does this device, so that its runs equal the cpu plugin's step for step.
+        if name != "adamw":
+            return None
+        import torch
+
+        from rlport.optim import OptimizerFactory
+
+        return OptimizerFactory(torch.optim.AdamW, label="torch AdamW (foreach)", options={"foreach": True})
+
     # -- attention --------------------------------------------------------------------------------------
     @hookimpl
     def rlport_attention_backend(self, spec: AttentionSpec) -> AttentionBackend | None:

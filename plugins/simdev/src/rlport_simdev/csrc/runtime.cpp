@@ -18,6 +18,7 @@
 #include <ATen/core/GeneratorForPrivateuseone.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
 #include <ATen/native/Resize.h>
+#include <ATen/native/transformers/attention.h>
 #include <ATen/ops/_reshape_alias_native.h>
 #include <ATen/ops/as_strided_native.h>
 #include <ATen/ops/copy_native.h>
@@ -935,7 +936,26 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
 }
 
+// scaled_dot_product_attention asks a per-device stub which kernel to use and takes the math
+// decomposition where a device registered none. The device runs the host's kernels, so it takes the
+// host's choice (judged on metadata: the aliases are never read here), and its results equal the host's.
+int64_t sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask,
+                   double dropout_p, bool is_causal, std::optional<double> scale, bool enable_gqa) {
+  std::optional<at::Tensor> host_mask;
+  if (mask && mask->defined()) host_mask = mask->device().type() == kDev ? host_alias(*mask) : *mask;
+  return at::_fused_sdp_choice(host_alias(q), host_alias(k), host_alias(v), host_mask, dropout_p, is_causal, scale,
+                               enable_gqa);
+}
+
 }  // namespace
+
+}  // namespace simdev
+
+namespace at::native {
+REGISTER_PRIVATEUSE1_DISPATCH(_fused_sdp_choice_stub, &simdev::sdp_choice)
+}  // namespace at::native
+
+namespace simdev {
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("empty.memory_format", empty_memory_format);
@@ -952,6 +972,11 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("_copy_from_and_resize", copy_from_and_resize);
   m.impl("_local_scalar_dense", local_scalar_dense);
   m.impl("record_stream", record_stream);
+  // Operators with a CPU kernel and a math decomposition for every other backend: the device takes
+  // the CPU kernel, so that its results equal the host's bit for bit.
+  for (const char* name : {"silu_backward"}) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&fallback>());
+  }
 }
 
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
