@@ -104,3 +104,45 @@ def test_installed_plugin_is_selected_when_enabled(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = next(line for line in proc.stdout.splitlines() if "simdev" in line and "rlport-simdev" in line)
     assert "active" in row
+
+
+def _entry_point_only(root) -> str:
+    """A folder holding only the distribution's metadata and entry point: with it and src/ on the path,
+    rlport finds the plugin and the package runs from the checkout (whose runtime build is cached)."""
+    info = root / "rlport_simdev-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rlport-simdev\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[rlport.plugins]\nsimdev = rlport_simdev.plugin:plugin\n")
+    return str(root)
+
+
+def _demo(tmp_path, target, device: str) -> list[dict]:
+    import json
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(target), *(p for p in sys.path if p)])
+    env.update({"USE_HUB_KERNELS": "0", "RAY_AUTH_MODE": "disabled"})
+    if device == "simdev":
+        env[ENABLE] = "1"
+    else:
+        env.pop(ENABLE, None)
+    out = tmp_path / device
+    out.mkdir()
+    cmd = [sys.executable, "-m", "rlport", "train", "--demo", "trainer.steps=3"]
+    proc = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"device plugin: {device}" in proc.stdout + proc.stderr
+    metrics = out / "outputs" / "rlport-demo" / "metrics.jsonl"
+    return [json.loads(line) for line in metrics.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_demo_on_simdev_equals_the_cpu_plugin(tmp_path):
+    """rlport train --demo (1 worker, sleep and actor offload on) gives the cpu plugin's numbers."""
+    target = _entry_point_only(tmp_path / "site")
+    dev, cpu = _demo(tmp_path, target, "simdev"), _demo(tmp_path, target, "cpu")
+    assert len(dev) == len(cpu) == 3
+    for step_dev, step_cpu in zip(dev, cpu, strict=True):
+        for key, value in step_cpu.items():
+            if key.startswith(("reward/", "actor/")):
+                assert step_dev[key] == value, key

@@ -1,11 +1,14 @@
 """Builds (once) and loads the simdev C++ runtime with torch.utils.cpp_extension.
 
-The build folder is ``$RLPORT_SIMDEV_BUILD_DIR`` or ``~/.cache/rlport-simdev/<torch version>``;
-torch's JIT loader rebuilds only when a source file or the flags change.
+The build folder is ``$RLPORT_SIMDEV_BUILD_DIR`` or ``~/.cache/rlport-simdev/<torch version>-<source
+folder hash>``; torch's JIT loader rebuilds only when a source file or the flags change. The source
+folder is part of the default name because ninja rebuilds whenever the sources' paths change, so a
+checkout and an installed copy sharing one folder would rebuild each other's library on every switch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -20,7 +23,11 @@ EXTRA_CFLAGS = ["-O1", "-g0"]
 def build_dir() -> Path:
     """Where the compiled runtime lives."""
     explicit = os.environ.get("RLPORT_SIMDEV_BUILD_DIR")
-    path = Path(explicit) if explicit else Path.home() / ".cache" / "rlport-simdev" / torch.__version__
+    if explicit:
+        path = Path(explicit)
+    else:
+        where = hashlib.sha1(str(CSRC.resolve()).encode()).hexdigest()[:8]
+        path = Path.home() / ".cache" / "rlport-simdev" / f"{torch.__version__}-{where}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
