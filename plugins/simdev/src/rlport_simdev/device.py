@@ -256,5 +256,13 @@ def empty_cache() -> None:
 
 
 def is_protected(tensor: torch.Tensor) -> bool:
-    """True when the host cannot currently read this tensor's memory (PROT_NONE)."""
-    return _C.is_protected(tensor)
+    """True when the host cannot currently touch this tensor's memory: the pages' protection as the
+    kernel reports it (/proc/self/maps shows ``---p``), and the runtime's own bookkeeping agrees."""
+    address = tensor.untyped_storage().data_ptr()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms = line.split()[:2]
+            low, high = (int(x, 16) for x in span.split("-"))
+            if low <= address < high:
+                return perms.startswith("---") and _C.is_protected(tensor)
+    raise ValueError(f"address {address:#x} of this tensor is not mapped")
