@@ -10,7 +10,7 @@ import nox
 
 nox.options.sessions = ["lint", "tests", "conformance_tests", "plugin_tests"]
 TORCH = "torch==2.13.0"
-PLUGINS = ("cuda", "rocm", "ascend", "efa")
+PLUGINS = ("cuda", "rocm", "ascend", "efa", "simdev")
 
 
 @nox.session
@@ -42,7 +42,7 @@ def conformance_tests(session: nox.Session) -> None:
 
 @nox.session
 def plugin_tests(session: nox.Session) -> None:
-    """The hardware plugins' tests (against fakes of their vendor modules: no hardware needed)."""
+X
     session.install(TORCH)
     session.install("-e", "./core[train,test]", *(f"-e./plugins/{p}" for p in PLUGINS))
     session.run("pytest", *(f"plugins/{p}/tests" for p in PLUGINS), *session.posargs)

@@ -67,28 +67,26 @@ def test_capabilities_claim_avg():
     assert set(caps.collectives) >= {"all_reduce", "all_gather", "reduce_scatter", "broadcast"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core defect (issue 20): rlport.memory.HostMemory reads a device storage's raw pointer "
-    "(the process dies with SIGSEGV, or gets EFAULT for large storages) instead of refusing "
-    "non-host storage with a clear error",
-)
 def test_core_host_memory_refuses_device_storage():
+    """The core's HostMemory read a device storage's raw pointer as a host address (SIGSEGV here);
+    it now refuses any storage that is not on the host, naming the device and DeviceModuleMemory."""
     code = (
         "import torch\n"
+        "from rlport.errors import RlportError\n"
         "from rlport.memory import HostMemory\n"
         "storage = torch.ones(1024, device='simdev').untyped_storage()\n"
         "try:\n"
         "    HostMemory().park(storage)\n"
-        "except (ValueError, TypeError, RuntimeError) as exc:\n"
-        "    print('REFUSED', exc)\n"
+        "except RlportError as exc:\n"
+        "    print('REFUSED', exc.message, exc.fix)\n"
     )
     proc = run_python(code)
-    assert proc.returncode == 0 and "REFUSED" in proc.stdout and "host" in proc.stdout, (
+    assert proc.returncode == 0 and "REFUSED" in proc.stdout, (
         proc.returncode,
         proc.stdout,
         proc.stderr[-500:],
     )
+    assert "simdev:0" in proc.stdout and "DeviceModuleMemory" in proc.stdout
 
 
 def test_installed_plugin_is_selected_when_enabled(tmp_path):
@@ -104,45 +102,3 @@ def test_installed_plugin_is_selected_when_enabled(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = next(line for line in proc.stdout.splitlines() if "simdev" in line and "rlport-simdev" in line)
     assert "active" in row
-
-
-def _entry_point_only(root) -> str:
-    """A folder holding only the distribution's metadata and entry point: with it and src/ on the path,
-    rlport finds the plugin and the package runs from the checkout (whose runtime build is cached)."""
-    info = root / "rlport_simdev-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rlport-simdev\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[rlport.plugins]\nsimdev = rlport_simdev.plugin:plugin\n")
-    return str(root)
-
-
-def _demo(tmp_path, target, device: str) -> list[dict]:
-    import json
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(target), *(p for p in sys.path if p)])
-    env.update({"USE_HUB_KERNELS": "0", "RAY_AUTH_MODE": "disabled"})
-    if device == "simdev":
-        env[ENABLE] = "1"
-    else:
-        env.pop(ENABLE, None)
-    out = tmp_path / device
-    out.mkdir()
-    cmd = [sys.executable, "-m", "rlport", "train", "--demo", "trainer.steps=3"]
-    proc = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"device plugin: {device}" in proc.stdout + proc.stderr
-    metrics = out / "outputs" / "rlport-demo" / "metrics.jsonl"
-    return [json.loads(line) for line in metrics.read_text().splitlines()]
-
-
-@pytest.mark.slow
-def test_demo_on_simdev_equals_the_cpu_plugin(tmp_path):
-    """rlport train --demo (1 worker, sleep and actor offload on) gives the cpu plugin's numbers."""
-    target = _entry_point_only(tmp_path / "site")
-    dev, cpu = _demo(tmp_path, target, "simdev"), _demo(tmp_path, target, "cpu")
-    assert len(dev) == len(cpu) == 3
-    for step_dev, step_cpu in zip(dev, cpu, strict=True):
-        for key, value in step_cpu.items():
-            if key.startswith(("reward/", "actor/")):
-                assert step_dev[key] == value, key

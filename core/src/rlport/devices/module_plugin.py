@@ -96,6 +96,8 @@ class DeviceModulePlugin:
 
     @hookimpl
     def rlport_allocator_settings(self, phase: str) -> AllocatorSettings:
+        if not self.alloc_conf_variable:  # a device whose allocator takes no settings
+            return AllocatorSettings(note=f"{self.platform or self.check}'s allocator takes no settings")
         return allocator.phase_settings(
             phase, self.alloc_conf_variable, sleep_mode=allocator.sleep_engine_installed()
         )

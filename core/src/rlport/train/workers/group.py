@@ -102,8 +102,15 @@ class WorkerGroup:
             for _ in range(request.per_node)
         ]
         cls = ray_worker_class()
+        per_rank = [dict(env) for _ in range(self.world)]
+        if rt.device.ray_resource is None and rt.device.device_type != "cpu":
+            # Ray narrows no visible-devices variable for a device it has no resource for: each
+            # rank sees every device and takes the one of its place on the node
+            # (Runtime.torch_device reads LOCAL_RANK, as torch's DeviceMesh does)
+            for r, rank_env in enumerate(per_rank):
+                rank_env["LOCAL_RANK"] = str(r % request.per_node)
         self.workers = [
-            cls.options(**self.placement.options(r), runtime_env={"env_vars": env}).remote(
+            cls.options(**self.placement.options(r), runtime_env={"env_vars": per_rank[r]}).remote(
                 cfg, rank=r, world=self.world, actor_path=actor_path, resume_from=resume_from
             )
             for r in range(self.world)
