@@ -241,6 +241,20 @@ class Runtime:
         rank = int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank
         return f"{self.device.device_type}:{rank % self.device.count}"
 
+    def use_device(self, local_rank: int | None = None) -> str:
+        """:meth:`torch_device`, made this process's current device (as ``torch.cuda.set_device``
+        does), so tensors made on the bare device type (``"simdev"``, ``"cuda"``) land on it too;
+        call once per worker process, before building models."""
+        device = self.torch_device(local_rank)
+        kind, _, index = device.partition(":")
+        if index:
+            import torch
+
+            module = torch.get_device_module(kind)
+            if hasattr(module, "set_device"):
+                module.set_device(int(index))
+        return device
+
     # -- rollout engines ----------------------------------------------------------------------------
     def rollout_engines(self) -> dict[str, tuple[EngineOffer, str]]:
         offers: dict[str, tuple[EngineOffer, str]] = {}

@@ -69,7 +69,7 @@ class Worker:
         quiet_transformers()
         rt = rlport.init()
         rt.apply_allocator_settings("training")  # before the first model allocation of this process
-        self.device = rt.torch_device()
+        self.device = rt.use_device()  # the current device too: FSDP and bare-type tensors use it
         self.preflight: list[str] = []
 
     def build(self) -> None:
