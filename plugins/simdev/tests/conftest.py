@@ -1,10 +1,9 @@
-"""simdev tests: the runtime is built (or loaded from the cache) once per session."""
+"""simdev tests: the runtime is built (or loaded from the cache) and the device registered when the
+first of them runs, not at collection: the core's and the conformance suite's tests, collected in the
+same session, run before on a process where PrivateUse1 is not simdev."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,25 +11,11 @@ import rlport_simdev
 import torch
 
 HERE = Path(__file__).parent
-rlport_simdev.register()  # builds/loads the runtime once, registers torch.simdev
-#: What a fresh interpreter runs first to have the device.
-PRELUDE = "import rlport_simdev; rlport_simdev.register()\n"
 
 
-def run_python(
-    code: str, env: dict | None = None, timeout: float = 120, register: bool = True
-) -> subprocess.CompletedProcess:
-    """Runs `code` in a fresh interpreter with this one's path, the device registered first unless told not."""
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-c", (PRELUDE if register else "") + code],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+@pytest.fixture(scope="session", autouse=True)
+def simdev_registered() -> None:
+    rlport_simdev.register()  # builds/loads the runtime once, registers torch.simdev
 
 
 @pytest.fixture

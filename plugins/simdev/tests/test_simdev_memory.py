@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 import torch
-from conftest import run_python
+from simdev_support import run_python
 
 
 def test_host_pointer_read_dies_with_sigsegv():

@@ -1,6 +1,6 @@
 """One rank of a two-rank simdev/cpu run; started by test_distributed.py as its own process.
 
-usage: dist_worker.py SCENARIO DEVICE RANK WORLD INIT_FILE OUT_FILE
+usage: simdev_dist_worker.py SCENARIO DEVICE RANK WORLD INIT_FILE OUT_FILE
 Writes a dict of host tensors/values to OUT_FILE (torch.save).
 """
 

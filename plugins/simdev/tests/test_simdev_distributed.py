@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-WORKER = Path(__file__).parent / "dist_worker.py"
+WORKER = Path(__file__).parent / "simdev_dist_worker.py"
 
 
 def run_ranks(scenario: str, device: str, tmp_path: Path, world: int = 2) -> list[dict]:
-    """Runs dist_worker.py as `world` processes; returns each rank's result.
+    """Runs simdev_dist_worker.py as `world` processes; returns each rank's result.
 
     A rank that gloo's C++ runtime aborted (SIGABRT) gets the run repeated once: the
     project saw such aborts in gloo itself, about 1 run in 7 (see the core's demo_runs).

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import run_python
 from rlport_simdev import _build
+from simdev_support import run_python
 
 
 def test_build_dir_from_environment(tmp_path, monkeypatch):

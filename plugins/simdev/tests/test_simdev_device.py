@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_python
+from simdev_support import run_python
 
 
 def test_two_devices_by_default():

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import run_python
+from simdev_support import run_python
 
 rlport = pytest.importorskip("rlport")
 
