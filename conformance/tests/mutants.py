@@ -36,6 +36,9 @@ def _attend(q, k, v, causal, scale, mask):
     else:
         index = [h // group for h in range(heads)]
     k, v = k[:, index].float(), v[:, index].float()
+    if DEFECT == "grad_gqa_first_head" and group > 1:  # dK/dV summed over the group's first head only
+        first = torch.tensor([h % group == 0 for h in range(heads)], device=q.device).view(1, -1, 1, 1)
+        k, v = torch.where(first, k, k.detach()), torch.where(first, v, v.detach())
     if scale is None or DEFECT == "ignores_scale":
         scale = 1.0 / q.shape[-1] if DEFECT == "softmax_scale" else 1.0 / math.sqrt(q.shape[-1])
     d = q.shape[-1]
@@ -61,14 +64,22 @@ def _attend(q, k, v, causal, scale, mask):
             allowed = allowed & mask
         elif DEFECT != "float_mask_ignored":
             scores = scores + mask.float()
+            if DEFECT == "float_mask_full_row":  # only boolean masks get the fully-masked-row fix-up
+                scores = scores.masked_fill(~allowed, float("-inf"))
+                return (torch.softmax(scores, dim=-1) @ v).to(dtype)
     scores = scores.masked_fill(~allowed, float("-inf"))
-    if DEFECT == "split_kv_2048" and lk > 2048:  # split-KV: chunk results averaged, not LSE-weighted
+    split = {"split_kv_2048": 2048, "split_kv_16k": 16384}.get(DEFECT)
+    if split and lk > split:  # split-KV: chunk results averaged, not LSE-weighted
         parts = []
-        for start in range(0, lk, 2048):
-            chunk = scores[..., start:start + 2048]
+        for start in range(0, lk, split):
+            chunk = scores[..., start:start + split]
             probs = torch.nan_to_num(torch.softmax(chunk, dim=-1), nan=0.0)
-            parts.append(probs @ v[:, :, start:start + 2048])
+            parts.append(probs @ v[:, :, start:start + split])
         return (sum(parts) / len(parts)).to(dtype)
+    if DEFECT == "naive_softmax":  # exp without subtracting the row max: overflows for large scores
+        e = torch.exp(scores)
+        probs = torch.where(allowed.any(-1, keepdim=True), e / e.sum(-1, keepdim=True), 0.0)
+        return (probs @ v).to(dtype)
     probs = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
     return (probs @ v).to(dtype)
 
@@ -93,11 +104,18 @@ class Backend:
             import pytest
 
             pytest.skip("mutant: bfloat16 is not today")
+        if DEFECT == "strided_as_contiguous":  # the kernel takes data pointers, assuming dense rows
+            q, k, v = (t if t.is_contiguous() else t.as_strided(t.shape, torch.empty(t.shape).stride(),
+                                                                t.storage_offset()) for t in (q, k, v))
         if q.shape[1] % k.shape[1]:
             if DEFECT == "unsupported_garbage":
                 return torch.zeros_like(q)
             raise UnsupportedAttention(f"{q.shape[1]} heads over {k.shape[1]} kv heads", "use divisible heads")
-        return _attend(q, k, v, causal, scale, mask)
+        out = _attend(q, k, v, causal, scale, mask)
+        if DEFECT == "grad_ignores_scale" and scale is not None and out.requires_grad:
+            wrong = _attend(q, k, v, causal, None, mask)  # the backward kernel is not passed the scale
+            out = wrong + (out - wrong).detach()
+        return out
 
     def forward_varlen(self, q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal,
                        scale=None):
@@ -578,6 +596,49 @@ MUTANTS = [
         ("memory.os_figures",),
         ("memory.mem_info",),
         rule=6,
+    ),
+    # -- generated inputs (attention.generated) and gradients (attention.gradient) -------------------
+    Mutant(
+        "naive_softmax",
+        "(attention.generated and magnitude) or attention.forward and float32 and d64 and mha",
+        ("attention.generated[float32-magnitude]", "attention.generated[bfloat16-magnitude]"),
+        ("attention.forward[float32-d64-causal-mha]", "attention.forward[float32-d64-full-mha]"),
+        rule=7,
+    ),
+    Mutant(
+        "float_mask_full_row",
+        "(attention.generated and float32 and mask) or (attention.mask and float32)",
+        ("attention.generated[float32-mask]",),
+        ("attention.mask[float32-d64-float]", "attention.mask[float32-d64-bool-rows]"),
+        rule=7,
+    ),
+    Mutant(
+        "strided_as_contiguous",
+        "(attention.generated and float32 and strided) or (attention.forward and float32 and d64 and mha)",
+        ("attention.generated[float32-strided]",),
+        ("attention.forward[float32-d64-causal-mha]",),
+        rule=7,
+    ),
+    Mutant(
+        "split_kv_16k",
+        "(attention.generated and float32 and decode) or (attention.decode and float32 and k4097)",
+        ("attention.generated[float32-decode]",),
+        ("attention.decode[float32-d64-q1-k4097]",),
+        rule=7,
+    ),
+    Mutant(
+        "grad_ignores_scale",
+        "(attention.gradient and float32 and dense) or (attention.scale and float32)",
+        ("attention.gradient[float32-dense]",),
+        ("attention.scale[float32-d64-causal-s0.3]", "attention.scale[float32-d64-full-s0.3]"),
+        rule=8,
+    ),
+    Mutant(
+        "grad_gqa_first_head",
+        "(attention.gradient and float32 and gqa) or (attention.forward and float32 and d64 and gqa)",
+        ("attention.gradient[float32-gqa]",),
+        ("attention.forward[float32-d64-causal-gqa]",),
+        rule=8,
     ),
     Mutant(
         "crash_bf16",

@@ -3,7 +3,7 @@ NOT_SUPPORTED is a failure; what is not claimed is probed."""
 
 from __future__ import annotations
 
-from rlport.types import Capabilities
+from rlport.types import Capabilities, HeadDimRange
 from rlport_conformance.plan import capabilities_to_dict, plan
 from rlport_conformance.status import Status, is_allowed, worst
 
@@ -56,3 +56,107 @@ def test_not_supported_is_allowed_only_when_not_claimed() -> None:
     assert not is_allowed(Status.MISSING, claimed=False)
     assert worst(Status.PASS, Status.COMPATIBILITY_WARNING, Status.FAIL) is Status.FAIL
     assert worst() is Status.PASS
+
+
+# -- generated inputs and gradients (rlport_conformance.generated): each rule is in the plan ---------
+
+RANGED = capabilities_to_dict(
+    Capabilities(
+        dtypes=("bfloat16", "float16"),
+        head_dims=(HeadDimRange(64, 256, 32),),
+        varlen=True,
+        gqa=True,
+        sliding_window=True,
+    )
+)
+
+
+def test_every_generated_regime_is_planned_per_claimed_dtype() -> None:
+    from rlport_conformance.generated import FORWARD_REGIMES
+
+    for declared in (FULL, RANGED):
+        ids = _ids(declared)
+        for dtype in declared["dtypes"]:
+            for regime in FORWARD_REGIMES:
+                assert ids[f"attention.generated[{dtype}-{regime}]"] is True
+
+
+def test_every_gradient_regime_is_planned_per_claimed_dtype() -> None:
+    ids = _ids(RANGED)
+    for dtype in ("bfloat16", "float16"):
+        for regime in ("dense", "mask", "gqa", "window", "varlen"):
+            assert ids[f"attention.gradient[{dtype}-{regime}]"] is True
+    # what is not claimed is not generated (the listed cases probe it)
+    assert "attention.gradient[float32-window]" not in _ids(FULL)
+    assert "attention.generated[float32-varlen]" not in _ids({**FULL, "varlen": False})
+
+
+def _examples(declared: dict, regime: str, n: int = 40) -> list[dict]:
+    """The first ``n`` examples the strategy of ``regime`` draws (derandomized, as a case does)."""
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+
+    from rlport_conformance import generated as gen
+
+    facet = next(c.facet for c in plan(declared) if c.id == f"attention.generated[bfloat16-{regime}]")
+    drawn: list[dict] = []
+
+    def keep(ex: dict) -> None:
+        drawn.append(ex)
+
+    test = given(gen.strategy(regime, facet))(keep)
+    test = settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )(test)
+    seed(1)(test)()
+    return drawn + gen.explicit_examples(regime, facet)
+
+
+def test_generated_head_dims_stay_in_the_claimed_range() -> None:
+    for regime in ("dense", "mask", "decode"):
+        for ex in _examples(RANGED, regime):
+            assert 64 <= ex["head_dim"] <= 256 and ex["head_dim"] % 32 == 0, ex
+    assert {ex["head_dim"] for ex in _examples(RANGED, "dense")} - {64, 128}  # not only the usual ones
+
+
+def test_generated_decode_reaches_32k_keys_across_powers_of_two() -> None:
+    lengths = {ex["k_len"] for ex in _examples(RANGED, "decode", 60)}
+    assert max(lengths) >= 32768
+    assert any(2**p - 1 in lengths or 2**p + 1 in lengths for p in range(8, 16))
+
+
+def test_generated_magnitudes_overflow_a_naive_softmax() -> None:
+    scores = [ex["score"] for ex in _examples(RANGED, "magnitude")]
+    assert max(scores) > 88.8  # exp overflows float32 (and bfloat16) past this
+
+
+def test_generated_masks_are_bool_and_float_with_fully_masked_rows_and_every_shape() -> None:
+    masks = [ex["mask"] for ex in _examples(RANGED, "mask", 60)]
+    assert {m["kind"] for m in masks} == {"bool", "float"}
+    assert {m["kind"] for m in masks if m["empty_rows"]} == {"bool", "float"}
+    assert {m["shape"] for m in masks} == {"b1qk", "bhqk", "11qk", "b11k", "1hqk"}
+
+
+def test_generated_layouts_include_non_contiguous_inputs() -> None:
+    import torch
+
+    from rlport_conformance import generated as gen
+
+    layouts = {how for ex in _examples(RANGED, "strided") for how in ex["strides"]}
+    assert {"bshd", "every-other", "broadcast"} <= layouts
+    for how in ("bshd", "every-other", "broadcast"):
+        t = gen._layout_tensor((2, 3, 5, 8), how, seed=1, dtype=torch.float32, device="cpu")
+        assert not t.is_contiguous()
+
+
+def test_generated_varlen_includes_empty_sequences_and_different_q_k_lengths() -> None:
+    examples = _examples(RANGED, "varlen", 60)
+    assert any(0 in ex["q_lengths"] for ex in examples)
+    assert any(q != k for ex in examples for q, k in zip(ex["q_lengths"], ex["k_lengths"], strict=True))
+
+
+def test_generated_cases_are_reproducible() -> None:
+    assert _examples(RANGED, "dense") == _examples(RANGED, "dense")

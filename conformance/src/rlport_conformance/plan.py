@@ -320,9 +320,43 @@ def _attention(caps: Mapping[str, Any]) -> list[PlannedCase]:
         )
     # A configuration no backend can serve must raise UnsupportedAttention.
     cases.append(_case("attention.unsupported", "heads-not-divisible"))
+    cases += _generated(caps, dtypes or [first_dtype])
     # The transformers integration (attn_implementation="rlport") on a tiny Qwen2.
     for dtype in dtypes:
         cases.append(_case("attention.transformers", f"qwen2-{dtype}", dtype=dtype))
+    return cases
+
+
+def _generated(caps: Mapping[str, Any], dtypes: list[str]) -> list[PlannedCase]:
+    """Generated inputs (``rlport_conformance.generated``): per claimed dtype, every forward regime
+    and every gradient regime the claims allow, each a fixed number of Hypothesis examples."""
+    from rlport_conformance.generated import FORWARD_REGIMES, GRADIENT_REGIMES
+
+    dims, ranges = head_dim_entries(caps)
+    claims = {
+        "causal": bool(caps.get("causal", True)),
+        "gqa": bool(caps.get("gqa", False)),
+        "window": bool(caps.get("sliding_window", False)),
+        "head_dims": tuple(dims) if dims or ranges else (64,),
+        "head_dim_ranges": tuple(ranges),
+    }
+    needs = {
+        "varlen": bool(caps.get("varlen", False)),
+        "gqa": claims["gqa"],
+        "window": claims["window"],
+        "chunked": claims["causal"],
+        "decode": claims["causal"],
+    }
+    cases = []
+    for kind, regimes in (("attention.generated", FORWARD_REGIMES), ("attention.gradient", GRADIENT_REGIMES)):
+        for dtype in dtypes:
+            for regime, examples in regimes.items():
+                if needs.get(regime, True):
+                    cases.append(
+                        _case(
+                            kind, f"{dtype}-{regime}", dtype=dtype, regime=regime, examples=examples, **claims
+                        )
+                    )
     return cases
 
 
