@@ -214,7 +214,24 @@ def _register_backend():
             if DEFECT == "ring_drops_last" and self.size() > 2 and self.rank() == self.size() - 1:
                 for t in tensors:  # a ring longer than 2 loses the last rank's contribution
                     t.zero_()
+            if DEFECT == "bucket_tail":  # reduces whole 25 MiB buckets only: the tail is left as it was
+                for t in tensors:
+                    flat = t.view(-1)
+                    whole = flat.numel() // (25 * 2**20 // t.element_size()) * (25 * 2**20 // t.element_size())
+                    if whole:
+                        self._inner.allreduce([flat[:whole]], opts).wait()
+                    else:
+                        self._inner.allreduce([t], opts).wait()
+                return self._done(tensors)
             self._inner.allreduce(tensors, opts).wait()
+            chunk = 7 * 2**17
+            if DEFECT == "chunks_swapped":  # the first two pipeline chunks land in each other's place
+                for t in tensors:
+                    flat = t.view(-1)
+                    if flat.numel() >= 2 * chunk:
+                        first = flat[:chunk].clone()
+                        flat[:chunk] = flat[chunk:2 * chunk]
+                        flat[chunk:2 * chunk] = first
             if DEFECT == "all_reduce_average":
                 for t in tensors:
                     if t.is_floating_point():
@@ -327,6 +344,10 @@ class Plugin:
 
     @hookimpl
     def rlport_probe(self):
+        if DEFECT == "probe_imports_torch":  # asks torch whether the device is there
+            import torch
+
+            torch.zeros(1)
         return ProbeResult(available=True, reason="a conformance mutant runs anywhere", priority=10)
 
     @hookimpl
@@ -351,7 +372,8 @@ class Plugin:
 
     @hookimpl
     def rlport_collectives_backend(self, device):
-        if DEFECT in ("all_reduce_average", "all_gather_order", "broadcast_root", "min_as_sum", "ring_drops_last"):
+        if DEFECT in ("all_reduce_average", "all_gather_order", "broadcast_root", "min_as_sum", "ring_drops_last",
+                      "bucket_tail", "chunks_swapped"):
             _register_backend()
             return BACKEND
         return None
@@ -639,6 +661,25 @@ MUTANTS = [
         ("attention.gradient[float32-gqa]",),
         ("attention.forward[float32-d64-causal-gqa]",),
         rule=8,
+    ),
+    # -- collectives past the bucket and chunk sizes, with a pattern that never repeats ----------------
+    Mutant(
+        "bucket_tail",
+        "collectives.all_reduce and float32 and r2 and (n16777217 or n65537) and not all_reduce_op",
+        ("collectives.all_reduce[float32-n16777217-r2]",),
+        ("collectives.all_reduce[float32-n65537-r2]",),
+        rule=9,
+    ),
+    Mutant(
+        "chunks_swapped",
+        "collectives.all_reduce and int32 and r2 and (n16777217 or n65537) and not all_reduce_op",
+        ("collectives.all_reduce[int32-n16777217-r2]",),
+        ("collectives.all_reduce[int32-n65537-r2]",),
+        rule=9,
+    ),
+    # -- every hook: the probe as rlport calls it, before torch --------------------------------------
+    Mutant(
+        "probe_imports_torch", "platform.probe", ("platform.probe_isolated",), ("platform.probe",), rule=10
     ),
     Mutant(
         "crash_bf16",

@@ -160,3 +160,50 @@ def test_generated_varlen_includes_empty_sequences_and_different_q_k_lengths() -
 
 def test_generated_cases_are_reproducible() -> None:
     assert _examples(RANGED, "dense") == _examples(RANGED, "dense")
+
+
+# -- collectives past the bucket and chunk sizes, with inputs that never repeat ---------------------
+
+
+def test_large_collectives_cross_the_25mib_bucket_in_every_claimed_dtype_at_every_world_size() -> None:
+    from rlport_conformance.plan import BUCKET_BYTES, ITEMSIZE, LARGE_BYTES, Profile
+
+    declared = {**FULL, "dtypes": ["float32", "bfloat16", "float16"]}
+    cases = [c for c in plan(declared, Profile((2, 3, 4))) if c.facet.get("large")]
+    for world in (2, 3, 4):
+        mine = [c for c in cases if c.facet["world"] == world]
+        sums = {c.facet["dtype"] for c in mine if c.kind == "collectives.all_reduce"}
+        assert sums == {"float32", "int32", "bfloat16", "float16"}
+        assert {c.facet["op"] for c in mine} == {"all_reduce", "all_gather", "reduce_scatter", "broadcast"}
+        assert {c.facet["reduce_op"] for c in mine if c.kind == "collectives.all_reduce_op"} == {
+            "product",
+            "min",
+            "max",
+            "avg",
+        }
+        for c in mine:
+            nbytes = c.facet["count"] * ITEMSIZE[c.facet["dtype"]]
+            total = nbytes * world if c.facet["op"] in ("all_gather", "reduce_scatter") else nbytes
+            assert total > BUCKET_BYTES and total % BUCKET_BYTES
+            assert c.claimed or c.facet["reduce_op"] == "avg"  # avg: claimed through reduce_ops only
+            if c.kind != "collectives.all_reduce_op":
+                assert total >= LARGE_BYTES
+
+
+def test_collective_inputs_never_repeat_and_stay_distinct_per_rank() -> None:
+    import torch
+
+    from rlport_conformance import collective_worker as cw
+
+    count = 3 * 7 * 2**17
+    inputs = [cw.values(r, 0, count) for r in range(4)]
+    for chunk in (7, 1024, 7 * 2**17):  # the old pattern repeated every 7 elements
+        assert not torch.equal(inputs[0][:chunk], inputs[0][chunk : 2 * chunk])
+    stacked = torch.stack(inputs)
+    assert all(len(set(col)) == 4 for col in stacked[:, :5000].T.tolist())
+    # built a slice at a time, the same values as at once
+    assert torch.equal(cw.values(1, 5, 10), cw.values(1, 0, 15)[5:])
+
+
+def test_probe_is_checked_in_a_fresh_interpreter() -> None:
+    assert "platform.probe_isolated" in _ids(FULL)

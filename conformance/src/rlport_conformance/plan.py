@@ -45,6 +45,12 @@ SLIDING_WINDOW = 16
 REDUCE_OPS = ("product", "min", "max", "avg")
 REQUIRED_REDUCE_OPS = ("sum", "product", "min", "max")
 REDUCE_COUNTS = (7, 1023)
+#: Large collectives: 64 MiB per tensor (past DDP's 25 MiB buckets twice, and the chunk sizes
+#: collective libraries switch at), plus one element so no chunking divides it evenly; the other
+#: reduce ops at 25 MiB plus one element (one DDP bucket and a tail).
+LARGE_BYTES = 64 * 1024 * 1024
+BUCKET_BYTES = 25 * 1024 * 1024
+ITEMSIZE = {"float32": 4, "int32": 4, "bfloat16": 2, "float16": 2}
 #: The rollout filters at non-default values: (label, temperature, top_k, top_p).
 SAMPLING_FILTERS = (
     ("t0.7", 0.7, 0, 1.0),
@@ -123,6 +129,7 @@ def _case(kind: str, params: str = "", *, claimed: bool = True, **facets: Any) -
 def _platform() -> list[PlannedCase]:
     return [
         _case("platform.probe"),
+        _case("platform.probe_isolated"),
         _case("platform.device_info"),
         _case("platform.environment"),
         _case("platform.capabilities"),
@@ -361,7 +368,8 @@ def _generated(caps: Mapping[str, Any], dtypes: list[str]) -> list[PlannedCase]:
 
 
 def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]:
-    dtypes = ["float32", "int32"] + (["bfloat16"] if "bfloat16" in caps.get("dtypes", ()) else [])
+    claimed = caps.get("dtypes", ())
+    dtypes = ["float32", "int32"] + [d for d in ("bfloat16", "float16") if d in claimed]
     reduce_ops = set(caps.get("reduce_ops", REQUIRED_REDUCE_OPS)) | set(REQUIRED_REDUCE_OPS)
     cases = []
     for world in profile.world_sizes:
@@ -387,6 +395,7 @@ def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]
                                 reduce_op="sum" if op in ("all_reduce", "reduce_scatter") else None,
                             )
                         )
+        cases += _large_collectives(dtypes, reduce_ops, world)
         # Every reduce operation, with inputs whose exact result is known.
         for reduce_op in REDUCE_OPS:
             # avg of integers is not an integer reduction every backend defines: floating dtypes only.
@@ -405,6 +414,41 @@ def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]
                             reduce_op=reduce_op,
                         )
                     )
+    return cases
+
+
+def _large_collectives(dtypes: list[str], reduce_ops: set[str], world: int) -> list[PlannedCase]:
+    """all_reduce (sum) of 64 MiB in every dtype; all_gather, reduce_scatter and broadcast (from the
+    last rank) of 64 MiB of float32 in all; every other reduce op on 25 MiB + 1 element of float32."""
+
+    def case(
+        kind: str, op: str, dtype: str, count: int, reduce_op: str | None, root: int | None = None
+    ) -> PlannedCase:
+        prefix = f"{reduce_op}-" if kind == "collectives.all_reduce_op" else ""
+        return _case(
+            kind,
+            f"{prefix}{dtype}-n{count}-r{world}" + (f"-root{root}" if root is not None else ""),
+            claimed=reduce_op is None or reduce_op in reduce_ops or reduce_op == "sum",
+            op=op,
+            dtype=dtype,
+            count=count,
+            root=root,
+            world=world,
+            reduce_op=reduce_op,
+            large=True,
+        )
+
+    large = LARGE_BYTES // 4 + 1
+    cases = [
+        case("collectives.all_reduce", "all_reduce", d, LARGE_BYTES // ITEMSIZE[d] + 1, "sum") for d in dtypes
+    ]
+    cases.append(case("collectives.all_gather", "all_gather", "float32", large // world + 1, None))
+    cases.append(case("collectives.reduce_scatter", "reduce_scatter", "float32", large // world + 1, "sum"))
+    cases.append(case("collectives.broadcast", "broadcast", "float32", large, None, world - 1))
+    for reduce_op in REDUCE_OPS:
+        cases.append(
+            case("collectives.all_reduce_op", "all_reduce", "float32", BUCKET_BYTES // 4 + 1, reduce_op)
+        )
     return cases
 
 

@@ -35,6 +35,59 @@ def test_probe(case: CaseContext, rt) -> None:
     )
 
 
+#: The probe's time bound in a fresh interpreter ("must be cheap": a file, a library, a variable).
+PROBE_SECONDS = 5.0
+#: The whole fresh interpreter (start, plugin import, probe) must finish within this.
+PROBE_PROCESS_SECONDS = 60.0
+
+
+@pytest.mark.rlport_case("platform.probe_isolated")
+def test_probe_isolated(case: CaseContext, rt) -> None:
+    """The probe as rlport calls it first: in a fresh interpreter, loading the plugin and probing
+    import no torch module, and the probe returns within :data:`PROBE_SECONDS`."""
+    import json
+    import subprocess
+    import sys
+
+    name = rt.selection.device.name
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "rlport_conformance.probe_check", name],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_PROCESS_SECONDS,
+            env={**os.environ, "RLPORT_SUMMARY": "0"},
+        )
+    except subprocess.TimeoutExpired:
+        case.fail(
+            f"loading plugin {name!r} and probing it took over {PROBE_PROCESS_SECONDS:g} s in a fresh interpreter"
+        )
+        return
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        case.fail(
+            f"the fresh-interpreter probe exited {done.returncode}: {(done.stderr or done.stdout)[-1500:]}"
+        )
+        return
+    found = json.loads(lines[-1])
+    case.metric(probe_seconds=found["probe_seconds"], load_seconds=found["load_seconds"])
+    case.check(
+        not found["torch_after_load"],
+        f"importing plugin {name!r} imports torch ({', '.join(found['torch_after_load'][:5])}): the probe "
+        "runs before torch may be imported (its env is exported first)",
+    )
+    case.check(
+        found["torch_after_load"] or not found["torch_after_probe"],
+        f"rlport_probe of {name!r} imports torch ({', '.join(found['torch_after_probe'][:5])}); it must "
+        "not (a driver file, a shared library, an environment variable or package metadata tells)",
+    )
+    case.check(
+        found["probe_seconds"] <= PROBE_SECONDS,
+        f"rlport_probe took {found['probe_seconds']:.2f} s in a fresh interpreter (bound {PROBE_SECONDS:g} s)",
+    )
+    case.check(found["available"], "the probe says unavailable in a fresh interpreter")
+
+
 @pytest.mark.rlport_case("platform.device_info")
 def test_device_info(case: CaseContext, rt) -> None:
     import torch
