@@ -383,6 +383,39 @@ class Plugin:
         return ENGINES
 
     @hookimpl
+    def rlport_optimizer(self, name, device, strategy):
+        if name != "adamw" or DEFECT not in ("adam_l2", "lr_cached", "eps_1e6"):
+            return None
+        import torch
+
+        def factory(params, *, lr, betas, weight_decay):
+            if DEFECT == "adam_l2":  # Adam with L2 regularisation (decay through the gradient), not AdamW
+                return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+            if DEFECT == "eps_1e6":  # a fused kernel whose eps default is 1e-6
+                return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-6)
+
+            class CachedLr(torch.optim.AdamW):  # the kernel keeps the learning rate it was built with
+                def step(self, closure=None):
+                    for group in self.param_groups:
+                        group["lr"] = lr
+                    return super().step(closure)
+
+            return CachedLr(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+        return factory
+
+    @hookimpl
+    def rlport_unsupported_strategies(self, device):
+        if DEFECT == "strategy_typo":  # the real "megatron" stays allowed
+            return {"Megatron": "no megatron kernels on this device"}
+        return None
+
+    @hookimpl
+    def rlport_before_model_build(self, strategy, device):
+        if DEFECT == "before_build_raises" and strategy == "fsdp":
+            raise RuntimeError("mutant: the fsdp adaptor is not installed")
+
+    @hookimpl
     def rlport_capabilities(self):
         return Capabilities(
             dtypes=("float32", "bfloat16"),
@@ -680,6 +713,40 @@ MUTANTS = [
     # -- every hook: the probe as rlport calls it, before torch --------------------------------------
     Mutant(
         "probe_imports_torch", "platform.probe", ("platform.probe_isolated",), ("platform.probe",), rule=10
+    ),
+    # -- training hooks -----------------------------------------------------------------------------
+    Mutant(
+        "adam_l2",
+        "training",
+        ("training.optimizer[adamw-replicated-float32]", "training.optimizer[adamw-ddp-mixed]"),
+        ("training.unsupported_strategies", "training.before_model_build[fsdp]"),
+        rule=11,
+    ),
+    Mutant(
+        "lr_cached",
+        "training.optimizer",
+        ("training.optimizer[adamw-replicated-float32]", "training.optimizer[adamw-ddp-mixed]"),
+        rule=11,
+    ),
+    Mutant(
+        "eps_1e6",
+        "training.optimizer",
+        ("training.optimizer[adamw-replicated-float32]",),
+        rule=11,
+    ),
+    Mutant(
+        "strategy_typo",
+        "training",
+        ("training.unsupported_strategies",),
+        ("training.optimizer[adamw-replicated-float32]", "training.before_model_build[replicated]"),
+        rule=11,
+    ),
+    Mutant(
+        "before_build_raises",
+        "training.before_model_build",
+        ("training.before_model_build[fsdp]",),
+        ("training.before_model_build[replicated]", "training.before_model_build[ddp]"),
+        rule=11,
     ),
     Mutant(
         "crash_bf16",

@@ -27,7 +27,15 @@ def test_cpu_plugin_is_conformant(cpu_run: tuple[Path, int, float], cpu_report: 
     assert code == 0
     assert summary["missing"] == [] and summary["duplicates"] == [] and summary["not_allowed"] == []
     assert summary["total"] == summary["must_pass"] == len(cpu_report["results"])
-    assert set(summary["groups"]) == {"platform", "attention", "collectives", "memory", "rollout", "patches"}
+    assert set(summary["groups"]) == {
+        "platform",
+        "attention",
+        "collectives",
+        "memory",
+        "rollout",
+        "patches",
+        "training",
+    }
     assert cpu_report["plugin"]["name"] == "cpu" and cpu_report["plugin"]["distribution"] == "rlport"
     kinds = {p["kind"] for p in cpu_report["performance"]}
     assert {"tflops", "algbw", "busbw", "sleep_seconds", "wake_seconds", "output_tokens_per_second"} <= kinds

@@ -207,3 +207,24 @@ def test_collective_inputs_never_repeat_and_stay_distinct_per_rank() -> None:
 
 def test_probe_is_checked_in_a_fresh_interpreter() -> None:
     assert "platform.probe_isolated" in _ids(FULL)
+
+
+# -- the training hooks --------------------------------------------------------------------------
+
+
+def test_training_hooks_are_planned() -> None:
+    ids = _ids(FULL)
+    for strategy in ("replicated", "ddp"):
+        for label in ("float32", "bfloat16", "mixed"):
+            assert ids[f"training.optimizer[adamw-{strategy}-{label}]"] is True
+    assert "training.unsupported_strategies" in ids
+    for strategy in ("replicated", "ddp", "fsdp", "megatron"):
+        assert f"training.before_model_build[{strategy}]" in ids
+    assert "training.optimizer[adamw-ddp-bfloat16]" not in _ids({**FULL, "dtypes": ["float32"]})
+
+
+def test_optimizer_case_exercises_lr_change_roundtrip_and_eps() -> None:
+    from rlport_conformance.cases import test_training as tt
+
+    assert 0 < tt.LR_CHANGE_AT < tt.ROUNDTRIP_AT < tt.STEPS - 5
+    assert tt.TINY < 1e-8 and tt.WEIGHT_DECAY > 0 and tt.BETAS != (0.9, 0.999)

@@ -514,6 +514,31 @@ def _patches() -> list[PlannedCase]:
     ]
 
 
+#: ``actor.strategy`` values the training hooks are called with.
+STRATEGIES = ("replicated", "ddp", "fsdp", "megatron")
+#: Strategies whose optimizer sees plain tensors (fsdp's are DTensor shards), where the optimizer
+#: case runs.
+OPTIMIZER_STRATEGIES = ("replicated", "ddp")
+
+
+def _training(caps: Mapping[str, Any]) -> list[PlannedCase]:
+    """rlport_optimizer per strategy with plain parameters, in float32, in bfloat16 when claimed and
+    mixed; rlport_unsupported_strategies; rlport_before_model_build per strategy."""
+    dtype_sets = [("float32",)]
+    if "bfloat16" in caps.get("dtypes", ()):
+        dtype_sets += [("bfloat16",), ("float32", "bfloat16")]
+    cases = []
+    for strategy in OPTIMIZER_STRATEGIES:
+        for dtypes in dtype_sets:
+            label = dtypes[0] if len(dtypes) == 1 else "mixed"
+            cases.append(
+                _case("training.optimizer", f"adamw-{strategy}-{label}", strategy=strategy, dtypes=dtypes)
+            )
+    cases.append(_case("training.unsupported_strategies"))
+    cases += [_case("training.before_model_build", s, strategy=s) for s in STRATEGIES]
+    return cases
+
+
 def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[PlannedCase]:
     """Every case the suite runs for a plugin that declares ``declared`` (the JSON form of
     :class:`rlport.types.Capabilities`) under ``profile`` (default: 2 ranks), in run order. Pure:
@@ -526,6 +551,7 @@ def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[Pl
         *_memory(declared),
         *_rollout(declared),
         *_patches(),
+        *_training(declared),
     ]
 
 
