@@ -383,6 +383,33 @@ class Plugin:
         return ENGINES
 
     @hookimpl
+    def rlport_weight_transport(self, engine, device, placement):
+        if DEFECT not in ("transport_drops_tied", "transport_stale") or not placement.same_process:
+            return None
+        from rlport.rollout.transport import buckets
+
+        class Transport:  # an in-process transport with one seeded defect
+            name = "mutant-transport"
+            bucket_bytes = 256 << 20
+            cache = {}
+
+            def send(self, engine, named_tensors):
+                sent = set()
+                for bucket in buckets(named_tensors, self.bucket_bytes):
+                    out = []
+                    for name, tensor in bucket:
+                        if DEFECT == "transport_drops_tied":  # "dedups" a storage sent under another name
+                            if tensor.data_ptr() in sent:
+                                continue
+                            sent.add(tensor.data_ptr())
+                        if DEFECT == "transport_stale":  # a host copy per name, made at the first sync only
+                            tensor = self.cache.setdefault(name, tensor.detach().clone())
+                        out.append((name, tensor))
+                    engine.update_weights(out)
+
+        return Transport()
+
+    @hookimpl
     def rlport_optimizer(self, name, device, strategy):
         if name != "adamw" or DEFECT not in ("adam_l2", "lr_cached", "eps_1e6"):
             return None
@@ -747,6 +774,21 @@ MUTANTS = [
         ("training.before_model_build[fsdp]",),
         ("training.before_model_build[replicated]", "training.before_model_build[ddp]"),
         rule=11,
+    ),
+    # -- weight transport ---------------------------------------------------------------------------
+    Mutant(
+        "transport_drops_tied",
+        "weights.transport",
+        ("weights.transport[hf-same-process]",),
+        ("weights.transport[hf-worker]",),
+        rule=12,
+    ),
+    Mutant(
+        "transport_stale",
+        "weights.transport",
+        ("weights.transport[hf-same-process]",),
+        ("weights.transport[hf-worker]",),
+        rule=12,
     ),
     Mutant(
         "crash_bf16",

@@ -35,6 +35,7 @@ def test_cpu_plugin_is_conformant(cpu_run: tuple[Path, int, float], cpu_report: 
         "rollout",
         "patches",
         "training",
+        "weights",
     }
     assert cpu_report["plugin"]["name"] == "cpu" and cpu_report["plugin"]["distribution"] == "rlport"
     kinds = {p["kind"] for p in cpu_report["performance"]}

@@ -228,3 +228,31 @@ def test_optimizer_case_exercises_lr_change_roundtrip_and_eps() -> None:
 
     assert 0 < tt.LR_CHANGE_AT < tt.ROUNDTRIP_AT < tt.STEPS - 5
     assert tt.TINY < 1e-8 and tt.WEIGHT_DECAY > 0 and tt.BETAS != (0.9, 0.999)
+
+
+# -- the weight transport --------------------------------------------------------------------------
+
+
+def test_weight_transport_is_planned_per_engine_and_placement() -> None:
+    ids = _ids(FULL)
+    assert {"weights.transport[hf-same-process]", "weights.transport[hf-worker]"} <= set(ids)
+    assert "weights.transport[hf-worker]" in _ids({**FULL, "rollout_engines": []})  # the reference engine
+
+
+def test_transport_model_spans_buckets_with_tied_mixed_and_odd_tensors() -> None:
+    import torch
+
+    from rlport.rollout.transport import buckets
+    from rlport_conformance.cases import test_weights as tw
+
+    named = tw.model("cpu")
+    total = sum(t.numel() * t.element_size() for _n, t in named)
+    assert total > 3 * tw.BUCKET_BYTES and tw.SYNCS >= 3
+    assert len(list(buckets(iter(named), tw.BUCKET_BYTES))) >= 3
+    tensors = dict(named)
+    assert tensors["lm_head.weight"] is tensors["model.embed_tokens.weight"]
+    assert {t.dtype for t in tensors.values()} >= {torch.float32, torch.bfloat16, torch.float16}
+    assert any(not t.is_contiguous() for t in tensors.values()) and any(
+        t.dim() == 0 for t in tensors.values()
+    )
+    assert max(t.numel() * t.element_size() for t in tensors.values()) > tw.BUCKET_BYTES

@@ -539,6 +539,18 @@ def _training(caps: Mapping[str, Any]) -> list[PlannedCase]:
     return cases
 
 
+def _weights(caps: Mapping[str, Any]) -> list[PlannedCase]:
+    """rlport_weight_transport per claimed engine (the reference ``hf`` when none is claimed), to an
+    engine in this process and to one in worker processes."""
+    cases = []
+    for engine in caps.get("rollout_engines") or ("hf",):
+        for same_process, where in ((True, "same-process"), (False, "worker")):
+            cases.append(
+                _case("weights.transport", f"{engine}-{where}", engine=engine, same_process=same_process)
+            )
+    return cases
+
+
 def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[PlannedCase]:
     """Every case the suite runs for a plugin that declares ``declared`` (the JSON form of
     :class:`rlport.types.Capabilities`) under ``profile`` (default: 2 ranks), in run order. Pure:
@@ -552,6 +564,7 @@ def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[Pl
         *_rollout(declared),
         *_patches(),
         *_training(declared),
+        *_weights(declared),
     ]
 
 
