@@ -287,6 +287,25 @@ def make_engine(config):
 
     from rlport.rollout.hf_engine import _filter_logits
 
+    if DEFECT == "nucleus_too_small":
+        from rlport.rollout import hf_engine
+
+        import dataclasses
+
+        original = hf_engine._filter_logits
+
+        def too_small(logits, params):  # drops the token that crosses top_p: the nucleus is one short
+            logits = original(logits, dataclasses.replace(params, top_p=1.0))
+            if params.top_p < 1.0:
+                sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+                drop = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1) >= params.top_p
+                drop[:, 0] = False
+                sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+                logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+            return logits
+
+        hf_engine._filter_logits = too_small
+
     class RepeatEngine(HFEngine):
         name = "mutant_engine"
 
@@ -294,7 +313,12 @@ def make_engine(config):
             if DEFECT == "repeat_samples":
                 return [HFEngine.generate(self, [prompt], params)[0] for prompt in prompts]
             groups = HFEngine.generate(self, prompts, params)
-            if params.temperature == 0:
+            if DEFECT == "stop_token_dropped":  # the stop token is cut from the returned ids
+                for gens in groups:
+                    for gen in gens:
+                        if gen.finish_reason == "stop":
+                            gen.token_ids, gen.logprobs = gen.token_ids[:-1], gen.logprobs[:-1]
+            if DEFECT in ("stop_token_dropped", "nucleus_too_small") or params.temperature == 0:
                 return groups
             if DEFECT == "temperature_in_logprobs":  # logprobs of the tempered distribution
                 processed = type(params)(temperature=params.temperature)
@@ -312,7 +336,8 @@ def make_engine(config):
     return RepeatEngine(config)
 
 
-ENGINE_DEFECTS = ("repeat_samples", "temperature_in_logprobs", "top_k_in_logprobs")
+ENGINE_DEFECTS = ("repeat_samples", "temperature_in_logprobs", "top_k_in_logprobs", "nucleus_too_small",
+                  "stop_token_dropped")
 ENGINES = [EngineOffer("mutant_engine", factory=__name__ + ":make_engine")] if DEFECT in ENGINE_DEFECTS else []
 
 
@@ -324,11 +349,24 @@ def rms_norm_sum(self, hidden_states):
     return self.weight * (hidden_states.float() * torch.rsqrt(variance + 1e-6)).to(hidden_states.dtype)
 
 
+def rms_norm_constant_variance(self, hidden_states):
+    """A "fused" RMSNorm with transformers' forward whose backward treats the variance as a constant."""
+    import torch
+
+    x = hidden_states.float()
+    variance = x.pow(2).mean(-1, keepdim=True).detach()
+    return self.weight * (x * torch.rsqrt(variance + self.variance_epsilon)).to(hidden_states.dtype)
+
+
 LLAMA = "transformers.models.llama.modeling_llama:"
 PATCHES = {
     "patch_changes_logits": [
         PatchSpec(LLAMA + "LlamaRMSNorm.forward", __name__ + ":rms_norm_sum", "replaced", "transformers",
                   ">=4.40", "fused RMSNorm")
+    ],
+    "patch_wrong_backward": [
+        PatchSpec(LLAMA + "LlamaRMSNorm.forward", __name__ + ":rms_norm_constant_variance", "replaced",
+                  "transformers", ">=4.40", "fused RMSNorm")
     ],
     "patch_target_missing": [
         PatchSpec(LLAMA + "LlamaAttention.fused_qkv_forward", __name__ + ":rms_norm_sum", "replaced",
@@ -669,6 +707,13 @@ MUTANTS = [
         rule=5,
     ),
     Mutant(
+        "patch_wrong_backward",
+        "patches",
+        ("patches.model_equivalence[llama]",),
+        ("patches.model_equivalence[qwen2]", "patches.targets", "patches.roundtrip"),
+        rule=8,
+    ),
+    Mutant(
         "patch_target_missing", "patches", ("patches.targets",), ("patches.model_equivalence[llama]",), rule=5
     ),
     # -- rule 6: independent checks -------------------------------------------------------------------
@@ -789,6 +834,25 @@ MUTANTS = [
         ("weights.transport[hf-same-process]",),
         ("weights.transport[hf-worker]",),
         rule=12,
+    ),
+    # -- rollout: stop tokens, sampling as distributions ------------------------------------------------
+    Mutant(
+        "nucleus_too_small",
+        "rollout.distribution or (rollout.sampling and p0.8)",
+        ("rollout.distribution[mutant_engine-top_p]",),
+        (
+            "rollout.distribution[mutant_engine-top_k]",
+            "rollout.distribution[mutant_engine-temperature]",
+            "rollout.sampling[mutant_engine-p0.8]",
+        ),
+        rule=13,
+    ),
+    Mutant(
+        "stop_token_dropped",
+        "rollout.stop_tokens or rollout.greedy_agreement",
+        ("rollout.stop_tokens[mutant_engine]",),
+        ("rollout.greedy_agreement[mutant_engine]",),
+        rule=13,
     ),
     Mutant(
         "crash_bf16",

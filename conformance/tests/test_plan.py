@@ -256,3 +256,38 @@ def test_transport_model_spans_buckets_with_tied_mixed_and_odd_tensors() -> None
         t.dim() == 0 for t in tensors.values()
     )
     assert max(t.numel() * t.element_size() for t in tensors.values()) > tw.BUCKET_BYTES
+
+
+# -- rollout: stop tokens and sampling as distributions ---------------------------------------------
+
+
+def test_rollout_stop_tokens_and_distributions_are_planned_per_engine() -> None:
+    ids = _ids(FULL)
+    assert "rollout.stop_tokens[hf]" in ids
+    for filters in ("temperature", "top_k", "top_p", "combined"):
+        assert ids[f"rollout.distribution[hf-{filters}]"] is True
+
+
+def test_distribution_bound_keeps_correct_samplers_and_catches_a_short_nucleus() -> None:
+    import torch
+
+    from rlport_conformance.cases import test_rollout as tr
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(256, generator=gen, dtype=torch.float64) * 4
+    top_k, top_p = tr.choose_filters(logits, 1.5)
+    exact = tr.exact_filtered(logits, 1.5, 0, top_p)
+    bounds = tr.count_bounds(exact, tr.DIST_SAMPLES, tr.DIST_ALPHA)
+    # a correct sampler: 200 seeded runs, none outside the bound
+    for seed in range(200):
+        draws = torch.multinomial(
+            exact, tr.DIST_SAMPLES, replacement=True, generator=torch.Generator().manual_seed(seed)
+        )
+        counts = torch.bincount(draws, minlength=256).double()
+        assert bool(((counts - exact * tr.DIST_SAMPLES).abs() <= bounds).all())
+    # the nucleus one token short: the crossing token (at least DIST_MIN_BOUNDARY likely) is missed
+    kept = exact > 0
+    crossing = int(torch.nonzero(kept).flatten()[torch.argmin(exact[kept])])
+    assert exact[crossing] >= tr.DIST_MIN_BOUNDARY * 0.99
+    assert float(exact[crossing] * tr.DIST_SAMPLES) > float(bounds[crossing])
+    assert int((tr.exact_filtered(logits, 1.5, top_k, 1.0) > 0).sum()) == top_k

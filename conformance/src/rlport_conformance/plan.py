@@ -58,6 +58,9 @@ SAMPLING_FILTERS = (
     ("p0.8", 1.0, 0, 0.8),
     ("t0.7-k5-p0.8", 0.7, 5, 0.8),
 )
+#: Sampling checked as distributions: (filters, temperature); the top_k and top_p values are chosen
+#: at run time from the model so that their boundaries fall on likely tokens.
+DISTRIBUTIONS = (("temperature", 0.7), ("top_k", 1.5), ("top_p", 1.5), ("combined", 1.5))
 #: Model families built locally for the patched-model equivalence cases.
 PATCH_MODELS = ("qwen2", "llama")
 
@@ -492,6 +495,17 @@ def _rollout(caps: Mapping[str, Any]) -> list[PlannedCase]:
         cases.append(_case("rollout.update_weights", engine, engine=engine))
         cases.append(_case("rollout.sleep_wake", engine, claimed=sleeps, engine=engine))
         cases.append(_case("rollout.independent_samples", engine, engine=engine))
+        cases.append(_case("rollout.stop_tokens", engine, engine=engine))
+        for filters, temperature in DISTRIBUTIONS:
+            cases.append(
+                _case(
+                    "rollout.distribution",
+                    f"{engine}-{filters}",
+                    engine=engine,
+                    filters=filters,
+                    temperature=temperature,
+                )
+            )
         for label, temperature, top_k, top_p in SAMPLING_FILTERS:
             cases.append(
                 _case(
