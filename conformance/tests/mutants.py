@@ -421,6 +421,12 @@ class Plugin:
         return ENGINES
 
     @hookimpl
+    def rlport_doctor(self, device):
+        if DEFECT == "doctor_raises":  # a check that raises where it should return a Finding
+            raise FileNotFoundError("/sys/class/mutant/version")
+        return []
+
+    @hookimpl
     def rlport_weight_transport(self, engine, device, placement):
         if DEFECT not in ("transport_drops_tied", "transport_stale") or not placement.same_process:
             return None
@@ -853,6 +859,13 @@ MUTANTS = [
         ("rollout.stop_tokens[mutant_engine]",),
         ("rollout.greedy_agreement[mutant_engine]",),
         rule=13,
+    ),
+    Mutant(
+        "doctor_raises",
+        "platform",
+        ("platform.doctor",),
+        ("platform.supported_stack", "platform.allocator_settings[training]", "platform.probe_isolated"),
+        rule=10,
     ),
     Mutant(
         "crash_bf16",

@@ -209,6 +209,39 @@ def test_probe_is_checked_in_a_fresh_interpreter() -> None:
     assert "platform.probe_isolated" in _ids(FULL)
 
 
+def test_every_hook_has_a_case() -> None:
+    """Every hook in hookspecs.py is called by at least one planned case's code."""
+    import inspect
+    from pathlib import Path
+
+    from rlport import hookspecs
+    from rlport_conformance import cases
+
+    hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("rlport_")]
+    code = "".join(p.read_text() for p in Path(cases.__file__).parent.glob("test_*.py"))
+    code += (Path(cases.__file__).parent.parent / "probe_check.py").read_text()
+    code += (Path(cases.__file__).parent.parent / "patch_check.py").read_text()
+    # called through the runtime's own paths by the cases: init (device info, worker and collectives
+    # env, memory backend, patches), init_process_group (backend, env, preflight), make_engine
+    indirect = {
+        "rlport_device_info": "rt.device",
+        "rlport_worker_env": "worker_env",
+        "rlport_collectives_env": "collectives_env",
+        "rlport_collectives_backend": "collectives_backend",
+        "rlport_collectives_preflight": "preflight",
+        "rlport_memory_backend": "rt.memory",
+        "rlport_rollout_engines": "make_engine",
+        "rlport_engine_args": "make_engine",
+        "rlport_patches": "rlport_patches",
+        "rlport_attention_backend": "attention_backend",
+        "rlport_weight_transport": "weight_transport",
+    }
+    missing = [h for h in hooks if h not in code and indirect.get(h, "\0") not in code]
+    assert not missing, missing
+    ids = set(_ids(FULL))
+    assert {"platform.supported_stack", "platform.doctor", "platform.allocator_settings[training]"} <= ids
+
+
 # -- the training hooks --------------------------------------------------------------------------
 
 

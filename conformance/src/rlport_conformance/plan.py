@@ -137,6 +137,9 @@ def _platform() -> list[PlannedCase]:
         _case("platform.environment"),
         _case("platform.capabilities"),
         _case("platform.tensor"),
+        _case("platform.supported_stack"),
+        _case("platform.doctor"),
+        *(_case("platform.allocator_settings", phase, phase=phase) for phase in ("rollout", "training")),
     ]
 
 
