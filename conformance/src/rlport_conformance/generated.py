@@ -589,7 +589,17 @@ def run_case(
     from hypothesis import HealthCheck, Phase, example, given, seed, settings
 
     count = examples or (GRADIENT_REGIMES if gradient else FORWARD_REGIMES)[regime]
-    outcome = Outcome(metrics={"hypothesis_seed": seed_of(case_id), "derandomize": True})
+    import hypothesis
+
+    # The examples a seed draws depend on the Hypothesis version; the example dict in a report does
+    # not (replay() needs only it), so the version is recorded beside the seed.
+    outcome = Outcome(
+        metrics={
+            "hypothesis_seed": seed_of(case_id),
+            "hypothesis_version": hypothesis.__version__,
+            "derandomize": True,
+        }
+    )
     ratios: list[float] = []
 
     def one(ex: dict[str, Any]) -> None:
