@@ -148,6 +148,7 @@ def _memory():
 
         stale = {}
         pool = {}
+        opened = []
 
         def mem_info(self):
             info = super().mem_info()
@@ -158,6 +159,8 @@ def _memory():
             return info
 
         def park(self, storage):
+            if DEFECT == "park_leaks_fd":  # a spill file opened per sleep and never closed
+                self.opened.append(open(os.devnull, "rb"))
             if DEFECT == "pool_by_size":  # staging buffers pooled by size: equal sizes share one
                 buffer = self.pool.setdefault(storage.nbytes(), torch.empty(storage.nbytes(), dtype=torch.uint8))
                 buffer.copy_(torch.empty(0, dtype=torch.uint8).set_(storage))
@@ -866,6 +869,14 @@ MUTANTS = [
         ("platform.doctor",),
         ("platform.supported_stack", "platform.allocator_settings[training]", "platform.probe_isolated"),
         rule=10,
+    ),
+    # -- memory: many cycles leak nothing -------------------------------------------------------------
+    Mutant(
+        "park_leaks_fd",
+        "memory.cycles or memory.wake_restores",
+        ("memory.cycles[weights]",),
+        ("memory.wake_restores[weights]",),
+        rule=14,
     ),
     Mutant(
         "crash_bf16",

@@ -324,3 +324,11 @@ def test_distribution_bound_keeps_correct_samplers_and_catches_a_short_nucleus()
     assert exact[crossing] >= tr.DIST_MIN_BOUNDARY * 0.99
     assert float(exact[crossing] * tr.DIST_SAMPLES) > float(bounds[crossing])
     assert int((tr.exact_filtered(logits, 1.5, top_k, 1.0) > 0).sum()) == top_k
+
+
+def test_memory_cycles_are_planned_for_a_claimed_tag() -> None:
+    from rlport_conformance.cases import test_memory as tm
+
+    assert "memory.cycles[weights]" in _ids(FULL)
+    assert "memory.cycles[weights]" not in _ids({**FULL, "sleep_tags": []})
+    assert tm.MANY_CYCLES >= 20 and tm.FD_GROWTH < tm.MANY_CYCLES

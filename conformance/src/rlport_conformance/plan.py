@@ -475,6 +475,7 @@ def _memory(caps: Mapping[str, Any]) -> list[PlannedCase]:
         cases.append(_case("memory.wake_restores", tag, tag=tag))
     if tags:
         cases.append(_case("memory.untagged_untouched", tag=tags[0]))
+        cases.append(_case("memory.cycles", tags[0], tag=tags[0]))
         cases.append(_case("memory.large_tensor", tags[0], tag=tags[0], nbytes=LARGE_TENSOR_BYTES))
         cases.append(
             _case(
