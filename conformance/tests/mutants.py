@@ -36,6 +36,9 @@ def _attend(q, k, v, causal, scale, mask):
     else:
         index = [h // group for h in range(heads)]
     k, v = k[:, index].float(), v[:, index].float()
+    if DEFECT == "grad_gqa_first_head" and group > 1:  # dK/dV summed over the group's first head only
+        first = torch.tensor([h % group == 0 for h in range(heads)], device=q.device).view(1, -1, 1, 1)
+        k, v = torch.where(first, k, k.detach()), torch.where(first, v, v.detach())
     if scale is None or DEFECT == "ignores_scale":
         scale = 1.0 / q.shape[-1] if DEFECT == "softmax_scale" else 1.0 / math.sqrt(q.shape[-1])
     d = q.shape[-1]
@@ -61,14 +64,22 @@ def _attend(q, k, v, causal, scale, mask):
             allowed = allowed & mask
         elif DEFECT != "float_mask_ignored":
             scores = scores + mask.float()
+            if DEFECT == "float_mask_full_row":  # only boolean masks get the fully-masked-row fix-up
+                scores = scores.masked_fill(~allowed, float("-inf"))
+                return (torch.softmax(scores, dim=-1) @ v).to(dtype)
     scores = scores.masked_fill(~allowed, float("-inf"))
-    if DEFECT == "split_kv_2048" and lk > 2048:  # split-KV: chunk results averaged, not LSE-weighted
+    split = {"split_kv_2048": 2048, "split_kv_16k": 16384}.get(DEFECT)
+    if split and lk > split:  # split-KV: chunk results averaged, not LSE-weighted
         parts = []
-        for start in range(0, lk, 2048):
-            chunk = scores[..., start:start + 2048]
+        for start in range(0, lk, split):
+            chunk = scores[..., start:start + split]
             probs = torch.nan_to_num(torch.softmax(chunk, dim=-1), nan=0.0)
-            parts.append(probs @ v[:, :, start:start + 2048])
+            parts.append(probs @ v[:, :, start:start + split])
         return (sum(parts) / len(parts)).to(dtype)
+    if DEFECT == "naive_softmax":  # exp without subtracting the row max: overflows for large scores
+        e = torch.exp(scores)
+        probs = torch.where(allowed.any(-1, keepdim=True), e / e.sum(-1, keepdim=True), 0.0)
+        return (probs @ v).to(dtype)
     probs = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
     return (probs @ v).to(dtype)
 
@@ -93,11 +104,18 @@ class Backend:
             import pytest
 
             pytest.skip("mutant: bfloat16 is not today")
+        if DEFECT == "strided_as_contiguous":  # the kernel takes data pointers, assuming dense rows
+            q, k, v = (t if t.is_contiguous() else t.as_strided(t.shape, torch.empty(t.shape).stride(),
+                                                                t.storage_offset()) for t in (q, k, v))
         if q.shape[1] % k.shape[1]:
             if DEFECT == "unsupported_garbage":
                 return torch.zeros_like(q)
             raise UnsupportedAttention(f"{q.shape[1]} heads over {k.shape[1]} kv heads", "use divisible heads")
-        return _attend(q, k, v, causal, scale, mask)
+        out = _attend(q, k, v, causal, scale, mask)
+        if DEFECT == "grad_ignores_scale" and scale is not None and out.requires_grad:
+            wrong = _attend(q, k, v, causal, None, mask)  # the backward kernel is not passed the scale
+            out = wrong + (out - wrong).detach()
+        return out
 
     def forward_varlen(self, q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal,
                        scale=None):
@@ -130,6 +148,7 @@ def _memory():
 
         stale = {}
         pool = {}
+        opened = []
 
         def mem_info(self):
             info = super().mem_info()
@@ -140,6 +159,8 @@ def _memory():
             return info
 
         def park(self, storage):
+            if DEFECT == "park_leaks_fd":  # a spill file opened per sleep and never closed
+                self.opened.append(open(os.devnull, "rb"))
             if DEFECT == "pool_by_size":  # staging buffers pooled by size: equal sizes share one
                 buffer = self.pool.setdefault(storage.nbytes(), torch.empty(storage.nbytes(), dtype=torch.uint8))
                 buffer.copy_(torch.empty(0, dtype=torch.uint8).set_(storage))
@@ -196,7 +217,24 @@ def _register_backend():
             if DEFECT == "ring_drops_last" and self.size() > 2 and self.rank() == self.size() - 1:
                 for t in tensors:  # a ring longer than 2 loses the last rank's contribution
                     t.zero_()
+            if DEFECT == "bucket_tail":  # reduces whole 25 MiB buckets only: the tail is left as it was
+                for t in tensors:
+                    flat = t.view(-1)
+                    whole = flat.numel() // (25 * 2**20 // t.element_size()) * (25 * 2**20 // t.element_size())
+                    if whole:
+                        self._inner.allreduce([flat[:whole]], opts).wait()
+                    else:
+                        self._inner.allreduce([t], opts).wait()
+                return self._done(tensors)
             self._inner.allreduce(tensors, opts).wait()
+            chunk = 7 * 2**17
+            if DEFECT == "chunks_swapped":  # the first two pipeline chunks land in each other's place
+                for t in tensors:
+                    flat = t.view(-1)
+                    if flat.numel() >= 2 * chunk:
+                        first = flat[:chunk].clone()
+                        flat[:chunk] = flat[chunk:2 * chunk]
+                        flat[chunk:2 * chunk] = first
             if DEFECT == "all_reduce_average":
                 for t in tensors:
                     if t.is_floating_point():
@@ -252,6 +290,25 @@ def make_engine(config):
 
     from rlport.rollout.hf_engine import _filter_logits
 
+    if DEFECT == "nucleus_too_small":
+        from rlport.rollout import hf_engine
+
+        import dataclasses
+
+        original = hf_engine._filter_logits
+
+        def too_small(logits, params):  # drops the token that crosses top_p: the nucleus is one short
+            logits = original(logits, dataclasses.replace(params, top_p=1.0))
+            if params.top_p < 1.0:
+                sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+                drop = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1) >= params.top_p
+                drop[:, 0] = False
+                sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+                logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+            return logits
+
+        hf_engine._filter_logits = too_small
+
     class RepeatEngine(HFEngine):
         name = "mutant_engine"
 
@@ -259,7 +316,12 @@ def make_engine(config):
             if DEFECT == "repeat_samples":
                 return [HFEngine.generate(self, [prompt], params)[0] for prompt in prompts]
             groups = HFEngine.generate(self, prompts, params)
-            if params.temperature == 0:
+            if DEFECT == "stop_token_dropped":  # the stop token is cut from the returned ids
+                for gens in groups:
+                    for gen in gens:
+                        if gen.finish_reason == "stop":
+                            gen.token_ids, gen.logprobs = gen.token_ids[:-1], gen.logprobs[:-1]
+            if DEFECT in ("stop_token_dropped", "nucleus_too_small") or params.temperature == 0:
                 return groups
             if DEFECT == "temperature_in_logprobs":  # logprobs of the tempered distribution
                 processed = type(params)(temperature=params.temperature)
@@ -277,7 +339,8 @@ def make_engine(config):
     return RepeatEngine(config)
 
 
-ENGINE_DEFECTS = ("repeat_samples", "temperature_in_logprobs", "top_k_in_logprobs")
+ENGINE_DEFECTS = ("repeat_samples", "temperature_in_logprobs", "top_k_in_logprobs", "nucleus_too_small",
+                  "stop_token_dropped")
 ENGINES = [EngineOffer("mutant_engine", factory=__name__ + ":make_engine")] if DEFECT in ENGINE_DEFECTS else []
 
 
@@ -289,11 +352,24 @@ def rms_norm_sum(self, hidden_states):
     return self.weight * (hidden_states.float() * torch.rsqrt(variance + 1e-6)).to(hidden_states.dtype)
 
 
+def rms_norm_constant_variance(self, hidden_states):
+    """A "fused" RMSNorm with transformers' forward whose backward treats the variance as a constant."""
+    import torch
+
+    x = hidden_states.float()
+    variance = x.pow(2).mean(-1, keepdim=True).detach()
+    return self.weight * (x * torch.rsqrt(variance + self.variance_epsilon)).to(hidden_states.dtype)
+
+
 LLAMA = "transformers.models.llama.modeling_llama:"
 PATCHES = {
     "patch_changes_logits": [
         PatchSpec(LLAMA + "LlamaRMSNorm.forward", __name__ + ":rms_norm_sum", "replaced", "transformers",
                   ">=4.40", "fused RMSNorm")
+    ],
+    "patch_wrong_backward": [
+        PatchSpec(LLAMA + "LlamaRMSNorm.forward", __name__ + ":rms_norm_constant_variance", "replaced",
+                  "transformers", ">=4.40", "fused RMSNorm")
     ],
     "patch_target_missing": [
         PatchSpec(LLAMA + "LlamaAttention.fused_qkv_forward", __name__ + ":rms_norm_sum", "replaced",
@@ -309,6 +385,10 @@ class Plugin:
 
     @hookimpl
     def rlport_probe(self):
+        if DEFECT == "probe_imports_torch":  # asks torch whether the device is there
+            import torch
+
+            torch.zeros(1)
         return ProbeResult(available=True, reason="a conformance mutant runs anywhere", priority=10)
 
     @hookimpl
@@ -333,7 +413,8 @@ class Plugin:
 
     @hookimpl
     def rlport_collectives_backend(self, device):
-        if DEFECT in ("all_reduce_average", "all_gather_order", "broadcast_root", "min_as_sum", "ring_drops_last"):
+        if DEFECT in ("all_reduce_average", "all_gather_order", "broadcast_root", "min_as_sum", "ring_drops_last",
+                      "bucket_tail", "chunks_swapped"):
             _register_backend()
             return BACKEND
         return None
@@ -341,6 +422,72 @@ class Plugin:
     @hookimpl
     def rlport_rollout_engines(self):
         return ENGINES
+
+    @hookimpl
+    def rlport_doctor(self, device):
+        if DEFECT == "doctor_raises":  # a check that raises where it should return a Finding
+            raise FileNotFoundError("/sys/class/mutant/version")
+        return []
+
+    @hookimpl
+    def rlport_weight_transport(self, engine, device, placement):
+        if DEFECT not in ("transport_drops_tied", "transport_stale") or not placement.same_process:
+            return None
+        from rlport.rollout.transport import buckets
+
+        class Transport:  # an in-process transport with one seeded defect
+            name = "mutant-transport"
+            bucket_bytes = 256 << 20
+            cache = {}
+
+            def send(self, engine, named_tensors):
+                sent = set()
+                for bucket in buckets(named_tensors, self.bucket_bytes):
+                    out = []
+                    for name, tensor in bucket:
+                        if DEFECT == "transport_drops_tied":  # "dedups" a storage sent under another name
+                            if tensor.data_ptr() in sent:
+                                continue
+                            sent.add(tensor.data_ptr())
+                        if DEFECT == "transport_stale":  # a host copy per name, made at the first sync only
+                            tensor = self.cache.setdefault(name, tensor.detach().clone())
+                        out.append((name, tensor))
+                    engine.update_weights(out)
+
+        return Transport()
+
+    @hookimpl
+    def rlport_optimizer(self, name, device, strategy):
+        if name != "adamw" or DEFECT not in ("adam_l2", "lr_cached", "eps_1e6"):
+            return None
+        import torch
+
+        def factory(params, *, lr, betas, weight_decay):
+            if DEFECT == "adam_l2":  # Adam with L2 regularisation (decay through the gradient), not AdamW
+                return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+            if DEFECT == "eps_1e6":  # a fused kernel whose eps default is 1e-6
+                return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-6)
+
+            class CachedLr(torch.optim.AdamW):  # the kernel keeps the learning rate it was built with
+                def step(self, closure=None):
+                    for group in self.param_groups:
+                        group["lr"] = lr
+                    return super().step(closure)
+
+            return CachedLr(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+        return factory
+
+    @hookimpl
+    def rlport_unsupported_strategies(self, device):
+        if DEFECT == "strategy_typo":  # the real "megatron" stays allowed
+            return {"Megatron": "no megatron kernels on this device"}
+        return None
+
+    @hookimpl
+    def rlport_before_model_build(self, strategy, device):
+        if DEFECT == "before_build_raises" and strategy == "fsdp":
+            raise RuntimeError("mutant: the fsdp adaptor is not installed")
 
     @hookimpl
     def rlport_capabilities(self):
@@ -569,6 +716,13 @@ MUTANTS = [
         rule=5,
     ),
     Mutant(
+        "patch_wrong_backward",
+        "patches",
+        ("patches.model_equivalence[llama]",),
+        ("patches.model_equivalence[qwen2]", "patches.targets", "patches.roundtrip"),
+        rule=8,
+    ),
+    Mutant(
         "patch_target_missing", "patches", ("patches.targets",), ("patches.model_equivalence[llama]",), rule=5
     ),
     # -- rule 6: independent checks -------------------------------------------------------------------
@@ -578,6 +732,151 @@ MUTANTS = [
         ("memory.os_figures",),
         ("memory.mem_info",),
         rule=6,
+    ),
+    # -- generated inputs (attention.generated) and gradients (attention.gradient) -------------------
+    Mutant(
+        "naive_softmax",
+        "(attention.generated and magnitude) or attention.forward and float32 and d64 and mha",
+        ("attention.generated[float32-magnitude]", "attention.generated[bfloat16-magnitude]"),
+        ("attention.forward[float32-d64-causal-mha]", "attention.forward[float32-d64-full-mha]"),
+        rule=7,
+    ),
+    Mutant(
+        "float_mask_full_row",
+        "(attention.generated and float32 and mask) or (attention.mask and float32)",
+        ("attention.generated[float32-mask]",),
+        ("attention.mask[float32-d64-float]", "attention.mask[float32-d64-bool-rows]"),
+        rule=7,
+    ),
+    Mutant(
+        "strided_as_contiguous",
+        "(attention.generated and float32 and strided) or (attention.forward and float32 and d64 and mha)",
+        ("attention.generated[float32-strided]",),
+        ("attention.forward[float32-d64-causal-mha]",),
+        rule=7,
+    ),
+    Mutant(
+        "split_kv_16k",
+        "(attention.generated and float32 and decode) or (attention.decode and float32 and k4097)",
+        ("attention.generated[float32-decode]",),
+        ("attention.decode[float32-d64-q1-k4097]",),
+        rule=7,
+    ),
+    Mutant(
+        "grad_ignores_scale",
+        "(attention.gradient and float32 and dense) or (attention.scale and float32)",
+        ("attention.gradient[float32-dense]",),
+        ("attention.scale[float32-d64-causal-s0.3]", "attention.scale[float32-d64-full-s0.3]"),
+        rule=8,
+    ),
+    Mutant(
+        "grad_gqa_first_head",
+        "(attention.gradient and float32 and gqa) or (attention.forward and float32 and d64 and gqa)",
+        ("attention.gradient[float32-gqa]",),
+        ("attention.forward[float32-d64-causal-gqa]",),
+        rule=8,
+    ),
+    # -- collectives past the bucket and chunk sizes, with a pattern that never repeats ----------------
+    Mutant(
+        "bucket_tail",
+        "collectives.all_reduce and float32 and r2 and (n16777217 or n65537) and not all_reduce_op",
+        ("collectives.all_reduce[float32-n16777217-r2]",),
+        ("collectives.all_reduce[float32-n65537-r2]",),
+        rule=9,
+    ),
+    Mutant(
+        "chunks_swapped",
+        "collectives.all_reduce and int32 and r2 and (n16777217 or n65537) and not all_reduce_op",
+        ("collectives.all_reduce[int32-n16777217-r2]",),
+        ("collectives.all_reduce[int32-n65537-r2]",),
+        rule=9,
+    ),
+    # -- every hook: the probe as rlport calls it, before torch --------------------------------------
+    Mutant(
+        "probe_imports_torch", "platform.probe", ("platform.probe_isolated",), ("platform.probe",), rule=10
+    ),
+    # -- training hooks -----------------------------------------------------------------------------
+    Mutant(
+        "adam_l2",
+        "training",
+        ("training.optimizer[adamw-replicated-float32]", "training.optimizer[adamw-ddp-mixed]"),
+        ("training.unsupported_strategies", "training.before_model_build[fsdp]"),
+        rule=11,
+    ),
+    Mutant(
+        "lr_cached",
+        "training.optimizer",
+        ("training.optimizer[adamw-replicated-float32]", "training.optimizer[adamw-ddp-mixed]"),
+        rule=11,
+    ),
+    Mutant(
+        "eps_1e6",
+        "training.optimizer",
+        ("training.optimizer[adamw-replicated-float32]",),
+        rule=11,
+    ),
+    Mutant(
+        "strategy_typo",
+        "training",
+        ("training.unsupported_strategies",),
+        ("training.optimizer[adamw-replicated-float32]", "training.before_model_build[replicated]"),
+        rule=11,
+    ),
+    Mutant(
+        "before_build_raises",
+        "training.before_model_build",
+        ("training.before_model_build[fsdp]",),
+        ("training.before_model_build[replicated]", "training.before_model_build[ddp]"),
+        rule=11,
+    ),
+    # -- weight transport ---------------------------------------------------------------------------
+    Mutant(
+        "transport_drops_tied",
+        "weights.transport",
+        ("weights.transport[hf-same-process]",),
+        ("weights.transport[hf-worker]",),
+        rule=12,
+    ),
+    Mutant(
+        "transport_stale",
+        "weights.transport",
+        ("weights.transport[hf-same-process]",),
+        ("weights.transport[hf-worker]",),
+        rule=12,
+    ),
+    # -- rollout: stop tokens, sampling as distributions ------------------------------------------------
+    Mutant(
+        "nucleus_too_small",
+        "rollout.distribution or (rollout.sampling and p0.8)",
+        ("rollout.distribution[mutant_engine-top_p]",),
+        (
+            "rollout.distribution[mutant_engine-top_k]",
+            "rollout.distribution[mutant_engine-temperature]",
+            "rollout.sampling[mutant_engine-p0.8]",
+        ),
+        rule=13,
+    ),
+    Mutant(
+        "stop_token_dropped",
+        "rollout.stop_tokens or rollout.greedy_agreement",
+        ("rollout.stop_tokens[mutant_engine]",),
+        ("rollout.greedy_agreement[mutant_engine]",),
+        rule=13,
+    ),
+    Mutant(
+        "doctor_raises",
+        "platform",
+        ("platform.doctor",),
+        ("platform.supported_stack", "platform.allocator_settings[training]", "platform.probe_isolated"),
+        rule=10,
+    ),
+    # -- memory: many cycles leak nothing -------------------------------------------------------------
+    Mutant(
+        "park_leaks_fd",
+        "memory.cycles or memory.wake_restores",
+        ("memory.cycles[weights]",),
+        ("memory.wake_restores[weights]",),
+        rule=14,
     ),
     Mutant(
         "crash_bf16",

@@ -27,7 +27,16 @@ def test_cpu_plugin_is_conformant(cpu_run: tuple[Path, int, float], cpu_report: 
     assert code == 0
     assert summary["missing"] == [] and summary["duplicates"] == [] and summary["not_allowed"] == []
     assert summary["total"] == summary["must_pass"] == len(cpu_report["results"])
-    assert set(summary["groups"]) == {"platform", "attention", "collectives", "memory", "rollout", "patches"}
+    assert set(summary["groups"]) == {
+        "platform",
+        "attention",
+        "collectives",
+        "memory",
+        "rollout",
+        "patches",
+        "training",
+        "weights",
+    }
     assert cpu_report["plugin"]["name"] == "cpu" and cpu_report["plugin"]["distribution"] == "rlport"
     kinds = {p["kind"] for p in cpu_report["performance"]}
     assert {"tflops", "algbw", "busbw", "sleep_seconds", "wake_seconds", "output_tokens_per_second"} <= kinds
@@ -95,6 +104,7 @@ def test_deselected_cases_make_the_run_incomplete() -> None:
     assert "filtered with -k" in summary["reason"]
     assert {r["id"]: r["status"] for r in report["results"] if r["status"] != "MISSING"} == {
         "platform.probe": "PASS",
+        "platform.probe_isolated": "PASS",  # -k matches substrings
         "platform.tensor": "PASS",
     }
     assert "attention.forward[float32-d64-causal-mha]" in summary["missing"]

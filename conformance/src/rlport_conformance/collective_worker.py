@@ -1,14 +1,17 @@
 """The collectives cases' worker: ``WORLD_SIZE`` spawned ranks, each starting the runtime of the plugin
 under test and its process group through ``rlport.collectives``, then running every planned case.
 
-Inputs are small integers (1..7, distinct per rank at every index), so every exact result is
-representable in every dtype whatever the reduction order: tolerance is zero and each case reports
-its ``#wrong`` element count, as nccl-tests does. Each rank writes its results to a JSON file; the
+Inputs are small integers (1..7, distinct per rank at every index, following a hash of the index so
+the pattern never repeats: a chunk or bucket in the wrong place differs from the right one), so every
+exact result is representable in every dtype whatever the reduction order: tolerance is zero and each
+case reports its ``#wrong`` element count, as nccl-tests does. Large tensors (tens of MiB, past
+DDP's 25 MiB buckets) are built and checked a slice at a time. Each rank writes its results to a JSON file; the
 pytest process turns missing files into CRASH or TIMEOUT.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -28,33 +31,59 @@ PERF_BYTES = 16 * 1024 * 1024
 PERF_REPEATS = 5
 
 
-def values(rank: int, start: int, count: int) -> Any:
-    """Rank ``rank``'s input elements ``start .. start+count-1``: ``((5 i + 3 rank) mod 7) + 1``."""
+#: Elements per slice when a large input is built or checked (bounds the int64 temporaries).
+SLICE = 1 << 20
+
+
+def index_hash(i: Any) -> Any:
+    """Fibonacci hashing of the element index: the top 16 of the low 32 bits of ``i * 2654435761``,
+    whose period (2**32 elements) is far past any case, unlike ``i mod 7``."""
+    return ((i * 0x9E3779B1) & 0xFFFFFFFF) >> 16
+
+
+@functools.lru_cache(maxsize=80)
+def hashes(start: int, count: int) -> Any:
+    """``hash(i) mod 7`` for ``i`` in ``start .. start+count-1`` (uint8, cached: every case of one
+    size reads the same slices; 80 slices of 1 MiB bound the cache)."""
     import torch
 
-    i = torch.arange(start, start + count, dtype=torch.int64)
-    return (5 * i + 3 * rank) % 7 + 1
+    return (index_hash(torch.arange(start, start + count, dtype=torch.int64)) % 7).to(torch.uint8)
 
 
-def reduce_inputs(reduce_op: str, rank: int, world: int, count: int) -> Any:
+def values(rank: int, start: int, count: int, h: Any = None) -> Any:
+    """Rank ``rank``'s input elements ``start .. start+count-1``: ``((hash(i) + 3 rank) mod 7) + 1``
+    (distinct per rank at every index for up to 7 ranks; no repeating pattern along the index).
+    ``h``: :func:`hashes` of the same range, when the caller has it already."""
+    import torch
+
+    h = hashes(start, count) if h is None else h
+    return (h.to(torch.int64) + 3 * rank) % 7 + 1
+
+
+def reduce_inputs(reduce_op: str, rank: int, world: int, count: int, start: int = 0) -> Any:
     """Rank ``rank``'s all_reduce input for ``reduce_op``, built so that the exact result is
     representable in every dtype (bfloat16 included) whatever the reduction order: 1 and 2 for
     product (at most 2**world), :func:`values` for min and max, and for avg :func:`values` with the
     last rank's raised so that the sum is a multiple of ``world`` (the mean is an integer)."""
+    return _reduce_inputs(reduce_op, rank, world, hashes(start, count))
+
+
+def _reduce_inputs(reduce_op: str, rank: int, world: int, h: Any) -> Any:
     if reduce_op == "product":
-        return values(rank, 0, count) % 2 + 1
+        return values(rank, 0, 0, h) % 2 + 1
     if reduce_op == "avg" and rank == world - 1:
-        others = sum(values(r, 0, count) for r in range(world - 1))
-        mine = values(rank, 0, count)
+        others = sum(values(r, 0, 0, h) for r in range(world - 1))
+        mine = values(rank, 0, 0, h)
         return mine + (-(others + mine)) % world
-    return values(rank, 0, count)
+    return values(rank, 0, 0, h)
 
 
-def reduce_expected(reduce_op: str, world: int, count: int) -> Any:
+def reduce_expected(reduce_op: str, world: int, count: int, start: int = 0) -> Any:
     """The exact (int64) all_reduce result of :func:`reduce_inputs` over ``world`` ranks."""
     import torch
 
-    stacked = torch.stack([reduce_inputs(reduce_op, r, world, count) for r in range(world)])
+    h = hashes(start, count)
+    stacked = torch.stack([_reduce_inputs(reduce_op, r, world, h) for r in range(world)])
     return {
         "sum": lambda: stacked.sum(0),
         "product": lambda: stacked.prod(0),
@@ -67,7 +96,41 @@ def reduce_expected(reduce_op: str, world: int, count: int) -> Any:
 def _dtype(name: str) -> Any:
     import torch
 
-    return {"float32": torch.float32, "int32": torch.int32, "bfloat16": torch.bfloat16}[name]
+    return {
+        "float32": torch.float32,
+        "int32": torch.int32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }[name]
+
+
+def _sum_of_ranks(world: int, h: Any) -> Any:
+    return sum(values(r, 0, 0, h) for r in range(world))
+
+
+def _filled(count: int, dtype: Any, device: str, make: Any) -> Any:
+    """A ``count``-element tensor whose slice ``[a, b)`` is ``make(a, b - a)``, built a slice at a time."""
+    import torch
+
+    out = torch.empty(count, dtype=dtype, device=device)
+    for a in range(0, count, SLICE):
+        n = min(SLICE, count - a)
+        out[a : a + n] = make(a, n).to(dtype).to(device)
+    return out
+
+
+def _wrong(got: Any, expected: Any, total: int) -> dict[str, Any]:
+    """Compare ``got`` with ``expected(a, n)`` (int64 slices) a slice at a time."""
+    wrong, first = 0, None
+    flat = got.reshape(-1)
+    for a in range(0, total, SLICE):
+        n = min(SLICE, total - a)
+        bad = flat[a : a + n].cpu().double() != expected(a, n).double()
+        count = int(bad.sum())
+        if count and first is None:
+            first = a + int(bad.nonzero()[0])
+        wrong += count
+    return {"wrong": wrong, "numel": total, "first_wrong_index": first}
 
 
 def run_case(
@@ -87,35 +150,34 @@ def run_case(
     dtype = _dtype(dtype_name)
     if op == "all_reduce":
         name = reduce_op or "sum"
-        tensor = reduce_inputs(name, rank, world, count).to(dtype).to(device)
+        tensor = _filled(count, dtype, device, lambda a, n: reduce_inputs(name, rank, world, n, a))
         dist.all_reduce(tensor, op=getattr(dist.ReduceOp, name.upper()))
-        got = tensor
-        expected = reduce_expected(name, world, count)
-    elif op == "all_gather":
-        mine = values(rank, 0, count).to(dtype).to(device)
+        return _wrong(tensor, lambda a, n: reduce_expected(name, world, n, a), count)
+    if op == "all_gather":
+        mine = _filled(count, dtype, device, lambda a, n: values(rank, a, n))
         outs = [torch.zeros(count, dtype=dtype, device=device) for _ in range(world)]
         dist.all_gather(outs, mine)
-        got = torch.cat(outs)
-        expected = torch.cat([values(r, 0, count) for r in range(world)])
-    elif op == "reduce_scatter":
-        full = values(rank, 0, count * world).to(dtype).to(device)
+        del mine
+        results = [_wrong(out, lambda a, n, r=r: values(r, a, n), count) for r, out in enumerate(outs)]
+        firsts = [r * count + x["first_wrong_index"] for r, x in enumerate(results) if x["wrong"]]
+        return {
+            "wrong": sum(x["wrong"] for x in results),
+            "numel": count * world,
+            "first_wrong_index": firsts[0] if firsts else None,
+        }
+    if op == "reduce_scatter":
+        full = _filled(count * world, dtype, device, lambda a, n: values(rank, a, n))
         out = torch.zeros(count, dtype=dtype, device=device)
         fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         fn(out, full)
-        got = out
-        expected = sum(values(r, rank * count, count) for r in range(world))
-    elif op == "broadcast":
+        del full
+        return _wrong(out, lambda a, n: _sum_of_ranks(world, hashes(rank * count + a, n)), count)
+    if op == "broadcast":
         assert root is not None
-        tensor = values(rank, 0, count).to(dtype).to(device)
+        tensor = _filled(count, dtype, device, lambda a, n: values(rank, a, n))
         dist.broadcast(tensor, src=root)
-        got = tensor
-        expected = values(root, 0, count)
-    else:
-        raise ValueError(f"unknown collective {op!r}")
-    bad = got.cpu().double() != expected.double()
-    wrong = int(bad.sum())
-    first = int(bad.nonzero()[0]) if wrong else None
-    return {"wrong": wrong, "numel": int(expected.numel()), "first_wrong_index": first}
+        return _wrong(tensor, lambda a, n: values(root, a, n), count)
+    raise ValueError(f"unknown collective {op!r}")
 
 
 def _perf(op: str, rank: int, world: int, device: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """For the ``patches.model_equivalence`` cases, in the patch check's fresh subprocess
 (:mod:`rlport_conformance.patch_check`): a real transformers model of each family, built locally
 from a tiny config, gives the same logits with the active plugins' patches applied as without,
-within the attention tolerance rule.
+within the attention tolerance rule, and the same parameter gradients of a loss over them (the
+rule's gradient factor): a patch whose forward is right and whose backward is wrong breaks every
+training step.
 
 Before ``rlport.init()`` (nothing patched yet) :func:`unpatched` builds each model, seeded, with its
 norm weights moved off 1 so that a patch dropping them shows, and computes a padded batch's logits in
@@ -70,6 +72,20 @@ def _logits(model: Any, ids: Any, mask: Any, device: str) -> Any:
     return out.detach().to("cpu", torch.float64)[mask.bool()]
 
 
+def _gradients(model: Any, ids: Any, mask: Any, device: str) -> Any:
+    """Every parameter's gradient (float64, host, concatenated in name order) of the sum of the
+    valid positions' logits weighted by fixed seeded weights (so every logit matters)."""
+    import torch
+
+    model.zero_grad(set_to_none=True)
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    gen = torch.Generator().manual_seed(17)
+    weights = torch.randn(logits.shape, generator=gen).to(device=device, dtype=logits.dtype)
+    (logits * weights)[mask.to(device).bool()].sum().backward()
+    grads = [p.grad for _n, p in sorted(model.named_parameters()) if p.requires_grad]
+    return torch.cat([g.detach().to("cpu", torch.float64).reshape(-1) for g in grads if g is not None])
+
+
 def unpatched(families: list[str]) -> dict[str, Any]:
     """Per family, before any patch applies: the weights, and the float64 (reference) and float32
     (plain torch) logits on the host."""
@@ -82,7 +98,11 @@ def unpatched(families: list[str]) -> dict[str, Any]:
         state = {k: v.clone() for k, v in model.state_dict().items()}
         reference = _logits(model.to(torch.float64), ids, mask, "cpu")
         plain = _logits(_model(family, state).to(torch.float32), ids, mask, "cpu")
-        before[family] = (state, reference, plain)
+        grads = (
+            _gradients(_model(family, state).to(torch.float64), ids, mask, "cpu"),
+            _gradients(_model(family, state).to(torch.float32), ids, mask, "cpu"),
+        )
+        before[family] = (state, reference, plain, grads)
     return before
 
 
@@ -95,11 +115,15 @@ def patched(before: dict[str, Any], device: str) -> dict[str, Any]:
 
     ids, mask = _inputs()
     out = {}
-    for family, (state, reference, plain) in before.items():
+    for family, (state, reference, plain, (grad_reference, grad_plain)) in before.items():
         logits = _logits(_model(family, state).to(device=device, dtype=torch.float32), ids, mask, device)
+        grads = _gradients(_model(family, state).to(device=device, dtype=torch.float32), ids, mask, device)
         out[family] = {
             "error": am.max_error(logits, reference),
             "reference_error": am.max_error(plain, reference),
             "rounding": am.rounding_error(reference, torch.float32),
+            "gradient_error": am.max_error(grads, grad_reference),
+            "gradient_reference_error": am.max_error(grad_plain, grad_reference),
+            "gradient_rounding": am.rounding_error(grad_reference, torch.float32),
         }
     return out

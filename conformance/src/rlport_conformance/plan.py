@@ -45,6 +45,12 @@ SLIDING_WINDOW = 16
 REDUCE_OPS = ("product", "min", "max", "avg")
 REQUIRED_REDUCE_OPS = ("sum", "product", "min", "max")
 REDUCE_COUNTS = (7, 1023)
+#: Large collectives: 64 MiB per tensor (past DDP's 25 MiB buckets twice, and the chunk sizes
+#: collective libraries switch at), plus one element so no chunking divides it evenly; the other
+#: reduce ops at 25 MiB plus one element (one DDP bucket and a tail).
+LARGE_BYTES = 64 * 1024 * 1024
+BUCKET_BYTES = 25 * 1024 * 1024
+ITEMSIZE = {"float32": 4, "int32": 4, "bfloat16": 2, "float16": 2}
 #: The rollout filters at non-default values: (label, temperature, top_k, top_p).
 SAMPLING_FILTERS = (
     ("t0.7", 0.7, 0, 1.0),
@@ -52,6 +58,9 @@ SAMPLING_FILTERS = (
     ("p0.8", 1.0, 0, 0.8),
     ("t0.7-k5-p0.8", 0.7, 5, 0.8),
 )
+#: Sampling checked as distributions: (filters, temperature); the top_k and top_p values are chosen
+#: at run time from the model so that their boundaries fall on likely tokens.
+DISTRIBUTIONS = (("temperature", 0.7), ("top_k", 1.5), ("top_p", 1.5), ("combined", 1.5))
 #: Model families built locally for the patched-model equivalence cases.
 PATCH_MODELS = ("qwen2", "llama")
 
@@ -123,10 +132,14 @@ def _case(kind: str, params: str = "", *, claimed: bool = True, **facets: Any) -
 def _platform() -> list[PlannedCase]:
     return [
         _case("platform.probe"),
+        _case("platform.probe_isolated"),
         _case("platform.device_info"),
         _case("platform.environment"),
         _case("platform.capabilities"),
         _case("platform.tensor"),
+        _case("platform.supported_stack"),
+        _case("platform.doctor"),
+        *(_case("platform.allocator_settings", phase, phase=phase) for phase in ("rollout", "training")),
     ]
 
 
@@ -320,14 +333,49 @@ def _attention(caps: Mapping[str, Any]) -> list[PlannedCase]:
         )
     # A configuration no backend can serve must raise UnsupportedAttention.
     cases.append(_case("attention.unsupported", "heads-not-divisible"))
+    cases += _generated(caps, dtypes or [first_dtype])
     # The transformers integration (attn_implementation="rlport") on a tiny Qwen2.
     for dtype in dtypes:
         cases.append(_case("attention.transformers", f"qwen2-{dtype}", dtype=dtype))
     return cases
 
 
+def _generated(caps: Mapping[str, Any], dtypes: list[str]) -> list[PlannedCase]:
+    """Generated inputs (``rlport_conformance.generated``): per claimed dtype, every forward regime
+    and every gradient regime the claims allow, each a fixed number of Hypothesis examples."""
+    from rlport_conformance.generated import FORWARD_REGIMES, GRADIENT_REGIMES
+
+    dims, ranges = head_dim_entries(caps)
+    claims = {
+        "causal": bool(caps.get("causal", True)),
+        "gqa": bool(caps.get("gqa", False)),
+        "window": bool(caps.get("sliding_window", False)),
+        "head_dims": tuple(dims) if dims or ranges else (64,),
+        "head_dim_ranges": tuple(ranges),
+    }
+    needs = {
+        "varlen": bool(caps.get("varlen", False)),
+        "gqa": claims["gqa"],
+        "window": claims["window"],
+        "chunked": claims["causal"],
+        "decode": claims["causal"],
+    }
+    cases = []
+    for kind, regimes in (("attention.generated", FORWARD_REGIMES), ("attention.gradient", GRADIENT_REGIMES)):
+        for dtype in dtypes:
+            for regime, examples in regimes.items():
+                if needs.get(regime, True):
+                    cases.append(
+                        _case(
+                            kind, f"{dtype}-{regime}", dtype=dtype, regime=regime, examples=examples, **claims
+                        )
+                    )
+    return cases
+
+
 def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]:
-    dtypes = ["float32", "int32"] + (["bfloat16"] if "bfloat16" in caps.get("dtypes", ()) else [])
+    claimed = caps.get("dtypes", ())
+    dtypes = ["float32", "int32"] + [d for d in ("bfloat16", "float16") if d in claimed]
     reduce_ops = set(caps.get("reduce_ops", REQUIRED_REDUCE_OPS)) | set(REQUIRED_REDUCE_OPS)
     cases = []
     for world in profile.world_sizes:
@@ -353,6 +401,7 @@ def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]
                                 reduce_op="sum" if op in ("all_reduce", "reduce_scatter") else None,
                             )
                         )
+        cases += _large_collectives(dtypes, reduce_ops, world)
         # Every reduce operation, with inputs whose exact result is known.
         for reduce_op in REDUCE_OPS:
             # avg of integers is not an integer reduction every backend defines: floating dtypes only.
@@ -374,6 +423,41 @@ def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]
     return cases
 
 
+def _large_collectives(dtypes: list[str], reduce_ops: set[str], world: int) -> list[PlannedCase]:
+    """all_reduce (sum) of 64 MiB in every dtype; all_gather, reduce_scatter and broadcast (from the
+    last rank) of 64 MiB of float32 in all; every other reduce op on 25 MiB + 1 element of float32."""
+
+    def case(
+        kind: str, op: str, dtype: str, count: int, reduce_op: str | None, root: int | None = None
+    ) -> PlannedCase:
+        prefix = f"{reduce_op}-" if kind == "collectives.all_reduce_op" else ""
+        return _case(
+            kind,
+            f"{prefix}{dtype}-n{count}-r{world}" + (f"-root{root}" if root is not None else ""),
+            claimed=reduce_op is None or reduce_op in reduce_ops or reduce_op == "sum",
+            op=op,
+            dtype=dtype,
+            count=count,
+            root=root,
+            world=world,
+            reduce_op=reduce_op,
+            large=True,
+        )
+
+    large = LARGE_BYTES // 4 + 1
+    cases = [
+        case("collectives.all_reduce", "all_reduce", d, LARGE_BYTES // ITEMSIZE[d] + 1, "sum") for d in dtypes
+    ]
+    cases.append(case("collectives.all_gather", "all_gather", "float32", large // world + 1, None))
+    cases.append(case("collectives.reduce_scatter", "reduce_scatter", "float32", large // world + 1, "sum"))
+    cases.append(case("collectives.broadcast", "broadcast", "float32", large, None, world - 1))
+    for reduce_op in REDUCE_OPS:
+        cases.append(
+            case("collectives.all_reduce_op", "all_reduce", "float32", BUCKET_BYTES // 4 + 1, reduce_op)
+        )
+    return cases
+
+
 #: Bytes of the one large tensor of ``memory.large_tensor`` (more than any plausible staging buffer,
 #: and not a power of two, so a chunked copy has a remainder); the case uses at most a quarter of the
 #: free memory.
@@ -391,6 +475,7 @@ def _memory(caps: Mapping[str, Any]) -> list[PlannedCase]:
         cases.append(_case("memory.wake_restores", tag, tag=tag))
     if tags:
         cases.append(_case("memory.untagged_untouched", tag=tags[0]))
+        cases.append(_case("memory.cycles", tags[0], tag=tags[0]))
         cases.append(_case("memory.large_tensor", tags[0], tag=tags[0], nbytes=LARGE_TENSOR_BYTES))
         cases.append(
             _case(
@@ -414,6 +499,17 @@ def _rollout(caps: Mapping[str, Any]) -> list[PlannedCase]:
         cases.append(_case("rollout.update_weights", engine, engine=engine))
         cases.append(_case("rollout.sleep_wake", engine, claimed=sleeps, engine=engine))
         cases.append(_case("rollout.independent_samples", engine, engine=engine))
+        cases.append(_case("rollout.stop_tokens", engine, engine=engine))
+        for filters, temperature in DISTRIBUTIONS:
+            cases.append(
+                _case(
+                    "rollout.distribution",
+                    f"{engine}-{filters}",
+                    engine=engine,
+                    filters=filters,
+                    temperature=temperature,
+                )
+            )
         for label, temperature, top_k, top_p in SAMPLING_FILTERS:
             cases.append(
                 _case(
@@ -436,6 +532,43 @@ def _patches() -> list[PlannedCase]:
     ]
 
 
+#: ``actor.strategy`` values the training hooks are called with.
+STRATEGIES = ("replicated", "ddp", "fsdp", "megatron")
+#: Strategies whose optimizer sees plain tensors (fsdp's are DTensor shards), where the optimizer
+#: case runs.
+OPTIMIZER_STRATEGIES = ("replicated", "ddp")
+
+
+def _training(caps: Mapping[str, Any]) -> list[PlannedCase]:
+    """rlport_optimizer per strategy with plain parameters, in float32, in bfloat16 when claimed and
+    mixed; rlport_unsupported_strategies; rlport_before_model_build per strategy."""
+    dtype_sets = [("float32",)]
+    if "bfloat16" in caps.get("dtypes", ()):
+        dtype_sets += [("bfloat16",), ("float32", "bfloat16")]
+    cases = []
+    for strategy in OPTIMIZER_STRATEGIES:
+        for dtypes in dtype_sets:
+            label = dtypes[0] if len(dtypes) == 1 else "mixed"
+            cases.append(
+                _case("training.optimizer", f"adamw-{strategy}-{label}", strategy=strategy, dtypes=dtypes)
+            )
+    cases.append(_case("training.unsupported_strategies"))
+    cases += [_case("training.before_model_build", s, strategy=s) for s in STRATEGIES]
+    return cases
+
+
+def _weights(caps: Mapping[str, Any]) -> list[PlannedCase]:
+    """rlport_weight_transport per claimed engine (the reference ``hf`` when none is claimed), to an
+    engine in this process and to one in worker processes."""
+    cases = []
+    for engine in caps.get("rollout_engines") or ("hf",):
+        for same_process, where in ((True, "same-process"), (False, "worker")):
+            cases.append(
+                _case("weights.transport", f"{engine}-{where}", engine=engine, same_process=same_process)
+            )
+    return cases
+
+
 def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[PlannedCase]:
     """Every case the suite runs for a plugin that declares ``declared`` (the JSON form of
     :class:`rlport.types.Capabilities`) under ``profile`` (default: 2 ranks), in run order. Pure:
@@ -448,6 +581,8 @@ def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[Pl
         *_memory(declared),
         *_rollout(declared),
         *_patches(),
+        *_training(declared),
+        *_weights(declared),
     ]
 
 

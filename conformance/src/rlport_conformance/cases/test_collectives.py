@@ -16,7 +16,8 @@ from rlport_conformance import collective_worker as cw
 from rlport_conformance.recorder import CaseContext
 from rlport_conformance.status import Status
 
-SPAWN_TIMEOUT_S = 240.0
+#: All cases of one world size, the 64 MiB ones included.
+SPAWN_TIMEOUT_S = 480.0
 
 
 @pytest.fixture(scope="session")

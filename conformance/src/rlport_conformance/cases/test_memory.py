@@ -343,3 +343,68 @@ def test_dtype_roundtrip(case: CaseContext, rt: Any, device: str) -> None:
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), tiny / 2, -tiny / 4])
     tensor[: special.numel()] = special.to(dtype).to(device)
     _roundtrip(case, rt, case.facet["tag"], [tensor, tensor[1000:2000].clone()], f"{dtype} tensors")
+
+
+#: ``memory.cycles``: this many sleep/wake round trips of one tensor of CYCLE_BYTES.
+MANY_CYCLES = 20
+CYCLE_BYTES = 64 * 1024 * 1024
+#: What may grow over the cycles (after a first, warm-up cycle): a few descriptors, and the process's
+#: resident and mapped memory by less than one tensor (a leak per cycle is 20 tensors).
+FD_GROWTH = 2
+
+
+@pytest.mark.rlport_case("memory.cycles")
+def test_cycles(case: CaseContext, rt: Any, device: str) -> None:
+    """Many sleep/wake cycles leak nothing, measured independently of the plugin: the process's open
+    file descriptors and resident and mapped memory (psutil), and on another device the backend's
+    own free memory; the bytes are intact after the last cycle."""
+    import psutil
+    import torch
+
+    tag = case.facet["tag"]
+    tensor = torch.arange(CYCLE_BYTES // 4, dtype=torch.int32, device=device)
+    memory = rt.tagged_memory()
+    memory.register(tag, [tensor])
+    process = psutil.Process()
+
+    def figures() -> dict[str, int]:
+        info = process.memory_info()
+        return {
+            "fds": process.num_fds(),
+            "rss": info.rss,
+            "vms": info.vms,
+            "device_free": rt.memory.mem_info().free_bytes if device != "cpu" else 0,
+        }
+
+    memory.sleep(tag)
+    memory.wake_up(tag)  # the first cycle may allocate what every later one reuses
+    first = figures()
+    for _ in range(MANY_CYCLES):
+        memory.sleep(tag)
+        memory.wake_up(tag)
+    last = figures()
+    growth = {k: last[k] - first[k] for k in first}
+    case.metric(cycles=MANY_CYCLES, **{f"{k}_growth": v for k, v in growth.items()})
+    case.check(
+        growth["fds"] <= FD_GROWTH,
+        f"{MANY_CYCLES} sleep/wake cycles left {growth['fds']} more open file descriptors",
+    )
+    for key, what in (("rss", "resident"), ("vms", "mapped")):
+        case.check(
+            growth[key] < CYCLE_BYTES,
+            f"{MANY_CYCLES} sleep/wake cycles of {CYCLE_BYTES >> 20} MiB grew the process's {what} memory "
+            f"by {growth[key] >> 20} MiB",
+        )
+    if device != "cpu":
+        case.check(
+            -growth["device_free"] < CYCLE_BYTES,
+            f"{MANY_CYCLES} cycles lowered the device's free memory by {-growth['device_free'] >> 20} MiB",
+        )
+    intact = all(
+        torch.equal(
+            tensor[i : i + (1 << 22)].cpu(),
+            torch.arange(i, min(i + (1 << 22), tensor.numel()), dtype=torch.int32),
+        )
+        for i in range(0, tensor.numel(), 1 << 22)
+    )
+    case.check(intact, f"after {MANY_CYCLES + 1} cycles the tensor's bytes differ")

@@ -98,8 +98,9 @@ def test_targets(case: CaseContext, rt: Any, patch_run: dict[str, Any]) -> None:
 @pytest.mark.rlport_case("patches.model_equivalence")
 def test_model_equivalence(case: CaseContext, patch_run: dict[str, Any]) -> None:
     """A tiny real transformers model of the family gives, with the plugins' patches applied, the
-    logits it gives without them, within the attention tolerance rule against float64."""
-    from rlport_conformance.tolerance import judge
+    logits it gives without them, within the attention tolerance rule against float64, and the same
+    parameter gradients (the rule's gradient factor)."""
+    from rlport_conformance.tolerance import GRADIENT_K, judge
 
     if "error" in patch_run:
         case.fail(f"the patch check subprocess failed: {patch_run['error']}")
@@ -116,3 +117,18 @@ def test_model_equivalence(case: CaseContext, patch_run: dict[str, Any]) -> None
             f"patched logits (patches applied: {applied}) differ from the unpatched model's: {judgement.message}",
         )
     case.judge(judgement)
+    gradient = judge(
+        family["gradient_error"],
+        family["gradient_reference_error"],
+        family["gradient_rounding"],
+        k=GRADIENT_K,
+    )
+    if gradient.message:
+        applied = ", ".join(equivalence_run["applied"]) or "none"
+        gradient = type(gradient)(
+            gradient.status,
+            gradient.metrics,
+            f"patched parameter gradients (patches applied: {applied}) differ from the unpatched "
+            f"model's: {gradient.message}",
+        )
+    case.judge(gradient, prefix="gradient_")

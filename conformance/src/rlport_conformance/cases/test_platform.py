@@ -35,6 +35,59 @@ def test_probe(case: CaseContext, rt) -> None:
     )
 
 
+#: The probe's time bound in a fresh interpreter ("must be cheap": a file, a library, a variable).
+PROBE_SECONDS = 5.0
+#: The whole fresh interpreter (start, plugin import, probe) must finish within this.
+PROBE_PROCESS_SECONDS = 60.0
+
+
+@pytest.mark.rlport_case("platform.probe_isolated")
+def test_probe_isolated(case: CaseContext, rt) -> None:
+    """The probe as rlport calls it first: in a fresh interpreter, loading the plugin and probing
+    import no torch module, and the probe returns within :data:`PROBE_SECONDS`."""
+    import json
+    import subprocess
+    import sys
+
+    name = rt.selection.device.name
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "rlport_conformance.probe_check", name],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_PROCESS_SECONDS,
+            env={**os.environ, "RLPORT_SUMMARY": "0"},
+        )
+    except subprocess.TimeoutExpired:
+        case.fail(
+            f"loading plugin {name!r} and probing it took over {PROBE_PROCESS_SECONDS:g} s in a fresh interpreter"
+        )
+        return
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        case.fail(
+            f"the fresh-interpreter probe exited {done.returncode}: {(done.stderr or done.stdout)[-1500:]}"
+        )
+        return
+    found = json.loads(lines[-1])
+    case.metric(probe_seconds=found["probe_seconds"], load_seconds=found["load_seconds"])
+    case.check(
+        not found["torch_after_load"],
+        f"importing plugin {name!r} imports torch ({', '.join(found['torch_after_load'][:5])}): the probe "
+        "runs before torch may be imported (its env is exported first)",
+    )
+    case.check(
+        found["torch_after_load"] or not found["torch_after_probe"],
+        f"rlport_probe of {name!r} imports torch ({', '.join(found['torch_after_probe'][:5])}); it must "
+        "not (a driver file, a shared library, an environment variable or package metadata tells)",
+    )
+    case.check(
+        found["probe_seconds"] <= PROBE_SECONDS,
+        f"rlport_probe took {found['probe_seconds']:.2f} s in a fresh interpreter (bound {PROBE_SECONDS:g} s)",
+    )
+    case.check(found["available"], "the probe says unavailable in a fresh interpreter")
+
+
 @pytest.mark.rlport_case("platform.device_info")
 def test_device_info(case: CaseContext, rt) -> None:
     import torch
@@ -150,3 +203,79 @@ def test_tensor(case: CaseContext, rt) -> None:
         f"small-integer matmul on the device: {wrong} of {expected.numel()} elements wrong",
         wrong=wrong,
     )
+
+
+@pytest.mark.rlport_case("platform.supported_stack")
+def test_supported_stack(case: CaseContext, rt) -> None:
+    """``rlport_supported_stack``: a list of StackRequirement with valid specifiers; a required
+    distribution the plugin names is installed at a version its specifier allows (the run's own
+    stack is what the plugin is certified on)."""
+    from importlib import metadata
+
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    from rlport.types import StackRequirement
+
+    problems, checked = [], 0
+    for answer in rt.each("rlport_supported_stack"):
+        if not isinstance(answer.value, list | tuple):
+            problems.append(f"{answer.plugin}: answered {answer.value!r}, not a list")
+            continue
+        for req in answer.value:
+            if not isinstance(req, StackRequirement):
+                problems.append(f"{answer.plugin}: {req!r} is not a StackRequirement")
+                continue
+            try:
+                spec = SpecifierSet(req.specifier)
+            except InvalidSpecifier:
+                problems.append(
+                    f"{answer.plugin}: {req.distribution} {req.specifier!r} is not a version specifier"
+                )
+                continue
+            checked += 1
+            try:
+                installed = metadata.version(req.distribution)
+            except metadata.PackageNotFoundError:
+                if not req.optional:
+                    problems.append(f"{answer.plugin}: requires {req.distribution}, which is not installed")
+                continue
+            if not spec.contains(installed, prereleases=True):
+                problems.append(f"{answer.plugin}: {req.distribution} {installed} is outside {req.specifier}")
+    case.metric(requirements=checked)
+    case.check(not problems, "; ".join(problems[:4]))
+
+
+@pytest.mark.rlport_case("platform.doctor")
+def test_doctor(case: CaseContext, rt) -> None:
+    """``rlport_doctor``: never raises (a problem is returned), answers a list of Finding."""
+    from rlport.types import Finding
+
+    answers, failures = rt.each_guarded("rlport_doctor", device=rt.device)
+    for failed in failures:
+        case.fail(
+            f"rlport_doctor of {failed.plugin!r} raised {type(failed.value).__name__}: {failed.value} "
+            "(the hook returns problems as Findings, never raises)"
+        )
+    for answer in answers:
+        bad = (
+            [f for f in answer.value if not isinstance(f, Finding)]
+            if isinstance(answer.value, list | tuple)
+            else [answer.value]
+        )
+        case.check(not bad, f"rlport_doctor of {answer.plugin!r} returned {bad[:2]!r}; expected Findings")
+    case.passed(None, findings=sum(len(a.value) for a in answers if isinstance(a.value, list | tuple)))
+
+
+@pytest.mark.rlport_case("platform.allocator_settings")
+def test_allocator_settings(case: CaseContext, rt) -> None:
+    """``rlport_allocator_settings(phase)``: AllocatorSettings or None, its env string to string."""
+    from rlport.types import AllocatorSettings
+
+    value = rt.resolve("rlport_allocator_settings", phase=case.facet["phase"]).value
+    if value is None:
+        case.passed("the device's defaults")
+        return
+    if not case.check(isinstance(value, AllocatorSettings), f"answered {value!r}, not AllocatorSettings"):
+        return
+    bad = {k: v for k, v in value.env.items() if not (isinstance(k, str) and isinstance(v, str) and k)}
+    case.check(not bad, f"environment entries that are not name/value strings: {bad}")

@@ -449,3 +449,176 @@ def test_sampling(case: CaseContext, rt: Any, models: Models) -> None:
             + judgement.message,
         )
     case.judge(judgement, prefix="logprob_")
+
+
+# -- sampling as distributions, stop tokens and max_new_tokens -----------------------------------------
+
+#: Samples of one next token per distribution case.
+DIST_SAMPLES = 4000
+#: A correct engine fails a distribution case in fewer than this fraction of seeds (union bound).
+DIST_ALPHA = 1e-6
+#: A filter boundary is put only on a token at least this likely (so dropping it is detectable).
+DIST_MIN_BOUNDARY = 0.02
+
+
+def exact_filtered(logits: Any, temperature: float, top_k: int, top_p: float) -> Any:
+    """The float64 distribution sampling must follow: softmax of ``logits / temperature`` keeping
+    the ``top_k`` likeliest tokens, then the nucleus (a token is kept while the mass strictly before
+    it is below ``top_p``; the likeliest always stays), renormalised."""
+    import torch
+
+    z = logits.double() / temperature
+    keep = torch.ones_like(z, dtype=torch.bool)
+    if 0 < top_k < z.numel():
+        keep &= z >= torch.topk(z, top_k).values[-1]
+    probs = torch.softmax(z.masked_fill(~keep, float("-inf")), dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_probs, 0) - sorted_probs
+        keep_sorted = before < top_p
+        keep_sorted[0] = True
+        keep = torch.zeros_like(keep).scatter(0, order, keep_sorted) & keep
+        probs = torch.softmax(z.masked_fill(~keep, float("-inf")), dim=-1)
+    return probs
+
+
+def choose_filters(logits: Any, temperature: float) -> tuple[int, float] | None:
+    """A ``top_k`` whose last kept token and ``top_p`` whose crossing token are both at least
+    :data:`DIST_MIN_BOUNDARY` likely, with clear gaps (no rounding can move a boundary), or None."""
+    import torch
+
+    probs = torch.sort(torch.softmax(logits.double() / temperature, dim=-1), descending=True).values
+    cum = torch.cumsum(probs, 0)
+    top_k = next(
+        (
+            k
+            for k in range(2, len(probs))
+            if cum[k - 1] >= 0.6 and probs[k - 1] >= DIST_MIN_BOUNDARY and probs[k - 1] >= 1.05 * probs[k]
+        ),
+        None,
+    )
+    j = next((j for j in range(1, len(probs)) if cum[j - 1] >= 0.4 and probs[j] >= DIST_MIN_BOUNDARY), None)
+    if top_k is None or j is None:
+        return None
+    return top_k, float(cum[j - 1] + cum[j]) / 2
+
+
+def count_bounds(probs: Any, samples: int, alpha: float) -> Any:
+    """Per token, the largest ``|count - samples * p|`` a correct sampler exceeds with probability at
+    most ``alpha / vocab`` (Bernstein's inequality, two-sided), so all tokens together at most alpha."""
+    import math
+
+    var = samples * probs * (1 - probs)
+    log_term = math.log(2 * probs.numel() / alpha)
+    return log_term / 3 + (log_term**2 / 9 + 2 * var * log_term).sqrt()
+
+
+@pytest.mark.rlport_case("rollout.distribution")
+def test_distribution(case: CaseContext, rt: Any, models: Models) -> None:
+    """The empirical distribution of one sampled token (:data:`DIST_SAMPLES` samples) against the
+    exact filtered distribution from the float64 trainer: a token the filters exclude is never
+    sampled, and every token's count lies within Bernstein's bound at DIST_ALPHA (union over the
+    vocabulary). The filters' boundaries are chosen from the model on likely tokens, so a nucleus or
+    top-k one token too small fails."""
+    import torch
+
+    from rlport.rollout.protocol import SamplingParams
+
+    if not _ready(case, models):
+        return
+    assert models.folder_a is not None
+    f = case.facet
+    trainer = _trainer(models.folder_a, torch.float64, "eager")
+    with torch.no_grad():
+        logits = {tuple(p): trainer(torch.tensor([p])).logits[0, -1].double() for p in models.prompts}
+    # the prompt whose next token is least certain
+    prompt = max(models.prompts, key=lambda p: -float((torch.softmax(logits[tuple(p)], -1) ** 2).sum()))
+    z = logits[tuple(prompt)]
+    temperature = f["temperature"]
+    chosen = choose_filters(z, temperature) if f["filters"] != "temperature" else (0, 1.0)
+    if chosen is None:
+        case.record(
+            Status.INTERNAL_ERROR, "the tiny model's next-token distribution is too peaked to test filters"
+        )
+        return
+    top_k = chosen[0] if f["filters"] in ("top_k", "combined") else 0
+    top_p = chosen[1] if f["filters"] in ("top_p", "combined") else 1.0
+    if f["filters"] == "combined":  # the nucleus inside the top-k, its own boundary on a likely token
+        inner = exact_filtered(z, temperature, top_k, 1.0)
+        again = choose_filters(inner.clamp_min(1e-300).log(), 1.0)
+        top_p = again[1] if again else 1.0
+    exact = exact_filtered(z, temperature, top_k, top_p)
+    case.metric(temperature=temperature, top_k=top_k, top_p=top_p, samples=DIST_SAMPLES, alpha=DIST_ALPHA)
+    engine = _engine(rt, models, f["engine"])
+    params = SamplingParams(
+        n=DIST_SAMPLES, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=1, seed=77
+    )
+    gens = engine.generate([prompt], params)[0]
+    tokens = [g.token_ids[0] for g in gens if g.token_ids]
+    if len(tokens) != DIST_SAMPLES:
+        case.fail(f"asked for {DIST_SAMPLES} one-token samples, got {len(tokens)}")
+        return
+    counts = torch.bincount(torch.tensor(tokens), minlength=exact.numel()).double()[: exact.numel()]
+    expected = exact * DIST_SAMPLES
+    excluded = [int(i) for i in torch.nonzero((exact == 0) & (counts > 0)).flatten()]
+    case.check(
+        not excluded,
+        f"sampled {len(excluded)} tokens the filters exclude (temperature {temperature}, top_k {top_k}, "
+        f"top_p {top_p:.4f}): {excluded[:5]}",
+    )
+    excess = (counts - expected).abs() - count_bounds(exact, DIST_SAMPLES, DIST_ALPHA)
+    worst = int(torch.argmax(excess))
+    case.metric(worst_token=worst, worst_count=float(counts[worst]), worst_expected=float(expected[worst]))
+    case.check(
+        float(excess[worst]) <= 0,
+        f"token {worst} was sampled {int(counts[worst])} times in {DIST_SAMPLES}, the exact filtered "
+        f"distribution expects {float(expected[worst]):.1f} (a correct engine strays this far less than "
+        f"once in {1 / DIST_ALPHA:.0e} runs; temperature {temperature}, top_k {top_k}, top_p {top_p:.4f})",
+    )
+
+
+@pytest.mark.rlport_case("rollout.stop_tokens")
+def test_stop_tokens(case: CaseContext, rt: Any, models: Models) -> None:
+    """``stop_token_ids`` end a generation after the first stop token (kept, ``finish_reason
+    "stop"``), greedy at the step greedy decoding reaches it and sampled wherever one is drawn;
+    without a stop ``max_new_tokens`` tokens come back, ``finish_reason "length"``."""
+    from rlport.rollout.protocol import SamplingParams
+
+    if not _ready(case, models):
+        return
+    engine = _engine(rt, models, case.facet["engine"])
+    free = _greedy(engine, models.prompts, NEW_TOKENS)
+    problems = []
+    for i, gen in enumerate(free):
+        if len(gen.token_ids) != NEW_TOKENS or gen.finish_reason != "length":
+            problems.append(f"prompt {i} without stops: {len(gen.token_ids)} tokens ({gen.finish_reason})")
+    # Greedy: stop at the token greedy reaches at step 3 (its first occurrence).
+    for i, gen in enumerate(free):
+        stop = gen.token_ids[3]
+        at = gen.token_ids.index(stop)
+        params = SamplingParams(
+            n=1, temperature=0.0, max_new_tokens=NEW_TOKENS, stop_token_ids=(stop, 100000), seed=0
+        )
+        got = engine.generate([models.prompts[i]], params)[0][0]
+        if got.token_ids != gen.token_ids[: at + 1] or got.finish_reason != "stop":
+            problems.append(
+                f"prompt {i} greedy with stop {stop}: expected {gen.token_ids[: at + 1]} (stop), got "
+                f"{got.token_ids} ({got.finish_reason})"
+            )
+    # Sampled: frequent stop tokens; each generation ends at its first stop token or at the length.
+    stops = tuple(sorted({g.token_ids[j] for g in free for j in (0, 1)}))
+    params = SamplingParams(n=8, temperature=1.0, max_new_tokens=7, stop_token_ids=stops, seed=3)
+    stopped = 0
+    for gens in engine.generate(models.prompts, params):
+        for g in gens:
+            first = next((j for j, t in enumerate(g.token_ids) if t in stops), None)
+            if first is not None:
+                stopped += 1
+                if len(g.token_ids) != first + 1 or g.finish_reason != "stop":
+                    problems.append(f"sampled {g.token_ids}: a stop token at {first} but {g.finish_reason}")
+            elif len(g.token_ids) != 7 or g.finish_reason != "length":
+                problems.append(
+                    f"sampled {g.token_ids}: no stop token, {len(g.token_ids)} tokens ({g.finish_reason})"
+                )
+    case.metric(sampled_stopped=stopped)
+    case.check(not problems, "; ".join(problems[:4]))

@@ -1,0 +1,154 @@
+"""Training cases: the hooks every training process calls.
+
+``training.optimizer``: the factory ``rlport_optimizer("adamw", device, strategy)`` answers is
+``torch.optim.AdamW``'s math (decoupled weight decay, its defaults: eps 1e-8, no amsgrad) over many
+steps with identical parameters and gradients: a learning rate changed in ``param_groups`` mid-run
+takes effect, a ``state_dict`` round trip into a new optimizer from the factory continues the run,
+and a parameter whose gradients are far below eps moves as eps says. Judged against float64
+``torch.optim.AdamW`` by the tolerance rule (gradient factor), plain ``torch.optim.AdamW`` in the
+same dtype being the baseline. ``training.unsupported_strategies``: the answer is a mapping of known
+strategies to reasons. ``training.before_model_build``: every active plugin's hook runs for each
+strategy it does not refuse, raising nothing (an ``RlportError`` naming the fix is the only
+documented failure, and it is one for a strategy the plugin does not refuse).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from rlport_conformance import attention_math as am
+from rlport_conformance.recorder import CaseContext
+from rlport_conformance.tolerance import GRADIENT_K, judge
+
+STEPS = 40
+LR_CHANGE_AT = 12
+ROUNDTRIP_AT = 25
+LR, BETAS, WEIGHT_DECAY = 3e-3, (0.8, 0.95), 0.1
+#: Gradients of the last parameter: far below AdamW's eps (1e-8), so eps decides its steps.
+TINY = 1e-9
+#: ``actor.strategy`` values (hookspecs: rlport_optimizer, rlport_unsupported_strategies).
+STRATEGIES = ("replicated", "ddp", "fsdp", "megatron")
+SHAPES = ((33, 17), (65,), (8, 8))
+
+
+def _inputs(dtypes: list[Any]) -> tuple[list[Any], list[list[Any]]]:
+    """Initial values and per-step gradients (float64, seeded); one dtype per parameter."""
+    import torch
+
+    gen = torch.Generator().manual_seed(2024)
+    init = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
+    grads = []
+    for _ in range(STEPS):
+        step = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
+        step[-1] = step[-1] * TINY
+        grads.append(step)
+    return init, grads
+
+
+def _trajectory(make: Any, dtypes: list[Any], device: str) -> list[Any]:
+    """Run ``make(params)`` for :data:`STEPS` steps; the parameters (float64, host) after each."""
+    import torch
+
+    init, grads = _inputs(dtypes)
+    params = [torch.nn.Parameter(t.to(dt).to(device)) for t, dt in zip(init, dtypes, strict=True)]
+    opt = make(params)
+    out = []
+    for step in range(STEPS):
+        for p, g in zip(params, grads[step], strict=True):
+            p.grad = g.to(p.dtype).to(device)
+        opt.step()
+        if step == LR_CHANGE_AT:
+            for group in opt.param_groups:
+                group["lr"] = group["lr"] * 0.25
+        if step == ROUNDTRIP_AT:  # a checkpoint resume: new parameters, a new optimizer, its state
+            state = copy.deepcopy(opt.state_dict())
+            params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+            opt = make(params)
+            opt.load_state_dict(state)
+        out.append([p.detach().to("cpu", torch.float64).clone() for p in params])
+    return out
+
+
+def _torch_adamw(params: list[Any]) -> Any:
+    import torch
+
+    return torch.optim.AdamW(params, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY, foreach=False)
+
+
+@pytest.mark.rlport_case("training.optimizer")
+def test_optimizer(case: CaseContext, rt: Any, device: str) -> None:
+    import torch
+
+    f = case.facet
+    hit = rt.resolve("rlport_optimizer", name="adamw", device=rt.device, strategy=f["strategy"])
+    case.metric(answered_by=hit.plugin, factory=repr(hit.value))
+    if hit.value is None or not callable(hit.value):
+        case.fail(f"rlport_optimizer('adamw') answered {hit.value!r} (by {hit.plugin!r}), not a factory")
+        return
+    names = f["dtypes"]
+    dtypes = [am.DTYPES[names[i % len(names)]] for i in range(len(SHAPES))]
+
+    def plugin(params: list[Any]) -> Any:
+        return hit.value(params, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+
+    got = _trajectory(plugin, dtypes, device)
+    ref = _trajectory(_torch_adamw, [torch.float64] * len(SHAPES), "cpu")
+    plain = _trajectory(_torch_adamw, dtypes, device)
+    # Each parameter on its own (its dtype's rounding; the tiny-gradient one moves far less).
+    for i, dtype in enumerate(dtypes):
+        errors = [am.max_error(g[i], r[i]) for g, r in zip(got, ref, strict=True)]
+        baseline = max(am.max_error(p[i], r[i]) for p, r in zip(plain, ref, strict=True))
+        rounding = max(am.rounding_error(r[i], dtype) for r in ref)
+        judgement = judge(max(errors), baseline, rounding, k=GRADIENT_K)
+        case.judge(judgement, prefix=f"param{i}_")
+        if judgement.message:
+            case.metric(**{f"param{i}_worst_step": max(range(STEPS), key=errors.__getitem__)})
+
+
+@pytest.mark.rlport_case("training.unsupported_strategies")
+def test_unsupported_strategies(case: CaseContext, rt: Any) -> None:
+    hit = rt.resolve("rlport_unsupported_strategies", device=rt.device)
+    value = hit.value
+    case.metric(answered_by=hit.plugin)
+    if not isinstance(value, Mapping):
+        case.fail(f"rlport_unsupported_strategies answered {value!r} (by {hit.plugin!r}), not a mapping")
+        return
+    unknown = [k for k in value if k not in STRATEGIES]
+    case.check(
+        not unknown,
+        f"refuses unknown strategies {unknown} (known: {', '.join(STRATEGIES)}); a misspelt one leaves "
+        "the real strategy allowed",
+    )
+    blank = [k for k, why in value.items() if not isinstance(why, str) or not why.strip()]
+    case.check(not blank, f"no reason given for refusing {blank}; the run stops with it")
+    case.metric(refused=sorted(value))
+
+
+@pytest.mark.rlport_case("training.before_model_build")
+def test_before_model_build(case: CaseContext, rt: Any) -> None:
+    from rlport.errors import RlportError
+
+    strategy = case.facet["strategy"]
+    refused = rt.resolve("rlport_unsupported_strategies", device=rt.device).value or {}
+    if strategy in refused:
+        case.passed(f"{strategy} is refused by rlport_unsupported_strategies: nothing to prepare")
+        return
+    try:
+        rt.each("rlport_before_model_build", strategy=strategy, device=rt.device)
+    except RlportError as exc:
+        case.fail(
+            f"rlport_before_model_build({strategy!r}) raised {type(exc).__name__}: {exc}; a strategy the "
+            "plugin cannot prepare belongs in rlport_unsupported_strategies"
+        )
+        return
+    except Exception as exc:
+        case.fail(
+            f"rlport_before_model_build({strategy!r}) raised {type(exc).__name__}: {exc} (a failed "
+            "preparation raises an RlportError naming the fix)"
+        )
+        return
+    case.passed(None, implementers=rt.implementers("rlport_before_model_build"))
