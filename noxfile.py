@@ -42,7 +42,8 @@ def conformance_tests(session: nox.Session) -> None:
 
 @nox.session
 def plugin_tests(session: nox.Session) -> None:
-X
+    """The hardware plugins' tests (against fakes of their vendor modules: no hardware needed) and
+    the simulated device's (the whole stack on a device that is not the host)."""
     session.install(TORCH)
     session.install("-e", "./core[train,test]", *(f"-e./plugins/{p}" for p in PLUGINS))
     session.run("pytest", *(f"plugins/{p}/tests" for p in PLUGINS), *session.posargs)
