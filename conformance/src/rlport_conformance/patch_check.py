@@ -76,13 +76,18 @@ def _target(plugin: str, spec: Any, found: Any) -> dict[str, Any]:
 def main(families: list[str]) -> int:
     os.environ["RLPORT_SUMMARY"] = "0"
     from rlport import bootstrap
+    from rlport.runtime import Runtime
     from rlport.selection import select
     from rlport_conformance import patch_equivalence
 
     out: dict[str, Any] = {"patches": [], "problems": []}
-    before = patch_equivalence.unpatched(families)
     settings, records = bootstrap.build()
     selection = select(records, settings)
+    # The device is made known to torch first (the device plugin's device info may register a
+    # PrivateUse1 backend): torch's autograd engine sizes its per-device queues at the first
+    # backward, which the unpatched reference below runs. Patches are applied only by init.
+    Runtime(settings, records, selection)
+    before = patch_equivalence.unpatched(families)
     originals: dict[str, Any] = {}
     out["targets"] = []
     for record in selection.active:
