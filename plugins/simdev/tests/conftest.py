@@ -1,6 +1,7 @@
-"""simdev tests: the runtime is built (or loaded from the cache) and the device registered when the
-first of them runs, not at collection: the core's and the conformance suite's tests, collected in the
-same session, run before on a process where PrivateUse1 is not simdev."""
+"""simdev tests: the runtime is built (or loaded from the cache) and the device registered before
+the first of them runs. They run in a pytest process of their own (README's test command): torch's
+autograd engine sizes its per-device queues at the process's first backward, so a device
+registered after another test's backward could run none of its own."""
 
 from __future__ import annotations
 
