@@ -12,28 +12,29 @@ import pytest
 from demo_runs import train_process
 
 from rlport.errors import ConfigError
-from rlport.train.config import verl_keys
 from rlport.train.config.load import load_config
 from rlport.train.config.show import verl_yaml
+from rlport.train.config.verl import docs, table
+from rlport.train.config.verl import translate as verl
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "from-verl.md"
 
 
 def test_every_verl_key_has_a_rule_and_its_default_loads() -> None:
-    keys = verl_keys.defaults()
-    resolved = verl_keys.defaults(resolved=True)  # as a --config file gives them
+    keys = verl.defaults()
+    resolved = verl.defaults(resolved=True)  # as a --config file gives them
     assert len(keys) > 800  # the composed file, not a sample
     refused_defaults = []
     for key, value in keys.items():
-        rule = verl_keys.rule_for(key)
+        rule = verl.rule_for(key)
         assert rule is not None, key
-        t = verl_keys.translate(key, resolved[key], value)
+        t = verl.translate(key, resolved[key], value)
         assert t is not None, key
         if t.refusal:
             refused_defaults.append(key)
     # the one default that asks for something rlport does not do: a 2-way tensor-parallel engine
     assert refused_defaults == ["actor_rollout_ref.rollout.tensor_model_parallel_size"]
-    for rule in verl_keys.RULES:
+    for rule in table.RULES:
         assert rule.kind in ("map", "accept", "refuse")
         if rule.kind != "map":
             assert rule.reason, rule.verl
@@ -51,7 +52,7 @@ def test_refusals_say_why_or_which_issue() -> None:
         "reward_model.enable": True,
     }
     for key, value in cases.items():
-        t = verl_keys.translate(key, value)
+        t = verl.translate(key, value)
         assert t is not None and t.refusal, key
         assert (
             "rlport does not implement" in t.refusal
@@ -149,7 +150,7 @@ def test_a_whole_verl_config_file_loads(tmp_path: Path) -> None:
     """verl's composed defaults as a --config file: refused keys at verl's default pass; the
     mandatory rollout name, the tensor-parallel engine and PPO's default estimator stop it."""
     with pytest.raises(ConfigError) as err:
-        load_config(config_file=verl_keys.DEFAULTS_FILE)
+        load_config(config_file=verl.DEFAULTS_FILE)
     assert "actor_rollout_ref.rollout.name' is ???" in err.value.message
     assert "'actor_rollout_ref.rollout.tensor_model_parallel_size' is 2" in err.value.message
     cfg = load_config(
@@ -159,7 +160,7 @@ def test_a_whole_verl_config_file_loads(tmp_path: Path) -> None:
             "algorithm.adv_estimator=grpo",
             "actor_rollout_ref.rollout.n=4",
         ],
-        config_file=verl_keys.DEFAULTS_FILE,
+        config_file=verl.DEFAULTS_FILE,
     )
     assert cfg.actor.lr == pytest.approx(1e-6) and cfg.data.train_batch_size == 1024
     assert cfg.trainer.workers == 8 and cfg.actor.mini_batches == 4  # 1024 / 256
@@ -178,17 +179,17 @@ def test_show_config_verl_view_loads_back(tmp_path: Path) -> None:
 
 def test_doc_key_table_is_in_sync() -> None:
     text = DOC.read_text()
-    table = text.split("<!-- verl-key-table -->\n", 1)[1].split("<!-- /verl-key-table -->", 1)[0]
-    assert table == verl_keys.markdown_table(), "regenerate the table in docs/from-verl.md"
+    in_doc = text.split("<!-- verl-key-table -->\n", 1)[1].split("<!-- /verl-key-table -->", 1)[0]
+    assert in_doc == docs.markdown_table(), "regenerate the table in docs/from-verl.md"
 
 
 def test_defaults_table_is_in_sync() -> None:
     """The doc's table of differing defaults is the generated one, and names the differences a
     verl user meets most (weight decay, validation before training, resuming)."""
     text = DOC.read_text()
-    table = text.split("<!-- verl-defaults-table -->\n", 1)[1].split("<!-- /verl-defaults-table -->", 1)[0]
-    assert table == verl_keys.differences_table(), "regenerate the defaults table in docs/from-verl.md"
-    rows = {key: (verl, ours) for key, verl, _, ours in verl_keys.default_differences()}
+    in_doc = text.split("<!-- verl-defaults-table -->\n", 1)[1].split("<!-- /verl-defaults-table -->", 1)[0]
+    assert in_doc == docs.differences_table(), "regenerate the defaults table in docs/from-verl.md"
+    rows = {key: (theirs, ours) for key, theirs, _, ours in docs.default_differences()}
     assert rows["actor_rollout_ref.actor.optim.weight_decay"] == (0.01, 0.0)
     assert rows["trainer.val_before_train"] == (True, False)
     assert rows["trainer.resume_mode"] == ("auto", "")
@@ -311,7 +312,7 @@ def test_verl_ppo_quickstart_runs(tmp_path: Path) -> None:
 def test_a_wrong_value_of_any_mapped_key_is_a_config_error() -> None:
     """Whatever a verl key's converter expects, a value it cannot take is reported with the key
     the user wrote and a fix, never a crash (every mapped key, with X and a list)."""
-    for rule in (r for r in verl_keys.RULES if r.kind == "map"):
+    for rule in (r for r in table.RULES if r.kind == "map"):
         key = rule.verl[:-2] + ".x" if rule.verl.endswith(".*") else rule.verl
         for value in ("X", "[1,2]"):
             try:
@@ -343,13 +344,13 @@ def test_a_deprecated_verl_key_is_honoured_with_a_note_naming_the_current_key(ke
     load_config([f"{key}=8", "trainer.n_gpus_per_node=2"], notes=notes)
     (note,) = [n for n in notes if n.startswith(f"{key}=8 is deprecated")]
     assert DEPRECATED[key] in note, note
-    assert verl_keys.rule_for(key).deprecated_for  # type: ignore[union-attr]
+    assert verl.rule_for(key).deprecated_for  # type: ignore[union-attr]
 
 
 def test_verl_val_batch_size_batches_validation() -> None:
     assert load_config(["data.val_batch_size=8"]).data.val_batch_size == 8
     assert load_config(["data.val_batch_size=null"]).data.val_batch_size == 0  # verl's default: one batch
-    assert verl_keys.rule_for("data.val_batch_size").deprecated_for  # type: ignore[union-attr]
+    assert verl.rule_for("data.val_batch_size").deprecated_for  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

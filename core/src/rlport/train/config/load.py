@@ -20,7 +20,7 @@ from rlport.train.config.overrides import merge
 from rlport.train.config.schema import (
     TrainConfig,
 )
-from rlport.train.config.verl_keys import per_worker
+from rlport.train.config.verl.translate import per_worker
 
 
 def load_config(

@@ -5,7 +5,7 @@ are OmegaConf's to check. Overrides are parsed by Hydra's override parser, the g
 ``main_ppo`` takes: ``key=value``, ``key=[a,b]``, ``+key=value`` (accepted also for a key the
 schema has, as verl's docs write keys older verl files lacked), ``++key=value`` and ``~key`` (back
 to the default). A key rlport does not have is looked up in verl's table
-(:mod:`rlport.train.config.verl_keys`); every unknown, refused or mistyped key of the run is reported in
+(:mod:`rlport.train.config.verl`); every unknown, refused or mistyped key of the run is reported in
 one :class:`~rlport.errors.ConfigError`, each with its closest match.
 """
 
@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from rlport.errors import ConfigError
-from rlport.train.config import verl_keys
 from rlport.train.config.keys import all_fields, all_keys, default_value, example, optional_inner, type_name
 from rlport.train.config.schema import TrainConfig
+from rlport.train.config.verl import translate as verl
+from rlport.train.config.verl.rules import Skip
+from rlport.train.config.verl.table import RULES as VERL_RULES
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def file_entries(path: str | Path) -> list[Entry]:
     where = f" (in {p})"
     # interpolations refer to the file's own keys (verl's, in a verl file)
     return [
-        Entry(key, verl_keys.resolve(tree, key, written), where, "", written=written)
+        Entry(key, verl.resolve(tree, key, written), where, "", written=written)
         for key, written in _leaves(data)  # type: ignore[arg-type]
     ]
 
@@ -217,15 +219,15 @@ def _apply(
     target = _rlport_target(e.key)
     if target is not None:
         value = default_value(target) if e.delete else _as_written(target, e)
-        rule = verl_keys.rule_for(target)
+        rule = verl.rule_for(target)
         if rule is not None and rule.verl == target and rule.convert is not None:
             value = rule.converted(value)  # a name rlport shares with verl takes verl's values too
-            if isinstance(value, verl_keys.Skip):
+            if isinstance(value, Skip):
                 return []
         problem = _set(cfg, target, value, e, shown=f"'{e.key}'")
         return [problem] if problem else []
-    value = verl_keys.defaults().get(e.key) if e.delete else e.value
-    translation = verl_keys.translate(e.key, value, e.written)
+    value = verl.defaults().get(e.key) if e.delete else e.value
+    translation = verl.translate(e.key, value, e.written)
     if translation is None:
         return [unknown_key(e.key, e.where)]
     if translation.refusal:
@@ -314,8 +316,8 @@ def _set(cfg: Any, key: str, value: Any, e: Entry, *, shown: str) -> ConfigError
 
 @functools.lru_cache(maxsize=1)
 def _candidates() -> tuple[str, ...]:
-    verl = {k for k in verl_keys.defaults()} | {r.verl for r in verl_keys.RULES if not r.verl.endswith("*")}
-    return tuple(sorted(set(all_keys()) | verl))
+    verl_names = {k for k in verl.defaults()} | {r.verl for r in VERL_RULES if not r.verl.endswith("*")}
+    return tuple(sorted(set(all_keys()) | verl_names))
 
 
 def closest(key: str) -> str | None:
@@ -347,7 +349,7 @@ def unknown_key(key: str, where: str) -> ConfigError:
     elif match in all_keys():
         fix = f"did you mean '{match}'? e.g. rlport train {example(match)}"
     else:
-        rule = verl_keys.rule_for(match)
+        rule = verl.rule_for(match)
         mapped = (
             f" (verl's name for rlport's {', '.join(rule.rlport)})" if rule and rule.kind == "map" else ""
         )

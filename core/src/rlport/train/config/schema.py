@@ -5,7 +5,7 @@ The schema is the dataclasses below (one per section: ``data``, ``model``, ``rol
 default, the line of documentation ``--show-config`` prints, and the range a value must lie in.
 :mod:`rlport.train.config.overrides` merges the defaults, a ``--config`` YAML file and the command line's
 dotted overrides (Hydra's grammar, as verl's ``main_ppo`` takes them) on OmegaConf structured
-configs; verl's own key names are translated by :mod:`rlport.train.config.verl_keys`::
+configs; verl's own key names are translated by :mod:`rlport.train.config.verl`::
 
     rlport train data.train_files=[a.parquet,b.parquet] rollout.engine=vllm trainer.steps=50
 

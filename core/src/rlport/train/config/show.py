@@ -80,7 +80,8 @@ def rlport_yaml(cfg: TrainConfig | None = None) -> str:
 
 def verl_yaml(cfg: TrainConfig | None = None) -> str:
     """verl's view: each verl key that maps onto an rlport setting, with the run's value."""
-    from rlport.train.config.verl_keys import VERL_VERSION, verl_view
+    from rlport.train.config.verl.table import VERL_VERSION
+    from rlport.train.config.verl.translate import verl_view
 
     cfg = cfg if cfg is not None else TrainConfig()
     flat = verl_view(cfg)

@@ -1,154 +1,48 @@
-"""verl's configuration keys beside rlport's own: the one table that says what each becomes.
-
-verl's ``main_ppo`` takes ``actor_rollout_ref.actor.optim.lr=1e-6 trainer.n_gpus_per_node=8 ...``.
-Every key of verl's composed ``ppo_trainer.yaml`` (its defaults ship as ``verl_defaults.yaml``,
-regenerated with ``python -m rlport.train.config.verl_keys PATH/_generated_ppo_trainer.yaml``) is covered
-by one rule here:
-
-- :func:`Map`: the value goes to an rlport setting (converted where verl counts differently);
-- :func:`Accept`: rlport already behaves as the value asks (listed ``values``), so there is no
-  setting; any other value, verl's default included, is refused with the reason;
-- :func:`Refuse`: rlport does not do it; the reason says why, or which issue plans it. A refused
-  key set to verl's own default is accepted (a full verl config file names them all), and has no
-  effect.
-
-:func:`translate` applies the table to one key; ``docs/from-verl.md``'s key table is generated
-from it (:func:`markdown_table`).
+"""The verl key table: one :class:`~.rules.Rule` for every key of verl's composed
+``ppo_trainer.yaml`` (:data:`VERL_VERSION`'s; its defaults ship as ``defaults.yaml``), saying what
+each becomes in rlport. An exact key is looked up before the longest ``.*`` prefix covering it
+(:func:`~.translate.rule_for`), so a prefix row states what the keys below it that no other row
+names do.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 from rlport.train.config.choices import POLICY_LOSSES
+from rlport.train.config.verl.rules import (
+    ASYNC,
+    CHECKPOINT,
+    CRITIC_SHARED,
+    DATA_LOADER,
+    DISTILLATION,
+    ENGINE,
+    FSDP,
+    LOGPROB_CHUNKS,
+    LORA,
+    MEGATRON_LORA,
+    MULTI_TURN,
+    MULTIMODAL,
+    PARALLEL,
+    PROFILER,
+    REFERENCE_WHOLE,
+    REWARD_MODEL,
+    SPEED,
+    Accept,
+    Deprecated,
+    Map,
+    Refuse,
+    Rule,
+    actor_strategy,
+    as_list,
+    as_text,
+    critic_warmup,
+    empty_if_null,
+    module_names,
+    positive_or_zero,
+    resume_mode,
+    unless_null,
+)
 
 VERL_VERSION = "0.9.1"
-DEFAULTS_FILE = Path(__file__).with_name("verl_defaults.yaml")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One row of the table. ``verl`` is a dotted key, or a prefix ending in ``.*`` (every key
-    below it)."""
-
-    verl: str
-    kind: str  # "map" | "accept" | "refuse"
-    rlport: tuple[str, ...] = ()
-    convert: Callable[[Any], Any] | None = None
-    back: Callable[[Any], Any] | None = None
-    values: tuple[Any, ...] = ()
-    reason: str = ""
-    #: verl's current key, where verl deprecates this one but still honours it
-    deprecated_for: str = ""
-    #: verl counts this value over all data-parallel ranks; rlport's setting is per worker
-    global_count: bool = False
-
-    def converted(self, value: Any) -> Any:
-        """``value`` through ``convert``; a value it cannot take (``X`` for a count) passes as it
-        is, for the setting's own type check to report with the setting's name and an example."""
-        if self.convert is None:
-            return value
-        try:
-            return self.convert(value)
-        except (TypeError, ValueError):
-            return value
-
-    def matches(self, key: str) -> bool:
-        if self.verl.endswith(".*"):
-            return key.startswith(self.verl[:-1])
-        return key == self.verl
-
-
-def Map(
-    verl: str,
-    *rlport: str,
-    convert: Callable[[Any], Any] | None = None,
-    back: Callable[[Any], Any] | None = None,
-    note: str = "",
-) -> Rule:
-    """``verl``'s value sets ``rlport`` (each of them), through ``convert``; ``back`` turns the
-    rlport value into verl's for ``--show-config verl``."""
-    return Rule(verl, "map", rlport, convert, back, reason=note)
-
-
-def Deprecated(verl: str, current: str, *rlport: str, global_count: bool = False, note: str = "") -> Rule:
-    """A key verl marks deprecated but still honours, as verl does: its value sets ``rlport``
-    (``global_count``: verl's count over all ranks, divided by the workers as verl divides it by
-    its data-parallel size), with a note naming ``current``, verl's key for it now; setting both
-    is refused, as in verl. With no ``rlport`` the value has no effect here (``note`` says why)."""
-    kind = "map" if rlport else "accept"
-    return Rule(
-        verl, kind, rlport, _unless_null, reason=note, deprecated_for=current, global_count=global_count
-    )
-
-
-def Accept(verl: str, reason: str, values: tuple[Any, ...] = ()) -> Rule:
-    """rlport behaves as ``values`` ask (``()``: as any value asks: it has no effect here)."""
-    return Rule(verl, "accept", values=values, reason=reason)
-
-
-def Refuse(verl: str, reason: str) -> Rule:
-    return Rule(verl, "refuse", reason=reason)
-
-
-class Skip:
-    """A converted value that leaves the rlport setting at its default (verl's ``null``)."""
-
-
-SKIP = Skip()
-
-
-def _unless_null(value: Any) -> Any:
-    return SKIP if value is None else value
-
-
-def _positive_or_zero(value: Any) -> Any:
-    """verl's ``-1`` / ``null`` for "off" is rlport's 0."""
-    if value is None:
-        return 0
-    return 0 if int(value) < 0 else value
-
-
-def _files(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-def _names(value: Any) -> Any:
-    """verl's module names: one name (``all-linear``), a list, or ``null`` for none."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else value
-
-
-def _text(value: Any) -> Any:
-    """A threshold verl takes as a number or a string (``2.0``, ``0.5_5.0``): rlport's string."""
-    return value if value is None or isinstance(value, str) else str(value)
-
-
-def _path_or_empty(value: Any) -> Any:
-    return "" if value is None else value
-
-
-def _strategy(value: Any) -> Any:
-    return "" if value in ("fsdp", "fsdp2") else value
-
-
-def _resume_mode(value: Any) -> Any:
-    return "latest" if value == "auto" else SKIP
-
-
-def _loggers(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-def _warmup(value: Any) -> Any:
-    """verl trains only the critic while the step (from 1) is below ``critic_warmup``: its N is
-    rlport's N - 1 first steps."""
-    return max(0, int(value) - 1) if value else 0
 
 
 def _schedule(verl: str, rlport: str) -> list[Rule]:
@@ -160,17 +54,17 @@ def _schedule(verl: str, rlport: str) -> list[Rule]:
         Map(
             f"{verl}.warmup_style",
             f"{rlport}.type",
-            convert=_unless_null,
+            convert=unless_null,
             note="deprecated in verl for lr_scheduler_type",
         ),
         Map(
             f"{verl}.lr_warmup_steps",
             f"{rlport}.warmup_steps",
-            convert=_positive_or_zero,
+            convert=positive_or_zero,
             note="verl's -1 (take lr_warmup_steps_ratio) is rlport's 0",
         ),
         Map(f"{verl}.lr_warmup_steps_ratio", f"{rlport}.warmup_steps_ratio"),
-        Map(f"{verl}.min_lr_ratio", f"{rlport}.min_lr_ratio", convert=_unless_null),
+        Map(f"{verl}.min_lr_ratio", f"{rlport}.min_lr_ratio", convert=unless_null),
         Map(f"{verl}.num_cycles", f"{rlport}.num_cycles"),
         Accept(
             f"{verl}.total_training_steps",
@@ -192,73 +86,17 @@ MEGATRON_SIZES = (
     "context_parallel_size",
     "expert_model_parallel_size",
 )
-LOGPROB_CHUNKS = (
-    "rlport recomputes logprobs in the actor's micro-batches (actor.micro_batch_size, or "
-    "actor.ppo_max_token_len_per_gpu with actor.use_dynamic_bsz); the value has no effect"
-)
-REFERENCE_WHOLE = "rlport holds the reference model whole beside each actor rank (algorithm.use_kl_loss)"
-CRITIC_SHARED = "the critic is built like the actor (actor.strategy, model.dtype); the value has no effect"
-PROFILER = (
-    "rlport does not implement verl's profiler settings because profiling belongs to the device "
-    "plugin's tools; wrap rlport.train.driver.trainer.Trainer.fit in torch.profiler instead"
-)
-PARALLEL = (
-    "rlport does not implement tensor, pipeline, expert or sequence parallelism here because its "
-    "rollout engines run one replica per worker and replicated | ddp | fsdp are data-parallel; "
-    "model parallelism is actor.strategy=megatron's (actor.megatron.*)"
-)
-FSDP = (
-    "rlport's FSDP (actor.strategy=fsdp) exposes param_dtype, reduce_dtype, param_offload and optimizer_offload only "
-    "(actor.fsdp_config.*); verl's other FSDP knobs tune verl's own engine"
-)
-LORA = (
-    "rlport does not implement LoRA on the critic because its LoRA is the actor's "
-    "(model.lora_rank: verl's actor_rollout_ref.model.lora_rank); the critic trains every parameter"
-)
-MEGATRON_LORA = (
-    "rlport does not implement verl's Megatron-Bridge LoRA (model.lora.*) because its LoRA is peft's, on the "
-    "Hugging Face model: model.lora_rank, model.lora_alpha, model.target_modules (verl's "
-    "actor_rollout_ref.model.lora_rank, lora_alpha, target_modules)"
-)
-MULTI_TURN = (
-    "rlport does not implement multi-turn or agent rollouts because a step is one prompt and one "
-    "sampled response; not yet planned"
-)
-REWARD_MODEL = (
-    "rlport does not implement model-based rewards (a reward model or a reward-loop server) because "
-    "rewards are rules chosen by data_source or reward.path; not yet planned"
-)
-DISTILLATION = "rlport does not implement distillation from teacher models; not yet planned"
-ASYNC = (
-    "rlport does not implement verl's asynchronous trainer modes, transfer queue or rollout skipping "
-    "because a step is synchronous (rollout, reward, update, weight sync)"
-)
-HYDRA = "names verl's Python class for Hydra to build; rlport's schema is its own dataclasses"
-CHECKPOINT = (
-    "rlport saves a whole Hugging Face folder with optimizer.pt and trainer_state.json "
-    "(trainer.save_every, trainer.resume_from); verl's checkpoint contents do not apply"
-)
-DATA_LOADER = (
-    "rlport reads the parquet files in the driver and samples batches itself (data.shuffle, "
-    "trainer.seed); verl's data-loader settings do not apply"
-)
-MULTIMODAL = "rlport does not implement multi-modal prompts (images, video, audio); not yet planned"
-ENGINE = (
-    "rlport passes engine arguments through rollout.options (rollout.options.NAME=VALUE) and does "
-    "not implement verl's other rollout-server settings"
-)
-SPEED = "a speed knob of verl's engine with no counterpart in rlport; the value has no effect"
 
 RULES: tuple[Rule, ...] = (
     # -- data ---------------------------------------------------------------------------------------
-    Map("data.train_files", "data.train_files", convert=_files),
-    Map("data.val_files", "data.val_files", convert=_files),
+    Map("data.train_files", "data.train_files", convert=as_list),
+    Map("data.val_files", "data.val_files", convert=as_list),
     Map("data.prompt_key", "data.prompt_key"),
     Map("data.max_prompt_length", "data.max_prompt_length"),
     Map("data.max_response_length", "rollout.max_new_tokens"),
     Map("data.train_batch_size", "data.train_batch_size"),
     Map("data.shuffle", "data.shuffle"),
-    Map("data.seed", "trainer.seed", convert=_unless_null),
+    Map("data.seed", "trainer.seed", convert=unless_null),
     Accept("data.reward_fn_key", "rlport chooses the reward by the data_source column", ("data_source",)),
     Accept(
         "data.filter_overlong_prompts",
@@ -281,8 +119,8 @@ RULES: tuple[Rule, ...] = (
         note="validation prompts per engine call",
     ),
     Accept("data.gen_batch_size", "rlport generates data.train_batch_size prompts per step", (None,)),
-    Map("data.train_max_samples", "data.train_max_samples", convert=_positive_or_zero),
-    Map("data.val_max_samples", "data.val_max_samples", convert=_positive_or_zero),
+    Map("data.train_max_samples", "data.train_max_samples", convert=positive_or_zero),
+    Map("data.val_max_samples", "data.val_max_samples", convert=positive_or_zero),
     Map("data.apply_chat_template_kwargs", "data.apply_chat_template_kwargs"),
     Map("data.apply_chat_template_kwargs.*", "data.apply_chat_template_kwargs.*"),
     Refuse("data.validation_shuffle", DATA_LOADER),
@@ -315,9 +153,9 @@ RULES: tuple[Rule, ...] = (
     Map("actor_rollout_ref.model.trust_remote_code", "model.trust_remote_code"),
     Map("actor_rollout_ref.model.lora_rank", "model.lora_rank"),
     Map("actor_rollout_ref.model.lora_alpha", "model.lora_alpha"),
-    Map("actor_rollout_ref.model.target_modules", "model.target_modules", convert=_names),
-    Map("actor_rollout_ref.model.exclude_modules", "model.exclude_modules", convert=_names),
-    Map("actor_rollout_ref.model.lora_adapter_path", "model.lora_adapter_path", convert=_path_or_empty),
+    Map("actor_rollout_ref.model.target_modules", "model.target_modules", convert=module_names),
+    Map("actor_rollout_ref.model.exclude_modules", "model.exclude_modules", convert=module_names),
+    Map("actor_rollout_ref.model.lora_adapter_path", "model.lora_adapter_path", convert=empty_if_null),
     Refuse("actor_rollout_ref.model.lora.*", MEGATRON_LORA),
     Refuse(
         "actor_rollout_ref.model.*",
@@ -335,7 +173,7 @@ RULES: tuple[Rule, ...] = (
     Map("actor_rollout_ref.actor.ppo_epochs", "actor.ppo_epochs"),
     Map("actor_rollout_ref.actor.ppo_mini_batch_size", "actor.ppo_mini_batch_size"),
     Map(
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "actor.micro_batch_size", convert=_unless_null
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "actor.micro_batch_size", convert=unless_null
     ),
     Deprecated(
         "actor_rollout_ref.actor.ppo_micro_batch_size",
@@ -353,11 +191,14 @@ RULES: tuple[Rule, ...] = (
     Map("actor_rollout_ref.actor.kl_loss_type", "algorithm.kl_loss_type"),
     Map("actor_rollout_ref.actor.entropy_coeff", "algorithm.entropy_coef"),
     Map("actor_rollout_ref.actor.loss_agg_mode", "algorithm.loss_agg_mode"),
-    Map(
-        "actor_rollout_ref.actor.loss_scale_factor", "algorithm.loss_scale_factor", convert=_positive_or_zero
-    ),
+    Map("actor_rollout_ref.actor.loss_scale_factor", "algorithm.loss_scale_factor", convert=positive_or_zero),
     Map("actor_rollout_ref.actor.clip_ratio_c", "algorithm.clip_ratio_c"),
-    Map("actor_rollout_ref.actor.strategy", "actor.strategy", convert=_strategy, back=lambda v: v or "fsdp"),
+    Map(
+        "actor_rollout_ref.actor.strategy",
+        "actor.strategy",
+        convert=actor_strategy,
+        back=lambda v: v or "fsdp",
+    ),
     Map("actor_rollout_ref.actor.fsdp_config.param_offload", "actor.fsdp_config.param_offload"),
     *(Map(f"actor_rollout_ref.actor.megatron.{size}", f"actor.megatron.{size}") for size in MEGATRON_SIZES),
     Map("actor_rollout_ref.actor.fsdp_config.optimizer_offload", "actor.fsdp_config.optimizer_offload"),
@@ -382,7 +223,7 @@ RULES: tuple[Rule, ...] = (
     Map(
         "actor_rollout_ref.actor.policy_loss.dro_beta",
         "algorithm.policy_loss_options.dro_beta",
-        convert=_unless_null,
+        convert=unless_null,
     ),
     Map("actor_rollout_ref.actor.tau_pos", "algorithm.policy_loss_options.tau_pos"),
     Map("actor_rollout_ref.actor.tau_neg", "algorithm.policy_loss_options.tau_neg"),
@@ -433,12 +274,10 @@ RULES: tuple[Rule, ...] = (
     Map("actor_rollout_ref.rollout.n", "rollout.n"),
     Map("actor_rollout_ref.rollout.temperature", "rollout.temperature"),
     Map("actor_rollout_ref.rollout.top_p", "rollout.top_p"),
-    Map(
-        "actor_rollout_ref.rollout.top_k", "rollout.top_k", convert=_positive_or_zero, back=lambda v: v or -1
-    ),
+    Map("actor_rollout_ref.rollout.top_k", "rollout.top_k", convert=positive_or_zero, back=lambda v: v or -1),
     Map("actor_rollout_ref.rollout.response_length", "rollout.max_new_tokens"),
     Map("actor_rollout_ref.rollout.prompt_length", "data.max_prompt_length"),
-    Map("actor_rollout_ref.rollout.max_model_len", "rollout.max_model_len", convert=_positive_or_zero),
+    Map("actor_rollout_ref.rollout.max_model_len", "rollout.max_model_len", convert=positive_or_zero),
     Map("actor_rollout_ref.rollout.free_cache_engine", "rollout.sleep"),
     Map("actor_rollout_ref.rollout.gpu_memory_utilization", "rollout.options.gpu_memory_utilization"),
     Map("actor_rollout_ref.rollout.enforce_eager", "rollout.options.enforce_eager"),
@@ -490,7 +329,7 @@ RULES: tuple[Rule, ...] = (
     Map(
         "actor_rollout_ref.rollout.val_kwargs.top_k",
         "rollout.val_kwargs.top_k",
-        convert=_positive_or_zero,
+        convert=positive_or_zero,
         back=lambda v: v or -1,
     ),
     Map("actor_rollout_ref.rollout.val_kwargs.n", "rollout.val_kwargs.n"),
@@ -523,7 +362,7 @@ RULES: tuple[Rule, ...] = (
     Refuse("critic.optim.*", "rlport's critic optimizer is AdamW (critic.lr, critic.lr_schedule.*)"),
     Map("critic.ppo_epochs", "critic.ppo_epochs"),
     Map("critic.ppo_mini_batch_size", "critic.ppo_mini_batch_size"),
-    Map("critic.ppo_micro_batch_size_per_gpu", "critic.micro_batch_size", convert=_unless_null),
+    Map("critic.ppo_micro_batch_size_per_gpu", "critic.micro_batch_size", convert=unless_null),
     Deprecated(
         "critic.ppo_micro_batch_size",
         "critic.ppo_micro_batch_size_per_gpu",
@@ -607,10 +446,10 @@ RULES: tuple[Rule, ...] = (
         Map(f"algorithm.rollout_correction.{name}", f"algorithm.rollout_correction.{name}", convert=convert)
         for name, convert in (
             ("rollout_is", None),
-            ("rollout_is_threshold", _text),
+            ("rollout_is_threshold", as_text),
             ("rollout_is_batch_normalize", None),
             ("rollout_rs", None),
-            ("rollout_rs_threshold", _text),
+            ("rollout_rs_threshold", as_text),
             ("bypass_mode", None),
             ("loss_type", None),
         )
@@ -621,10 +460,10 @@ RULES: tuple[Rule, ...] = (
         "the estimators algorithm.adv_estimator lists (rlport train --show-config); not yet planned",
     ),
     # -- rewards --------------------------------------------------------------------------------------
-    Map("custom_reward_function.path", "reward.path", convert=_unless_null),
-    Map("custom_reward_function.name", "reward.name", convert=_unless_null),
-    Map("reward.custom_reward_function.path", "reward.path", convert=_unless_null),
-    Map("reward.custom_reward_function.name", "reward.name", convert=_unless_null),
+    Map("custom_reward_function.path", "reward.path", convert=unless_null),
+    Map("custom_reward_function.name", "reward.name", convert=unless_null),
+    Map("reward.custom_reward_function.path", "reward.path", convert=unless_null),
+    Map("reward.custom_reward_function.name", "reward.name", convert=unless_null),
     Accept(
         "reward.reward_manager.name",
         "rlport scores each response with its data source's rule (verl's naive manager)",
@@ -637,26 +476,26 @@ RULES: tuple[Rule, ...] = (
     Refuse("reward.*", REWARD_MODEL),
     # -- the trainer ----------------------------------------------------------------------------------
     Map("trainer.total_epochs", "trainer.total_epochs"),
-    Map("trainer.total_training_steps", "trainer.total_training_steps", convert=_positive_or_zero),
+    Map("trainer.total_training_steps", "trainer.total_training_steps", convert=positive_or_zero),
     Map("trainer.project_name", "trainer.project_name"),
     Map("trainer.experiment_name", "trainer.experiment_name"),
-    Map("trainer.logger", "trainer.logger", convert=_loggers),
+    Map("trainer.logger", "trainer.logger", convert=as_list),
     Map("trainer.n_gpus_per_node", "trainer.n_gpus_per_node"),
     Map("trainer.nnodes", "trainer.nnodes"),
     Map(
         "trainer.save_freq",
         "trainer.save_every",
-        convert=_positive_or_zero,
+        convert=positive_or_zero,
         note="rlport always saves at the end; verl's -1 is rlport's 0",
     ),
-    Map("trainer.test_freq", "trainer.test_freq", convert=_positive_or_zero, back=lambda v: v or -1),
+    Map("trainer.test_freq", "trainer.test_freq", convert=positive_or_zero, back=lambda v: v or -1),
     Map("trainer.val_before_train", "trainer.val_before_train"),
     Map("trainer.default_local_dir", "trainer.output_dir"),
-    Map("trainer.resume_from_path", "trainer.resume_from", convert=_unless_null),
+    Map("trainer.resume_from_path", "trainer.resume_from", convert=unless_null),
     Map(
         "trainer.resume_mode",
         "trainer.resume_from",
-        convert=_resume_mode,
+        convert=resume_mode,
         back=lambda v: "auto" if v == "latest" else ("resume_path" if v else "disable"),
         note="auto: trainer.resume_from=latest (the newest complete checkpoint); resume_path: "
         "trainer.resume_from_path says which",
@@ -664,7 +503,7 @@ RULES: tuple[Rule, ...] = (
     Map(
         "trainer.critic_warmup",
         "trainer.critic_warmup_steps",
-        convert=_warmup,
+        convert=critic_warmup,
         back=lambda v: v + 1 if v else 0,
         note="verl updates only the critic while the step (from 1) is below N: rlport's first N - 1 steps",
     ),
@@ -683,18 +522,18 @@ RULES: tuple[Rule, ...] = (
         Map(
             f"trainer.max_{model}_ckpt_to_keep",
             "trainer.max_checkpoints_to_keep",
-            convert=_positive_or_zero,
+            convert=positive_or_zero,
             note="one rlport checkpoint holds the actor and the critic: both keys set how many are kept",
         )
         for model in ("actor", "critic")
     ),
-    Map("trainer.rollout_data_dir", "trainer.rollout_data_dir", convert=_unless_null),
-    Map("trainer.validation_data_dir", "trainer.validation_data_dir", convert=_unless_null),
+    Map("trainer.rollout_data_dir", "trainer.rollout_data_dir", convert=unless_null),
+    Map("trainer.validation_data_dir", "trainer.validation_data_dir", convert=unless_null),
     Refuse(
         "trainer.*",
         "a verl trainer feature rlport does not implement (hdfs copies, checkpoint callbacks, deleting a checkpoint after loading it)",
     ),
-    Map("ray_kwargs.ray_init.num_cpus", "trainer.ray_num_cpus", convert=_positive_or_zero),
+    Map("ray_kwargs.ray_init.num_cpus", "trainer.ray_num_cpus", convert=positive_or_zero),
     Refuse("ray_kwargs.*", "rlport starts Ray itself (trainer.ray_address, trainer.ray_num_cpus)"),
     # -- the rest -------------------------------------------------------------------------------------
     Refuse("global_profiler.*", PROFILER),
@@ -709,264 +548,3 @@ RULES: tuple[Rule, ...] = (
         "rlport reads one composed file: write it with `python -m verl.trainer.main_ppo --cfg job > run.yaml`",
     ),
 )
-
-
-@dataclass(frozen=True)
-class Translation:
-    """What one verl key does: ``sets`` (rlport key, value) pairs, a ``note`` that it has no
-    effect, or a ``refusal`` (the message)."""
-
-    rule: Rule | None
-    sets: tuple[tuple[str, Any], ...] = ()
-    note: str = ""
-    refusal: str = ""
-    #: (rlport key, verl's count over all ranks): set once the workers are known (:func:`per_worker`)
-    per_worker: tuple[tuple[str, Any], ...] = ()
-
-
-def rule_for(key: str) -> Rule | None:
-    """The rule covering ``key``: an exact key before the longest prefix."""
-    for rule in RULES:
-        if rule.verl == key:
-            return rule
-    prefixes = [r for r in RULES if r.verl.endswith(".*") and r.matches(key)]
-    return max(prefixes, key=lambda r: len(r.verl), default=None)
-
-
-@functools.lru_cache(maxsize=2)
-def defaults(resolved: bool = False) -> dict[str, Any]:
-    """verl's default of every key of its composed ``ppo_trainer.yaml`` (dotted key -> value;
-    interpolations as verl writes them, or ``resolved``)."""
-    from omegaconf import OmegaConf
-
-    tree = OmegaConf.load(DEFAULTS_FILE)
-    return {k: (resolve(tree, k, v) if resolved else v) for k, v in flatten(OmegaConf.to_container(tree))}
-
-
-def resolve(tree: Any, key: str, written: Any) -> Any:
-    """The value of dotted ``key`` in the OmegaConf ``tree`` with its interpolations resolved
-    against the tree itself; ``written`` when they cannot be."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    if written == "???":
-        return written  # verl's mandatory value, unset
-    try:
-        value = OmegaConf.select(tree, key, throw_on_missing=False)
-    except OmegaConfBaseException:
-        return written
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Dotted leaf keys of a nested mapping; an empty mapping is a leaf."""
-    if not isinstance(tree, dict) or not tree:
-        return [(prefix.rstrip("."), tree)]
-    out: list[tuple[str, Any]] = []
-    for k, v in tree.items():
-        out.extend(flatten(v, f"{prefix}{k}."))
-    return out
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a == b and type(a) is type(b):
-        return True
-    if isinstance(a, bool) or isinstance(b, bool):
-        return str(a).lower() == str(b).lower()
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) == float(b)
-    return a == b
-
-
-def _in_verl(key: str) -> bool:
-    """``key`` is in verl's defaults, or an entry of a free-form mapping there (``{}``)."""
-    if key in defaults():
-        return True
-    parts = key.split(".")
-    return any(defaults().get(".".join(parts[:i])) == {} for i in range(1, len(parts)))
-
-
-def at_default(key: str, value: Any, written: Any = None) -> bool:
-    """``value`` (or ``written``, the same before interpolations were resolved) is verl's default."""
-    if key not in defaults():
-        return False
-    return _same(value, defaults(resolved=True)[key]) or _same(
-        value if written is None else written, defaults()[key]
-    )
-
-
-def translate(key: str, value: Any, written: Any = None) -> Translation | None:
-    """The effect of verl's ``key=value`` (``written``: the value before a file's interpolations
-    were resolved); None when no rule and no verl default knows ``key``."""
-    rule = rule_for(key)
-    if rule is None or not (rule.verl == key or rule.kind == "map" or _in_verl(key)):
-        return None  # a prefix rule covers verl's keys below it, not a misspelt one
-    if rule.deprecated_for:
-        return _deprecated(rule, key, value)
-    if rule.kind == "map":
-        converted = rule.converted(value)
-        if isinstance(converted, Skip):
-            return Translation(
-                rule, note=f"{key}={value!r} leaves {', '.join(rule.rlport)} at rlport's default"
-            )
-        if rule.verl.endswith(".*"):
-            rest = key[len(rule.verl) - 1 :]
-            return Translation(rule, sets=((rule.rlport[0][:-1] + rest, converted),))
-        return Translation(rule, sets=tuple((target, converted) for target in rule.rlport))
-    default = at_default(key, value, written)
-    if rule.kind == "accept":
-        if not rule.values or any(_same(value, v) for v in rule.values):
-            return Translation(rule, note=f"{key}={value!r}: {rule.reason}")
-        shown = ", ".join(repr(v) for v in rule.values)
-        return Translation(
-            rule, refusal=f"verl key '{key}' is {value!r}; rlport takes only {shown}: {rule.reason}"
-        )
-    if default:
-        return Translation(rule, note=f"{key} at verl's default has no effect: {rule.reason}")
-    return Translation(rule, refusal=f"verl key '{key}' is refused (set to {value!r}): {rule.reason}")
-
-
-def _deprecated(rule: Rule, key: str, value: Any) -> Translation:
-    """A deprecated key verl still honours: what it sets (a ``global_count`` is divided by the
-    workers later, in :func:`per_worker`), and the note naming verl's current key."""
-    if value is None:
-        return Translation(rule, note=f"{key}=None (deprecated in verl {VERL_VERSION}) has no effect")
-    note = f"{key}={value!r} is deprecated in verl {VERL_VERSION} (now: {rule.deprecated_for})"
-    if rule.kind == "accept":
-        return Translation(rule, note=f"{note}; {rule.reason}")
-    if rule.global_count:
-        return Translation(rule, note=f"{note}; honoured as verl does", per_worker=((rule.rlport[0], value),))
-    sets = tuple((target, rule.converted(value)) for target in rule.rlport)
-    return Translation(rule, sets=sets, note=f"{note}; honoured as {rule.rlport[0]} ({rule.reason})")
-
-
-def per_worker(verl_key: str, rlport_key: str, value: Any, workers: int, given: set[str]) -> tuple[Any, str]:
-    """verl's global count ``value`` of deprecated ``verl_key`` as rlport's per-worker
-    ``rlport_key``: divided by the data-parallel ranks, as verl's workers divide it. Returns
-    (value, note); raises ConfigError when verl would refuse it (its current key set too, or fewer
-    than one per rank)."""
-    from rlport.errors import ConfigError
-
-    rule = rule_for(verl_key)
-    assert rule is not None and rule.global_count
-    if rule.deprecated_for in given:
-        raise ConfigError(
-            f"both '{verl_key}' (deprecated) and '{rule.deprecated_for}' are set; verl refuses this too",
-            f"remove {verl_key} from the command or file",
-        )
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(
-            f"verl key '{verl_key}' is {value!r}; expected a whole number of sequences, at least 1",
-            f"rlport train {rule.deprecated_for}=4 (per worker) instead",
-        )
-    per = value // workers
-    if per < 1:
-        raise ConfigError(
-            f"verl key '{verl_key}'={value} is a count over all {workers} workers, under one per worker",
-            f"give at least {workers}, or set {rule.deprecated_for} (per worker) instead",
-        )
-    return per, f"{verl_key}={value} over {workers} worker(s): {rlport_key}={per} per worker"
-
-
-def verl_names_of(rlport_key: str) -> list[str]:
-    """The verl keys that map onto ``rlport_key`` (verl's current names, not deprecated ones)."""
-    return [r.verl for r in RULES if r.kind == "map" and rlport_key in r.rlport and not r.deprecated_for]
-
-
-def verl_view(cfg: Any) -> dict[str, Any]:
-    """The run's configuration under verl's key names (the mapped keys only), nested."""
-    from rlport.train.config.keys import default_value
-
-    flat: dict[str, tuple[Any, str]] = {}
-    for rule in RULES:
-        if rule.kind != "map" or rule.verl.endswith(".*") or rule.verl in flat or rule.deprecated_for:
-            continue
-        target = rule.rlport[0]
-        value: Any = cfg
-        try:
-            for part in target.split("."):
-                value = value[part] if isinstance(value, dict) else getattr(value, part)
-        except (AttributeError, KeyError):
-            try:
-                value = default_value(target)
-            except AttributeError:
-                continue  # an engine option that is not set
-        if rule.back is not None:
-            value = rule.back(value)
-        flat[rule.verl] = (value, target)
-    return flat  # type: ignore[return-value]
-
-
-def markdown_table() -> str:
-    """The key table of ``docs/from-verl.md``."""
-    kinds = {"map": "maps to", "accept": "accepted", "refuse": "refused"}
-    lines = ["| verl key | | rlport | why |", "|---|---|---|---|"]
-    for r in RULES:
-        target = ", ".join(f"`{t}`" for t in r.rlport)
-        if r.kind == "accept" and r.values:
-            target = "when " + " or ".join(f"`{v!r}`" for v in r.values)
-        reason = r.reason.replace("|", "\\|")
-        if r.deprecated_for:
-            counted = "; verl's count over all ranks, divided by trainer.workers" if r.global_count else ""
-            now = r.deprecated_for if " " in r.deprecated_for else f"`{r.deprecated_for}`"
-            reason = f"deprecated in verl (now {now}), honoured as verl does{counted}" + (
-                f": {reason}" if reason else ""
-            )
-        lines.append(f"| `{r.verl}` | {kinds[r.kind]} | {target} | {reason} |")
-    return "\n".join(lines) + "\n"
-
-
-def default_differences() -> list[tuple[str, Any, str, Any]]:
-    """(verl key, verl's default, rlport setting, rlport's default) for each mapped key whose
-    default differs from its rlport setting's: what a verl command that leaves the key out gets
-    differently in rlport. Placeholders (paths, ``???``) and verl's references to other keys
-    (``${...}``) are left out: they carry no default of their own."""
-    from rlport.train.config.keys import default_value
-
-    out = []
-    for key, value in flatten(defaults()):
-        rule = rule_for(key)
-        if rule is None or rule.kind != "map" or value is None:
-            continue
-        if isinstance(value, str) and (value.startswith("${") or value == "???" or "/" in value):
-            continue
-        converted = rule.convert(value) if rule.convert is not None else value
-        if isinstance(converted, Skip):
-            continue
-        for target in rule.rlport:
-            try:
-                ours = default_value(target)
-            except (AttributeError, KeyError):
-                continue  # an engine option (rollout.options.NAME): the engine's own default
-            if not _same(converted, ours):
-                out.append((key, value, target, ours))
-    return out
-
-
-def differences_table() -> str:
-    """The table of :func:`default_differences` in ``docs/from-verl.md``."""
-    lines = ["| verl key | verl's default | rlport setting | rlport's default |", "|---|---|---|---|"]
-    for key, verl, target, ours in default_differences():
-        lines.append(f"| `{key}` | `{verl!r}` | `{target}` | `{ours!r}` |")
-    return "\n".join(lines) + "\n"
-
-
-def write_defaults(generated_yaml: str | Path, out: str | Path = DEFAULTS_FILE) -> int:
-    """Write verl's defaults (keys and values only, from verl's ``_generated_ppo_trainer.yaml``)
-    to ``out``; return the number of keys."""
-    from omegaconf import OmegaConf
-
-    tree = OmegaConf.to_container(OmegaConf.load(generated_yaml), resolve=False)
-    body = OmegaConf.to_yaml(OmegaConf.create(tree))
-    Path(out).write_text(
-        f"# verl {VERL_VERSION}'s composed ppo_trainer.yaml: every key and its default, comments dropped.\n"
-        "# Regenerate: python -m rlport.train.config.verl_keys PATH/verl/trainer/config/_generated_ppo_trainer.yaml\n"
-        + body
-    )
-    return len(flatten(tree))
-
-
-if __name__ == "__main__":  # pragma: no cover - a maintainer's tool
-    import sys
-
-    print(f"{write_defaults(sys.argv[1])} keys written to {DEFAULTS_FILE}")
