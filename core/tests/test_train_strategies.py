@@ -22,8 +22,9 @@ from rich.console import Console
 
 from rlport.errors import ConfigError
 from rlport.train.cli import build_config
+from rlport.train.data.batch import Sample
 from rlport.train.driver.trainer import Trainer
-from rlport.train.models.actor import Actor, Sample
+from rlport.train.models.actor import Actor
 from rlport.train.models.critic import Critic
 
 #: AdamW's first step moves every weight by about lr (m / sqrt(v) is about sign(g)): the runs are
@@ -49,7 +50,7 @@ def _samples() -> list[Sample]:
         prompt = torch.randint(3, 100, (5 + i % 3,), generator=g).tolist()
         response = torch.randint(3, 100, (6,), generator=g).tolist()
         returns = [float((i + k) % 3) - 1.0 for k in range(6)]  # the critic's targets
-        out.append(Sample(prompt, response, [0.0] * 6, advantage=float(i % 4) - 1.5, returns=returns))
+        out.append(Sample.scored(prompt, response, [0.0] * 6, float(i % 4) - 1.5, returns=returns))
     return out
 
 
