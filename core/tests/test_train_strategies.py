@@ -234,7 +234,8 @@ def _engine_rank(rank: int, model: Path, store: str, out: Path) -> None:
         w = Worker(_cfg(model, "fsdp", 2), rank=rank, world=2, actor_path=str(model))
         w.build()
         share = _samples()[rank * 4 : (rank + 1) * 4]
-        w.train(share)
+        w.prepare(share)  # the step's phases: prepare, then train on the advantages
+        w.train([s.advantages for s in share], [s.returns for s in share])
         trainer = _digest(w.actor.full_parameters())
         state = w.engine.model.state_dict()
         served = _digest((name, state[name]) for name, _ in w.actor.full_parameters())

@@ -23,8 +23,7 @@ from rlport.errors import ConfigError, WorkerError
 from rlport.rollout.protocol import SamplingParams
 from rlport.rollout.seeding import step_seed
 from rlport.train import checkpoint
-from rlport.train.config.derive import derive as resolve
-from rlport.train.config.derive import derive_for_device
+from rlport.train.config.derive import derive, derive_for_device
 from rlport.train.config.keys import example
 from rlport.train.config.schema import TrainConfig
 from rlport.train.data.prompts import Example, Sampler, limit, tokenize
@@ -126,7 +125,7 @@ class Trainer:
         train`` reads it before the startup summary); read here when not given."""
         from rlport.console import make_console
 
-        resolve(cfg)
+        derive(cfg)  # idempotent: load_config derived it already; a hand-built config gets it here
         self.cfg = cfg
         self.console = console or make_console(stderr=True)
         # Everything that can fail on a user's input fails here, before any model is loaded.

@@ -41,6 +41,9 @@ from rlport.types import EnginePlacement
 
 __all__ = ["Worker", "ray_worker_class"]
 
+#: what :meth:`Worker.prepare` keeps for :meth:`Worker.train`
+Prepared = tuple[list[Sample], Logprobs, list[torch.Tensor] | None, dict[str, float]]
+
 
 class Worker:
     """The actor and the engine of one rank, and the phases of a step."""
@@ -63,6 +66,8 @@ class Worker:
         rt.apply_allocator_settings("training")  # before the first model allocation of this process
         self.device = rt.use_device()  # the current device too: FSDP and bare-type tensors use it
         self.preflight: list[str] = []
+        #: what prepare() computed for train(): the samples, their logprobs and values, the timings
+        self._prepared: Prepared | None = None
 
     def build(self) -> None:
         """Load and wrap the actor, start the engine and resolve the weight transport."""
@@ -104,10 +109,6 @@ class Worker:
                 updates_done=steps_done if saved is not None else 0,
             )
         torch.manual_seed(self.cfg.trainer.seed + self.rank)  # each rank's own draws from here on
-        # what prepare() computed for train(): the samples, their logprobs and values, the timings
-        self._prepared: tuple[list[Sample], Logprobs, list[torch.Tensor] | None, dict[str, float]] | None = (
-            None
-        )
         m = self.cfg.model
         self.offload = offload_of(self.cfg, rt.device, self.world)
         self.memory = rt.tagged_memory()
