@@ -66,7 +66,8 @@ def _rank(rank: int, model: str, strategy: str, steps: int, store: str, out: str
 
     import rlport
     from rlport.train.cli import build_config
-    from rlport.train.models.actor import Actor, Sample
+    from rlport.train.data.batch import Sample
+    from rlport.train.models.actor import Actor
 
     os.environ["RLPORT_SUMMARY"] = "0"
     torch.set_num_threads(1)
@@ -83,11 +84,11 @@ def _rank(rank: int, model: str, strategy: str, steps: int, store: str, out: str
     actor = Actor(cfg, path=model, device="cpu", rank=rank, world=2, rt=rlport.init())
     g = torch.Generator().manual_seed(rank)
     samples = [
-        Sample(
+        Sample.scored(
             torch.randint(3, 100, (16,), generator=g).tolist(),
             torch.randint(3, 100, (16,), generator=g).tolist(),
             [0.0] * 16,
-            advantage=float(i % 2) - 0.5,
+            float(i % 2) - 0.5,
         )
         for i in range(8)
     ]

@@ -257,7 +257,14 @@ def test_the_base_plugin_reports_a_user_value_of_a_collectives_variable(
 def test_offload_during_rollout_is_the_device_plugins_default() -> None:
     """Actor offload was switched on for every non-cpu device type, with no way for a plugin to
     decline; now ``DeviceInfo.offload_by_default`` decides when ``actor.offload`` is unset."""
-    from rlport.train.workers.worker import offloads
+    from rlport.train.config.derive import derive_for_device, offload_of
+    from rlport.train.config.schema import TrainConfig
+
+    def offloads(setting: bool | None, device: DeviceInfo, *, sharded: bool) -> bool:
+        cfg = TrainConfig()
+        cfg.actor.offload = setting
+        cfg.actor.strategy = "fsdp" if sharded else "replicated"
+        return offload_of(cfg, device)
 
     host = DeviceInfo(device_type="cpu", count=1)
     declines = DeviceInfo(device_type="simdev", count=2)  # a device plugin that did not ask
@@ -265,6 +272,12 @@ def test_offload_during_rollout_is_the_device_plugins_default() -> None:
     assert not offloads(None, host, sharded=False) and not offloads(None, declines, sharded=False)
     assert offloads(None, asks, sharded=False) and not offloads(None, asks, sharded=True)
     assert offloads(True, declines, sharded=False) and not offloads(False, asks, sharded=False)
+    # derived once, after the device is chosen: every component then reads a concrete value
+    cfg = TrainConfig()
+    derive_for_device(cfg, asks)
+    assert cfg.actor.offload is True
+    derive_for_device(cfg, declines)  # idempotent: the derived value is now the setting
+    assert cfg.actor.offload is True
 
 
 def test_a_torch_device_module_offloads_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,8 @@ from rich.console import Console
 from rlport.errors import ConfigError
 from rlport.train.checkpoint import ADAPTER_DIR
 from rlport.train.cli import build_config
-from rlport.train.models.actor import Actor, Sample
+from rlport.train.data.batch import Sample
+from rlport.train.models.actor import Actor
 from rlport.train.models.lora import add_adapters, merged_weights, scalings
 
 LR = 1e-2
@@ -70,7 +71,7 @@ def _samples() -> list[Sample]:
     for i in range(8):
         prompt = torch.randint(3, 100, (5 + i % 3,), generator=g).tolist()
         response = torch.randint(3, 100, (6,), generator=g).tolist()
-        out.append(Sample(prompt, response, [0.0] * 6, advantage=float(i % 4) - 1.5))
+        out.append(Sample.scored(prompt, response, [0.0] * 6, float(i % 4) - 1.5))
     return out
 
 

@@ -25,7 +25,7 @@ from rlport.train.algos.policy_losses import clipped_policy_loss
 from rlport.train.cli import build_config
 from rlport.train.config.choices import LOSS_AGG_MODES
 from rlport.train.config.schema import AlgorithmConfig
-from rlport.train.models.trained import Sample
+from rlport.train.data.batch import Sample
 
 LENGTHS = [5, 1, 7, 0, 3, 7]  # a sequence without response tokens among them
 NORM = 9.0
@@ -210,7 +210,7 @@ def _samples() -> list[Sample]:
     for i in range(6):
         prompt = torch.randint(3, 100, (4 + i % 2,), generator=g).tolist()
         response = torch.randint(3, 100, (2 + 3 * (i % 3),), generator=g).tolist()
-        out.append(Sample(prompt, response, [0.0] * len(response), advantage=float(i % 3) - 1.0))
+        out.append(Sample.scored(prompt, response, [0.0] * len(response), float(i % 3) - 1.0))
     return out
 
 
@@ -274,7 +274,7 @@ def _ragged_samples() -> list[Sample]:
     for i, n in enumerate((11, 8, 1, 2, 3, 1)):
         prompt = torch.randint(3, 100, (4 + i % 2,), generator=g).tolist()
         response = torch.randint(3, 100, (n,), generator=g).tolist()
-        out.append(Sample(prompt, response, [0.0] * n, advantage=float(i % 3) - 0.8))
+        out.append(Sample.scored(prompt, response, [0.0] * n, float(i % 3) - 0.8))
     return out
 
 

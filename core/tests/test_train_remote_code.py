@@ -72,12 +72,13 @@ def test_with_trust_the_folders_own_classes_train_roll_out_and_save(remote: Path
     import rlport
     from rlport.rollout.hf_engine import HFEngine
     from rlport.rollout.protocol import EngineConfig, SamplingParams
-    from rlport.train.models.actor import Actor, Sample
+    from rlport.train.data.batch import Sample
+    from rlport.train.models.actor import Actor
 
     cfg = _cfg(remote, "model.trust_remote_code=true", "actor.lr=1e-3")
     actor = Actor(cfg, path=str(remote), device="cpu", rt=rlport.init())
     assert type(actor.module).__name__ == "TinyForCausalLM"
-    samples = [Sample([5, 6, 7], [8, 9], [0.0, 0.0], advantage=a) for a in (1.0, -1.0)]
+    samples = [Sample.scored([5, 6, 7], [8, 9], [0.0, 0.0], a) for a in (1.0, -1.0)]
     before = {k: v.clone() for k, v in actor.full_parameters()}
     actor.update(samples, actor.logprobs(samples))
     assert any(not torch.equal(v, before[k]) for k, v in actor.full_parameters())

@@ -27,7 +27,7 @@ from rlport.train.algos.rollout_correction import bypass_policy_loss, correct, w
 from rlport.train.config.correction_thresholds import RS_OPTIONS, is_threshold, rs_checks
 from rlport.train.config.load import load_config
 from rlport.train.config.schema import AlgorithmConfig, RolloutCorrectionConfig
-from rlport.train.models.trained import Sample
+from rlport.train.data.batch import Sample
 
 HELPER = "verl/trainer/ppo/rollout_corr_helper.py"
 RC = "algorithm.rollout_correction."
@@ -418,7 +418,7 @@ def _hand_gradient(actor: Any, samples: list[Sample], weigh: Any) -> dict[str, t
     logp = token_logprobs(logits, tokens, 1.0)
     engine = pad_rows([s.engine_logprobs for s in samples], logp.shape[1])
     factor, keep = weigh(logp.detach(), engine, mask)
-    adv = torch.tensor([s.advantage for s in samples]).unsqueeze(-1)
+    adv = torch.stack([s.advantages[0] for s in samples]).unsqueeze(-1)  # one per sequence
     loss = (factor * keep * -adv * torch.exp(logp - logp.detach())).sum() / keep.sum()
     loss.backward()
     return {n: p.grad.clone() for n, p in actor.model.named_parameters()}

@@ -22,8 +22,9 @@ from rich.console import Console
 
 from rlport.errors import ConfigError
 from rlport.train.cli import build_config
+from rlport.train.data.batch import Sample
 from rlport.train.driver.trainer import Trainer
-from rlport.train.models.actor import Actor, Sample
+from rlport.train.models.actor import Actor
 from rlport.train.models.critic import Critic
 
 #: AdamW's first step moves every weight by about lr (m / sqrt(v) is about sign(g)): the runs are
@@ -49,7 +50,7 @@ def _samples() -> list[Sample]:
         prompt = torch.randint(3, 100, (5 + i % 3,), generator=g).tolist()
         response = torch.randint(3, 100, (6,), generator=g).tolist()
         returns = [float((i + k) % 3) - 1.0 for k in range(6)]  # the critic's targets
-        out.append(Sample(prompt, response, [0.0] * 6, advantage=float(i % 4) - 1.5, returns=returns))
+        out.append(Sample.scored(prompt, response, [0.0] * 6, float(i % 4) - 1.5, returns=returns))
     return out
 
 
@@ -233,7 +234,8 @@ def _engine_rank(rank: int, model: Path, store: str, out: Path) -> None:
         w = Worker(_cfg(model, "fsdp", 2), rank=rank, world=2, actor_path=str(model))
         w.build()
         share = _samples()[rank * 4 : (rank + 1) * 4]
-        w.train(share)
+        w.prepare(share)  # the step's phases: prepare, then train on the advantages
+        w.train([s.advantages for s in share], [s.returns for s in share])
         trainer = _digest(w.actor.full_parameters())
         state = w.engine.model.state_dict()
         served = _digest((name, state[name]) for name, _ in w.actor.full_parameters())

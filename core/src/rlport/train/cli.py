@@ -79,8 +79,7 @@ def run_train(
         # The configuration and the user's files are checked before the startup summary prints.
         notes: list[str] = []
         cfg = build_config(overrides, demo=demo, config_file=config_file, prepare=False, notes=notes)
-        if not demo:
-            check_inputs(cfg)
+        inputs = None if demo else check_inputs(cfg)  # the demo writes its data after init
         # Selection before the demo's model is built: the probes' environment (for example a switch
         # that keeps a vendor torch extension that cannot load here out of `import torch`) must be in
         # place before the first import of torch.
@@ -91,7 +90,7 @@ def run_train(
             console.print(f"note: {note}", markup=False, highlight=False)
         from rlport.train.driver.trainer import Trainer
 
-        trainer = Trainer(cfg, console=console)
+        trainer = Trainer(cfg, console=console, inputs=inputs)
     except RlportError as exc:
         print_error(console, exc.message, exc.fix)
         return 2

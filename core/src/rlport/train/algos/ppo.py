@@ -131,12 +131,11 @@ def kl_controller(kind: str, *, kl_coef: float, target_kl: float, horizon: int) 
 
 @dataclass
 class Advantages:
-    """What the driver hands the workers back, per sample in order: GAE's per-token
-    ``advantages`` and ``returns`` (``None`` for GRPO), or GRPO's ``sequence_rewards`` (the score
-    less the summed KL penalty); and the metrics."""
+    """Per sample in order: GAE's ``(R,)`` ``advantages`` and ``returns`` (``None`` without
+    values), the ``sequence_rewards`` (the score less the summed KL penalty); and the metrics."""
 
-    advantages: list[list[float]] | None
-    returns: list[list[float]] | None
+    advantages: list[torch.Tensor] | None
+    returns: list[torch.Tensor] | None
     sequence_rewards: list[float]
     metrics: dict[str, float]
     token_rewards: torch.Tensor | None = None  # (batch, width): for the per-token estimators
@@ -147,8 +146,8 @@ def advantages(
     scores: Sequence[float],
     lengths: Sequence[int],
     *,
-    values: Sequence[Sequence[float]] | None,
-    kl: Sequence[Sequence[float]] | None,
+    values: Sequence[torch.Tensor | Sequence[float]] | None,
+    kl: Sequence[torch.Tensor | Sequence[float]] | None,
     kl_ctrl: FixedKL | None,
     gamma: float,
     lam: float,
@@ -177,6 +176,6 @@ def advantages(
     adv = masked_whiten(adv, mask)
     metrics["critic/values_mean"] = float(masked_mean(v, mask).item())
     metrics["critic/returns_mean"] = float(masked_mean(ret, mask).item())
-    rows_adv = [adv[i, :n].tolist() for i, n in enumerate(lengths)]
-    rows_ret = [ret[i, :n].tolist() for i, n in enumerate(lengths)]
+    rows_adv = [adv[i, :n].clone() for i, n in enumerate(lengths)]
+    rows_ret = [ret[i, :n].clone() for i, n in enumerate(lengths)]
     return Advantages(rows_adv, rows_ret, sequence_rewards, metrics, rewards, mask)

@@ -9,6 +9,7 @@ import os
 
 from rlport.train.config.choices import SEQUENCE_MEAN_LOSSES
 from rlport.train.config.schema import TrainConfig
+from rlport.types import DeviceInfo
 
 
 def default_strategy(workers: int) -> str:
@@ -20,6 +21,21 @@ def strategy_of(cfg: TrainConfig, workers: int | None = None) -> str:
     """The strategy a run trains on: ``actor.strategy``, or :func:`default_strategy` for
     ``workers`` (``trainer.workers`` unless given) when it is empty. The critic trains on the same."""
     return cfg.actor.strategy or default_strategy(cfg.trainer.workers if workers is None else workers)
+
+
+def offload_of(cfg: TrainConfig, device: DeviceInfo, workers: int | None = None) -> bool:
+    """Whether the actor's weights are parked on the host during rollout: ``actor.offload`` when
+    set, else the device plugin's ``DeviceInfo.offload_by_default``, which never applies to a
+    sharded strategy (fsdp, megatron: no whole module to park)."""
+    if cfg.actor.offload is not None:
+        return cfg.actor.offload
+    return device.offload_by_default and strategy_of(cfg, workers) not in ("fsdp", "megatron")
+
+
+def derive_for_device(cfg: TrainConfig, device: DeviceInfo) -> None:
+    """The settings whose default the device plugin decides, once the runtime has chosen it:
+    ``actor.offload`` (:func:`offload_of`). Idempotent, like :func:`derive`."""
+    cfg.actor.offload = offload_of(cfg, device)
 
 
 def workers_from_nodes(cfg: TrainConfig) -> None:

@@ -1,14 +1,16 @@
-"""The workers' answers, decoded and scored: the one loop the step, ReMax's greedy baseline and
-validation share. ``outs`` are the workers' ``generate`` results for ``parts`` (each worker's
-prompts); every answer comes back with its prompt, its place in the prompt's group, its tokens,
-its text and its reward."""
+"""The workers' answers, generated, decoded and scored: the one rollout-and-score function the step,
+ReMax's greedy baseline and validation share (:func:`rollout_and_score`). Every answer comes back
+with its prompt, its place in the prompt's group, its tokens, its text and its reward."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlport.rollout.protocol import SamplingParams
 from rlport.train.data.prompts import Example
+from rlport.train.driver.batching import generate_calls
+from rlport.train.tracking.timer import timed
 
 
 @dataclass(frozen=True)
@@ -45,3 +47,39 @@ def decode_and_score(
             per_prompt.append(answers)
         out.append(per_prompt)
     return out
+
+
+@dataclass(frozen=True)
+class Rolled:
+    """One rollout of the workers: per worker, per prompt, per sample, the scored answers; and the
+    seconds the slowest worker's engine spent generating (``time/generate``)."""
+
+    answers: list[list[list[Answer]]]
+    generate_seconds: float
+
+    def scores(self) -> list[float]:
+        """Every answer's reward, in order (worker, prompt, sample)."""
+        return [a.score for prompts in self.answers for group in prompts for a in group]
+
+
+def rollout_and_score(
+    pool: Any,
+    parts: list[list[Example]],
+    params: SamplingParams,
+    *,
+    tokenizer: Any,
+    rewards: Any,
+    start: int = 0,
+    extra: bool = False,
+    timings: dict[str, float] | None = None,
+) -> Rolled:
+    """Each worker answers its part of the prompts (``parts[w]``, drawn with ``params``, each
+    prompt's seed offset by its position from ``start``), then every answer is decoded and scored
+    (:func:`decode_and_score`). With ``timings``, the phases ``rollout`` (generating) and ``reward``
+    (decoding and scoring) are timed into it."""
+    timings = {} if timings is None else timings
+    with timed("rollout", timings):
+        outs = pool.call("generate", generate_calls(parts, params, start))
+    with timed("reward", timings):
+        scored = decode_and_score(parts, outs, tokenizer=tokenizer, rewards=rewards, extra=extra)
+    return Rolled(scored, max(o[1]["time/generate"] for o in outs))

@@ -22,8 +22,8 @@ from typing import Any
 
 from rlport.rollout.protocol import SamplingParams
 from rlport.train.data.prompts import Example
-from rlport.train.driver.answers import decode_and_score
-from rlport.train.driver.batching import generate_calls, shards
+from rlport.train.driver.answers import Answer, rollout_and_score
+from rlport.train.driver.batching import shards
 from rlport.train.driver.val_metrics import validation_metrics
 
 
@@ -78,12 +78,12 @@ def validate_policy(
     ``worst@n``: exact over the n answers drawn). verl's metrics of the same answers are beside
     them: the reward and the reward function's extra information per answer, as
     :func:`rlport.train.driver.val_metrics.validation_metrics` names them."""
-    parts, outs = _answers(pool, examples, params, batch_size)
     per_prompt: dict[str, list[list[float]]] = {}
     samples: list[tuple[int, int, dict[str, Any]]] = []
     #: (index, sample, (data source, prompt, verl's variables of the answer))
     answers: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []
-    for prompts in decode_and_score(parts, outs, tokenizer=tokenizer, rewards=rewards, extra=True):
+    scored = _answers(pool, examples, params, batch_size, tokenizer=tokenizer, rewards=rewards)
+    for prompts in scored:
         for group in prompts:
             ex = group[0].example
             prompt = tokenizer.decode(ex.prompt_ids, skip_special_tokens=True)
@@ -112,25 +112,32 @@ def validate_policy(
 
 
 def _answers(
-    pool: Any, examples: list[Example], params: SamplingParams, batch_size: int
-) -> tuple[list[list[Example]], list[Any]]:
-    """The workers' answers to ``examples``, ``batch_size`` prompts per call of the workers (0: all
-    at once; verl's ``data.val_batch_size``), each call split over the workers. Every worker gets
-    at least one prompt per call: a batch is at least one prompt per worker, and a last batch too
-    small for that joins the one before it. Each prompt keeps its seed, its position in
+    pool: Any,
+    examples: list[Example],
+    params: SamplingParams,
+    batch_size: int,
+    *,
+    tokenizer: Any,
+    rewards: Any,
+) -> list[list[list[Answer]]]:
+    """The workers' scored answers to ``examples``, ``batch_size`` prompts per call of the workers
+    (0: all at once; verl's ``data.val_batch_size``), each call split over the workers. Every
+    worker gets at least one prompt per call: a batch is at least one prompt per worker, and a last
+    batch too small for that joins the one before it. Each prompt keeps its seed, its position in
     ``examples``, so the answers are the same however they are batched."""
     size = max(batch_size or len(examples), pool.world)
     starts = list(range(0, len(examples), size))
     if len(starts) > 1 and len(examples) - starts[-1] < pool.world:
         starts.pop()
     ends = [*starts[1:], len(examples)]
-    parts: list[list[Example]] = []
-    outs: list[Any] = []
+    out: list[list[list[Answer]]] = []
     for start, end in zip(starts, ends, strict=True):
-        batch_parts = shards(examples[start:end], pool.world)
-        parts.extend(batch_parts)
-        outs.extend(pool.call("generate", generate_calls(batch_parts, params, start)))
-    return parts, outs
+        parts = shards(examples[start:end], pool.world)
+        rolled = rollout_and_score(
+            pool, parts, params, tokenizer=tokenizer, rewards=rewards, start=start, extra=True
+        )
+        out.extend(rolled.answers)
+    return out
 
 
 def _reward_metrics(prefix: str, prompts: list[list[float]], n: int) -> dict[str, float]:

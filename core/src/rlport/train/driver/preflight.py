@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlport.errors import ConfigError
 from rlport.train.config.derive import strategy_of
 from rlport.train.config.schema import TrainConfig
+from rlport.train.data.prompts import Example
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
@@ -82,10 +84,19 @@ def check_data_files(cfg: TrainConfig) -> None:
                 )
 
 
-def check_inputs(cfg: TrainConfig) -> None:
+@dataclass(frozen=True)
+class Inputs:
+    """The user's data, read once per start by :func:`check_inputs`: every row of
+    ``data.train_files`` and of ``data.val_files`` (empty without them), in file order."""
+
+    train: list[Example]
+    val: list[Example]
+
+
+def check_inputs(cfg: TrainConfig) -> Inputs:
     """What needs neither torch nor the plugins: the files, the model folder, the data's columns and
     rewards, the loggers' libraries. Run before the startup summary prints, so a typo in a path is
-    the first thing a user sees."""
+    the first thing a user sees. Returns the data it read, for the trainer to use."""
     from rlport.train.data.prompts import read_parquet
     from rlport.train.data.rewards import RewardManager
     from rlport.train.tracking.loggers import check_installed
@@ -95,10 +106,11 @@ def check_inputs(cfg: TrainConfig) -> None:
     check_critic_folder(cfg)
     check_installed(cfg.trainer.logger)
     rewards = RewardManager.from_config(cfg.reward)
+    read: dict[str, list[Example]] = {}
     for key, files in (("data.train_files", cfg.data.train_files), ("data.val_files", cfg.data.val_files)):
-        if files:
-            rows = read_parquet(files, cfg.data.prompt_key, key=key)
-            rewards.check_sources({e.data_source for e in rows})
+        read[key] = read_parquet(files, cfg.data.prompt_key, key=key) if files else []
+        rewards.check_sources({e.data_source for e in read[key]})
+    return Inputs(read["data.train_files"], read["data.val_files"])
 
 
 def check_engine(cfg: TrainConfig, rt: Any) -> None:
@@ -307,10 +319,8 @@ def check_critic_folder(cfg: TrainConfig) -> None:
 
 
 def validate(cfg: TrainConfig, rt: Any) -> None:
-    """Everything that can be checked without loading a model."""
-    check_data_files(cfg)
-    check_model_folder(cfg.model.path)
-    check_critic_folder(cfg)
+    """Everything that needs the runtime (its plugins and device) but no model: run after
+    :func:`check_inputs`."""
     if cfg.trainer.resume_from:
         from rlport.train.checkpoint import resolve_resume
 
@@ -323,6 +333,3 @@ def validate(cfg: TrainConfig, rt: Any) -> None:
     check_lora(cfg)
     check_ray(cfg)
     check_output_dir(cfg)
-    from rlport.train.tracking.loggers import check_installed
-
-    check_installed(cfg.trainer.logger)

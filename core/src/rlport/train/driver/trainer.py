@@ -23,16 +23,16 @@ from rlport.errors import ConfigError, WorkerError
 from rlport.rollout.protocol import SamplingParams
 from rlport.rollout.seeding import step_seed
 from rlport.train import checkpoint
-from rlport.train.config.derive import derive as resolve
+from rlport.train.config.derive import derive, derive_for_device
 from rlport.train.config.keys import example
 from rlport.train.config.schema import TrainConfig
-from rlport.train.data.prompts import Example, Sampler, limit, read_parquet, tokenize
+from rlport.train.data.prompts import Example, Sampler, limit, tokenize
 from rlport.train.data.rewards import RewardManager
-from rlport.train.driver.answers import decode_and_score
+from rlport.train.driver.answers import rollout_and_score
 from rlport.train.driver.batching import generate_calls
 from rlport.train.driver.batching import shards as split
 from rlport.train.driver.evaluate import Validation, logged_indices, validate_policy, validation_params
-from rlport.train.driver.preflight import validate
+from rlport.train.driver.preflight import Inputs, check_inputs, validate
 from rlport.train.tracking.loggers import open_loggers
 from rlport.train.tracking.metrics import (
     MetricsLog,
@@ -42,7 +42,17 @@ from rlport.train.tracking.metrics import (
     val_line,
     write_generations,
 )
+from rlport.train.tracking.timer import timed
 from rlport.train.workers.group import WorkerGroup, first_drift
+
+
+def _ranges(counts: list[int]) -> list[slice]:
+    """Consecutive slices of a flat list holding ``counts[w]`` items for each worker ``w``."""
+    out, start = [], 0
+    for n in counts:
+        out.append(slice(start, start + n))
+        start += n
+    return out
 
 
 @dataclass
@@ -110,14 +120,19 @@ def algorithm_label(estimator: str) -> str:
 class Trainer:
     """Runs ``cfg`` to the end: ``Trainer(cfg).fit()``."""
 
-    def __init__(self, cfg: TrainConfig, *, console: Any = None) -> None:
+    def __init__(self, cfg: TrainConfig, *, console: Any = None, inputs: Inputs | None = None) -> None:
+        """``inputs``: the data :func:`~rlport.train.driver.preflight.check_inputs` read (``rlport
+        train`` reads it before the startup summary); read here when not given."""
         from rlport.console import make_console
 
-        resolve(cfg)
+        derive(cfg)  # idempotent: load_config derived it already; a hand-built config gets it here
         self.cfg = cfg
         self.console = console or make_console(stderr=True)
-        self.rt = rlport.init()
         # Everything that can fail on a user's input fails here, before any model is loaded.
+        if inputs is None:
+            inputs = check_inputs(cfg)
+        self.rt = rlport.init()
+        derive_for_device(cfg, self.rt.device)
         validate(cfg, self.rt)
         from rlport.train.loading import load_tokenizer, stop_token_ids
 
@@ -125,24 +140,12 @@ class Trainer:
         self.stop_ids = stop_token_ids(self.tokenizer, cfg.model.path)
         self.rewards = RewardManager.from_config(cfg.reward)
         d = cfg.data
-        examples = limit(
-            read_parquet(d.train_files, d.prompt_key),
-            d.train_max_samples,
-            shuffle=d.shuffle,
-            seed=cfg.trainer.seed,
-        )
-        self.rewards.check_sources({e.data_source for e in examples})
         template = dict(d.apply_chat_template_kwargs)
+        examples = limit(inputs.train, d.train_max_samples, shuffle=d.shuffle, seed=cfg.trainer.seed)
         self.examples, self.dropped = tokenize(examples, self.tokenizer, d.max_prompt_length, template)
         self.val_examples: list[Example] = []
-        if cfg.data.val_files:
-            val = limit(
-                read_parquet(d.val_files, d.prompt_key, key="data.val_files"),
-                d.val_max_samples,
-                shuffle=d.shuffle,
-                seed=cfg.trainer.seed,
-            )
-            self.rewards.check_sources({e.data_source for e in val})
+        if inputs.val:
+            val = limit(inputs.val, d.val_max_samples, shuffle=d.shuffle, seed=cfg.trainer.seed)
             self.val_examples, _ = tokenize(val, self.tokenizer, d.max_prompt_length, template)
         longest = max(len(e.prompt_ids) for e in [*self.examples, *self.val_examples])
         if longest + cfg.rollout.max_new_tokens > cfg.rollout.max_model_len:
@@ -215,7 +218,9 @@ class Trainer:
             seed=step_seed(self.cfg.trainer.seed, step),
         )
 
-    def _greedy_rewards(self, pool: WorkerGroup, shards: list[list[Example]], step: int) -> list[float]:
+    def _greedy_rewards(
+        self, pool: WorkerGroup, shards: list[list[Example]], step: int, timings: dict[str, float]
+    ) -> list[float]:
         """ReMax's baseline: the reward of one greedy answer to each prompt of the step, repeated
         for each of its ``rollout.n`` samples (in the order the samples are)."""
         from rlport.train.config.schema import ValKwargsConfig
@@ -224,9 +229,10 @@ class Trainer:
         params = validation_params(
             ValKwargsConfig(), r.max_new_tokens, self.stop_ids, step_seed(self.cfg.trainer.seed, step)
         )
-        outs = pool.call("generate", generate_calls(shards, params))
-        scored = decode_and_score(shards, outs, tokenizer=self.tokenizer, rewards=self.rewards)
-        return [answers[0].score for prompts in scored for answers in prompts for _ in range(r.n)]
+        rolled = rollout_and_score(
+            pool, shards, params, tokenizer=self.tokenizer, rewards=self.rewards, timings=timings
+        )
+        return [score for score in rolled.scores() for _ in range(r.n)]
 
     def rollout_calls(
         self, shards: list[list[Example]], step: int
@@ -235,129 +241,128 @@ class Trainer:
         return generate_calls(shards, self._sampling(step))
 
     def step(self, pool: WorkerGroup, step: int) -> dict[str, Any]:
-        from rlport.train.algos.estimators import TOKEN, sequence_advantages, token_advantages
-        from rlport.train.algos.ppo import advantages
-        from rlport.train.models.actor import Sample
+        """One step, as named and timed phases (``time/<phase>``):
 
-        cfg = self.cfg
-        t_step = time.perf_counter()
-        batch: list[Example] = [self.examples[i] for i in self.sampler.next_batch()]
-        shards = split(batch, pool.world)
+        - ``rollout``: every worker answers its share of the step's prompts (and, for ReMax, each
+          prompt greedily once, while the engine is awake);
+        - ``reward``: the answers decoded and scored, then the advantages
+          (:func:`rlport.train.algos.advantages.estimate`) from the scores and what ``prepare``
+          returned;
+        - ``train``: the workers' ``prepare`` (engine sleeps; logprobs, values, KL) and ``train``
+          (updates, weight sync, engine wakes).
+        """
+        from rlport.train.algos.advantages import estimate
+        from rlport.train.data.batch import Sample
 
-        t = time.perf_counter()
-        outs = pool.call("generate", self.rollout_calls(shards, step))
-        t_rollout = time.perf_counter() - t
-
-        t = time.perf_counter()
-        per_worker: list[list[Sample]] = []
-        rewards: list[float] = []
-        group_ids: list[int] = []
-        lengths: list[int] = []
-        dumped: list[dict[str, Any]] = []  # trainer.rollout_data_dir
-        scored = decode_and_score(shards, outs, tokenizer=self.tokenizer, rewards=self.rewards)
-        for w, prompts in enumerate(scored):
-            samples = []
-            for j, answers in enumerate(prompts):
-                for a in answers:
-                    rewards.append(a.score)
-                    if cfg.trainer.rollout_data_dir:
-                        prompt = self.tokenizer.decode(a.example.prompt_ids, skip_special_tokens=True)
-                        dumped.append(
-                            {
-                                "input": prompt,
-                                "output": a.text,
-                                "gts": a.example.ground_truth,
-                                "score": a.score,
-                            }
-                        )
-                    group_ids.append(w * 1_000_000 + j)
-                    lengths.append(len(a.token_ids))
-                    samples.append(Sample(a.example.prompt_ids, a.token_ids, a.logprobs))
-            per_worker.append(samples)
-        al = cfg.algorithm
-        est = al.adv_estimator
-        flat = [s for samples in per_worker for s in samples]
-        baselines = None
-        if est == "remax":  # the reward of a greedy answer to each prompt, while the engine is awake
-            t_base = time.perf_counter()
-            baselines = self._greedy_rewards(pool, shards, step)
-            t_rollout += time.perf_counter() - t_base
-            t += time.perf_counter() - t_base
-        values = kl = None
-        if est == "gae" or al.use_kl_in_reward:  # prepare puts the engine to sleep
-            # the workers' logprobs, reference logprobs and values, for token rewards and GAE
-            t_prepare = time.perf_counter()
-            prepared = pool.call("prepare", [(samples,) for samples in per_worker])
-            t += time.perf_counter() - t_prepare  # time/logprob counts it, not time/reward
-            values = [v for p in prepared for v in p["values"]] if est == "gae" else None
-            kl = [k for p in prepared for k in p["kl"]] if al.use_kl_in_reward else None
-        res = advantages(
-            rewards, lengths, values=values, kl=kl, kl_ctrl=self.kl_ctrl, gamma=al.gamma, lam=al.lam
+        cfg, al = self.cfg, self.cfg.algorithm
+        timings: dict[str, float] = {}
+        with timed("step", timings):
+            batch: list[Example] = [self.examples[i] for i in self.sampler.next_batch()]
+            shards = split(batch, pool.world)
+            rolled = rollout_and_score(
+                pool,
+                shards,
+                self._sampling(step),
+                tokenizer=self.tokenizer,
+                rewards=self.rewards,
+                timings=timings,
+            )
+            baselines = (
+                self._greedy_rewards(pool, shards, step, timings) if al.adv_estimator == "remax" else None
+            )
+            per_worker = [
+                [Sample(a.example.prompt_ids, a.token_ids, a.logprobs) for group in prompts for a in group]
+                for prompts in rolled.answers
+            ]
+            answers = [a for prompts in rolled.answers for group in prompts for a in group]
+            # each prompt's group of rollout.n answers (the prompt's place in its worker's share)
+            group_ids = [
+                w * 1_000_000 + j
+                for w, prompts in enumerate(rolled.answers)
+                for j, g in enumerate(prompts)
+                for _ in g
+            ]
+            lengths = [len(a.token_ids) for a in answers]
+            rewards = [a.score for a in answers]
+            with timed("train", timings):
+                prepared = pool.call("prepare", [(samples,) for samples in per_worker])
+            with timed("reward", timings):
+                est = estimate(
+                    al,
+                    rewards,
+                    lengths,
+                    group_ids,
+                    values=[v for p in prepared for v in p["values"]] if al.adv_estimator == "gae" else None,
+                    kl=[k for p in prepared for k in p["kl"]] if al.use_kl_in_reward else None,
+                    kl_ctrl=self.kl_ctrl,
+                    baselines=baselines,
+                )
+            if cfg.trainer.rollout_data_dir:
+                self._dump_rollouts(step, answers)
+            update_actor = step >= cfg.trainer.critic_warmup_steps  # the warm-up trains the critic only
+            calls = [
+                (est.advantages[own], est.returns[own] if est.returns is not None else None, update_actor)
+                for own in _ranges([len(samples) for samples in per_worker])
+            ]
+            with timed("train", timings):
+                stats = pool.call("train", calls)
+        return self._step_metrics(
+            step, batch, rolled, rewards, group_ids, lengths, stats, est.metrics, timings
         )
-        extra = dict(res.metrics)
-        if res.advantages is not None and res.returns is not None:  # gae
-            for s, a, r in zip(flat, res.advantages, res.returns, strict=True):
-                s.advantages, s.returns = a, r
-        elif est in TOKEN:
-            if baselines is not None:
-                extra["reward/greedy_baseline_mean"] = statistics.fmean(baselines)
-            assert res.token_rewards is not None and res.mask is not None
-            per_token, _returns = token_advantages(
-                est, res.token_rewards, res.mask, group_ids=group_ids, gamma=al.gamma, baselines=baselines
-            )
-            for s, a in zip(flat, per_token, strict=True):
-                s.advantages = a
-        else:
-            adv = sequence_advantages(
-                est,
-                res.sequence_rewards,
-                group_ids,
-                lengths,
-                epsilon=al.adv_epsilon,
-                norm_by_std=al.norm_adv_by_std,
-            )
-            for s, a in zip(flat, adv, strict=True):
-                s.advantage = a
-        t_reward = time.perf_counter() - t
-        if dumped:
-            write_generations(cfg.trainer.rollout_data_dir, step + 1, dumped)
 
-        t = time.perf_counter()
-        update_actor = (
-            step >= cfg.trainer.critic_warmup_steps
-        )  # the first critic_warmup_steps steps train the critic only
-        stats = pool.call("train", [(samples, update_actor) for samples in per_worker])
-        t_train = time.perf_counter() - t
-        t_total = time.perf_counter() - t_step
+    def _dump_rollouts(self, step: int, answers: list[Any]) -> None:
+        """``trainer.rollout_data_dir``: every answer of the step, as verl dumps them."""
+        rows = [
+            {
+                "input": self.tokenizer.decode(a.example.prompt_ids, skip_special_tokens=True),
+                "output": a.text,
+                "gts": a.example.ground_truth,
+                "score": a.score,
+            }
+            for a in answers
+        ]
+        write_generations(self.cfg.trainer.rollout_data_dir, step + 1, rows)
 
+    def _step_metrics(
+        self,
+        step: int,
+        batch: list[Example],
+        rolled: Any,
+        rewards: list[float],
+        group_ids: list[int],
+        lengths: list[int],
+        stats: list[dict[str, float]],
+        extra: dict[str, float],
+        timings: dict[str, float],
+    ) -> dict[str, Any]:
+        """The step's metrics: rewards, the workers' means (their phases: the slowest), the
+        advantages' own, phase times and throughput."""
         gen_tokens = sum(lengths)
-        prompt_tokens = sum(len(e.prompt_ids) for e in batch) * cfg.rollout.n
+        prompt_tokens = sum(len(e.prompt_ids) for e in batch) * self.cfg.rollout.n
         m: dict[str, Any] = {"step": step + 1}
         m["reward/mean"] = statistics.fmean(rewards)
         m["reward/std"] = statistics.pstdev(rewards)
         m["reward/max"] = max(rewards)
         m["reward/min"] = min(rewards)
-        n_groups = len(set(group_ids))
-        flat = sum(
-            1
-            for g in set(group_ids)
-            if len({r for r, i in zip(rewards, group_ids, strict=True) if i == g}) == 1
+        groups: dict[int, set[float]] = {}
+        for r, g in zip(rewards, group_ids, strict=True):
+            groups.setdefault(g, set()).add(r)
+        m["reward/groups_without_signal"] = sum(1 for scores in groups.values() if len(scores) == 1) / len(
+            groups
         )
-        m["reward/groups_without_signal"] = flat / n_groups
         for key in stats[0]:
             m[key] = statistics.fmean(s[key] for s in stats)
         m.update(extra)
         for key in ("time/sleep", "time/logprob", "time/update", "time/sync"):
             m[key] = max(s[key] for s in stats)  # ranks run in parallel: the slowest decides
-        m["time/generate"] = max(o[1]["time/generate"] for o in outs)
-        m["time/rollout"] = t_rollout
-        m["time/reward"] = t_reward
-        m["time/train"] = t_train
-        m["time/step"] = t_total
+        m["time/generate"] = rolled.generate_seconds
+        for phase in ("rollout", "reward", "train", "step"):
+            m[f"time/{phase}"] = timings[phase]
+        t_total = timings["step"]
         compute = m["time/generate"] + m["time/logprob"] + m["time/update"]
         m["perf/overhead_share"] = max(0.0, t_total - compute) / t_total
         m["response/length_mean"] = gen_tokens / len(lengths)
-        m["perf/rollout_tokens_per_s"] = gen_tokens / max(t_rollout, 1e-9)
+        m["perf/rollout_tokens_per_s"] = gen_tokens / max(timings["rollout"], 1e-9)
         m["perf/tokens_per_s"] = (gen_tokens + prompt_tokens) / max(t_total, 1e-9)
         m["data/epoch"] = self.sampler.epoch
         return m

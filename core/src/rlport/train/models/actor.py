@@ -1,6 +1,6 @@
 """The actor of one rank: its model (wrapped by the strategy), the frozen reference, the optimizer,
-and the two things it computes: logprobs of rollouts and policy updates (GRPO's one advantage per
-sequence, or PPO's per-token advantages).
+and the two things it computes: logprobs of rollouts and policy updates (on each token's advantage,
+:class:`rlport.train.data.batch.Sample`).
 
 The :class:`Actor` knows nothing of engines or phases (:mod:`rlport.train.workers.worker` runs those); it
 needs only the process group to be up when its strategy shards or replicates over ranks. What it
@@ -31,8 +31,9 @@ from rlport.train.algos.rollout_correction import (
 )
 from rlport.train.config.derive import strategy_of
 from rlport.train.config.schema import TrainConfig
+from rlport.train.data.batch import Sample
 from rlport.train.loading import load_causal_lm, loading
-from rlport.train.models.trained import Sample, TrainedModel
+from rlport.train.models.trained import TrainedModel
 
 __all__ = ["Actor", "Logprobs", "Sample"]
 
@@ -234,10 +235,11 @@ class Actor(TrainedModel):
         logp = token_logprobs(logits, tokens, temp)
         width, dev = logp.shape[1], logp.device
         old = pad_rows([lp.old[i] for i in idx], width).to(dev)
-        if chunk[0].advantages is not None:  # PPO: one advantage per token
-            adv = pad_rows([s.advantages or [] for s in chunk], width).to(dev)
-        else:
-            adv = torch.tensor([s.advantage for s in chunk], device=dev)
+        adv = pad_rows([s.advantages for s in chunk if s.advantages is not None], width).to(dev)
+        if adv.shape[0] != len(chunk):
+            raise ValueError(
+                "Actor.update: a sample without advantages (the driver computes them before train)"
+            )
         found: dict[str, float] = {}
         if al.rollout_correction.bypass_mode:
             pl, found = bypass_policy_loss(logp, old, adv, mask, al)

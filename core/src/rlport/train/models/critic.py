@@ -20,8 +20,9 @@ from rlport.train.algos.masked import pad_rows
 from rlport.train.algos.ppo import clipped_value_loss
 from rlport.train.config.derive import strategy_of
 from rlport.train.config.schema import TrainConfig
+from rlport.train.data.batch import Sample
 from rlport.train.loading import load_value_model, loading
-from rlport.train.models.trained import Sample, TrainedModel
+from rlport.train.models.trained import TrainedModel
 
 
 class Critic(TrainedModel):
@@ -80,7 +81,7 @@ class Critic(TrainedModel):
             vpreds, mask = self._values(chunk)
             width, dev = vpreds.shape[1], vpreds.device
             old = pad_rows([old_values[i] for i in idx], width).to(dev)
-            returns = pad_rows([s.returns or [] for s in chunk], width).to(dev)
+            returns = pad_rows([s.returns if s.returns is not None else [] for s in chunk], width).to(dev)
             vl = clipped_value_loss(vpreds, old, returns, mask, clip=clip)
             # seq-mean-token-sum-norm: over the response horizon, as verl's critic
             norm = self.cfg.rollout.max_new_tokens

@@ -19,21 +19,9 @@ import torch
 
 from rlport.train.algos.loss_agg import MiniBatchSize, global_sizes
 from rlport.train.config.schema import TrainConfig, UpdateConfig
+from rlport.train.data.batch import Sample
 from rlport.train.models.micro_batches import even_chunks, token_budget_chunks
 from rlport.train.strategies import Strategy, build, unwrap
-
-
-@dataclass
-class Sample:
-    """One rollout as the actor and the critic train on it. GRPO sets ``advantage`` (one per
-    sequence); PPO sets per-token ``advantages`` and the critic's ``returns``."""
-
-    prompt_ids: list[int]
-    response_ids: list[int]
-    engine_logprobs: list[float]
-    advantage: float = 0.0
-    advantages: list[float] | None = None
-    returns: list[float] | None = None
 
 
 @dataclass(frozen=True)

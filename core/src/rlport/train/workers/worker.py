@@ -5,11 +5,10 @@ prompts, scores the rollouts and sends back advantages. A worker runs the phases
 on its share, in order:
 
 ``generate`` — rollout on the engine (awake); the actor's weights sleep meanwhile when offloading.
-``prepare`` (PPO, or the KL in the reward) — engine sleep → models wake → old (actor) and
-reference logprobs and the critic's values, kept for ``train``; the values and the per-token KL
-go back to the driver, which computes the token rewards and GAE advantages from them.
-``train`` — (engine sleep → actor wakes → logprobs, when ``prepare`` did not run) → critic update
-→ actor update (gradients averaged over the ranks by the strategy; skipped during
+``prepare`` — engine sleep → models wake → old (actor) and reference logprobs and the critic's
+values, kept with the samples for ``train``; the values and the per-token KL go back to the
+driver, which computes the advantages (:func:`rlport.train.algos.advantages.estimate`).
+``train`` — each sample's advantages (and returns) attached → critic update → actor update (gradients averaged over the ranks by the strategy; skipped during
 ``trainer.critic_warmup_steps``) → weight sync into the engine → engine wakes.
 
 A worker starts in two calls: construction (cheap), then :meth:`Worker.build` once the process
@@ -33,21 +32,17 @@ import rlport
 from rlport.errors import EngineError
 from rlport.rollout.protocol import EngineConfig, SamplingParams
 from rlport.train.checkpoint import read_state
+from rlport.train.config.derive import offload_of
 from rlport.train.config.schema import TrainConfig
+from rlport.train.data.batch import Sample, attach
 from rlport.train.loading import quiet_transformers
-from rlport.train.models.actor import Actor, Logprobs, Sample
-from rlport.types import DeviceInfo, EnginePlacement
+from rlport.train.models.actor import Actor, Logprobs
+from rlport.types import EnginePlacement
 
-__all__ = ["Sample", "Worker", "ray_worker_class"]
+__all__ = ["Worker", "ray_worker_class"]
 
-
-def offloads(setting: bool | None, device: DeviceInfo, *, sharded: bool) -> bool:
-    """Whether the actor's weights are parked on the host during rollout: ``actor.offload`` when
-    set, else the device plugin's ``DeviceInfo.offload_by_default``; never for a sharded strategy
-    (fsdp, megatron), which has no whole module to park."""
-    if setting is not None:
-        return setting
-    return device.offload_by_default and not sharded
+#: what :meth:`Worker.prepare` keeps for :meth:`Worker.train`
+Prepared = tuple[list[Sample], Logprobs, list[torch.Tensor] | None, dict[str, float]]
 
 
 class Worker:
@@ -71,6 +66,8 @@ class Worker:
         rt.apply_allocator_settings("training")  # before the first model allocation of this process
         self.device = rt.use_device()  # the current device too: FSDP and bare-type tensors use it
         self.preflight: list[str] = []
+        #: what prepare() computed for train(): the samples, their logprobs and values, the timings
+        self._prepared: Prepared | None = None
 
     def build(self) -> None:
         """Load and wrap the actor, start the engine and resolve the weight transport."""
@@ -112,10 +109,8 @@ class Worker:
                 updates_done=steps_done if saved is not None else 0,
             )
         torch.manual_seed(self.cfg.trainer.seed + self.rank)  # each rank's own draws from here on
-        self._prepared: tuple[Logprobs, list[torch.Tensor] | None, dict[str, float]] | None = None
-        a, m = self.cfg.actor, self.cfg.model
-        sharded = self.actor.strategy.name in ("fsdp", "megatron")  # no whole HF module to park
-        self.offload = offloads(a.offload, rt.device, sharded=sharded)
+        m = self.cfg.model
+        self.offload = offload_of(self.cfg, rt.device, self.world)
         self.memory = rt.tagged_memory()
         if self.offload:
             critic = self.critic.module if self.critic is not None else None
@@ -229,9 +224,10 @@ class Worker:
     # -- training -----------------------------------------------------------------------------------
     def prepare(self, samples: list[Sample]) -> dict[str, Any]:
         """Sleep the engine, wake the models, and compute what the advantages need: the actor's
-        and the reference's logprobs and the critic's values (kept for :meth:`train`). Returns per
-        sample the ``values`` (``None`` without a critic) and the per-token ``kl`` of the actor
-        against the reference (``algorithm.kl_penalty``; ``None`` without KL in the reward)."""
+        and the reference's logprobs and the critic's values, kept with ``samples`` for
+        :meth:`train`. Returns per sample the ``(R,)`` ``values`` (``None`` without a critic) and
+        the ``(R,)`` per-token ``kl`` of the actor against the reference (``algorithm.kl_penalty``;
+        ``None`` without KL in the reward)."""
         from rlport.train.algos.ppo import kl_penalty
 
         timings: dict[str, float] = {}
@@ -246,23 +242,30 @@ class Worker:
         lp = self.actor.logprobs(samples)
         values = self.critic.values(samples) if self.critic is not None else None
         timings["time/logprob"] = time.perf_counter() - t
-        self._prepared = (lp, values, timings)
+        self._prepared = (samples, lp, values, timings)
         al = self.cfg.algorithm
         kl = None
         if al.use_kl_in_reward:
-            kl = [
-                kl_penalty(old, ref, al.kl_penalty).tolist() for old, ref in zip(lp.old, lp.ref, strict=True)
-            ]  # type: ignore[arg-type]
-        return {"values": [v.tolist() for v in values] if values is not None else None, "kl": kl}
+            kl = [kl_penalty(old, ref, al.kl_penalty) for old, ref in zip(lp.old, lp.ref, strict=True)]  # type: ignore[arg-type]
+        return {"values": values, "kl": kl}
 
-    def train(self, samples: list[Sample], update_actor: bool = True) -> dict[str, float]:
-        """Update the critic (with one) and the actor (unless ``update_actor`` is false: the critic's
-        warm-up) on ``samples``, then sync the weights into the engine and wake it."""
+    def train(
+        self,
+        advantages: list[torch.Tensor],
+        returns: list[torch.Tensor] | None = None,
+        update_actor: bool = True,
+    ) -> dict[str, float]:
+        """Update the critic (with one, towards ``returns``) and the actor (unless ``update_actor``
+        is false: the critic's warm-up) on the samples :meth:`prepare` kept, each with its ``(R,)``
+        ``advantages``; then sync the weights into the engine and wake it."""
         if self._prepared is None:
-            self.prepare(samples)
-        assert self._prepared is not None
-        lp, values, timings = self._prepared
+            raise RuntimeError(
+                "Worker.train() before Worker.prepare(): the step's phases are generate, prepare, "
+                "train (the driver runs them in that order)"
+            )
+        samples, lp, values, timings = self._prepared
         self._prepared = None
+        attach(samples, advantages, returns)
 
         mismatch_num, n_tokens = 0.0, 0
         for raw, s in zip(lp.raw, samples if lp.raw else [], strict=True):  # none in bypass mode
