@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -412,23 +413,39 @@ def test_validation_in_batches_of_val_batch_size_gives_the_same_answers() -> Non
         def call(self, method: str, args: list[tuple[list[list[int]], SamplingParams]]) -> list[object]:
             assert method == "generate" and all(prompts for prompts, _ in args)
             self.calls.append(args)
-            # an answer names its prompt and the seed position it was drawn at
+            # an answer (one token) names its prompt and the seed position it was drawn at
             return [
-                ([p[0] * 1000 + params.prompt_offset + k for k, p in enumerate(prompts)], {})
+                (
+                    [
+                        [([p[0] * 1000 + params.prompt_offset + k], [0.0], "stop")]
+                        for k, p in enumerate(prompts)
+                    ],
+                    {"time/generate": 0.0},
+                )
                 for prompts, params in args
             ]
+
+    class Tokenizer:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return " ".join(map(str, ids))
+
+    class Rewards:
+        def result(self, source: str, text: str, truth: object, extra: object) -> object:
+            return types.SimpleNamespace(score=float(text), extra={})
 
     examples = [Example(i, [], "s", "", {}, prompt_ids=[i]) for i in range(7)]
     params = SamplingParams(max_new_tokens=2, n=1, temperature=1.0, seed=3)
     answers = {}
     for size, batches in ((0, 1), (1, 3), (3, 2), (4, 2), (7, 1)):
         pool = Pool()
-        parts, outs = _answers(pool, examples, params, size)
+        scored = _answers(pool, examples, params, size, tokenizer=Tokenizer(), rewards=Rewards())
         assert len(pool.calls) == batches, (size, pool.calls)
         flat = [
-            (e.index, o)
-            for part, (out, _) in zip(parts, outs, strict=True)
-            for e, o in zip(part, out, strict=True)
+            (a.example.index, a.token_ids[0])
+            for prompts in scored
+            for group in prompts
+            for a in group
+            if a.score == a.token_ids[0]  # decoded and scored, every answer
         ]
         assert [i for i, _ in flat] == list(range(7))
         answers[size] = flat
