@@ -377,6 +377,9 @@ PATCHES = {
     ],
 }.get(DEFECT, [])
 HEAD_DIMS = (HeadDimRange(64, 256, 32),) if DEFECT == "head_dim_192" else (64, 128)
+#: The devices of the fake machine, and the variable that narrows them (every mutant honours it but one).
+PHYSICAL = 2
+VISIBLE = "MUTANT_VISIBLE_DEVICES"
 
 
 class Plugin:
@@ -393,7 +396,15 @@ class Plugin:
 
     @hookimpl
     def rlport_device_info(self):
-        return DeviceInfo(device_type="cpu", count=1, names=("mutant",), collectives_backend="gloo")
+        from rlport.devices import visible
+
+        # a machine of PHYSICAL devices, of which the variable leaves some visible, as a runtime reads it
+        entries = visible.read(VISIBLE)
+        if DEFECT == "visible_devices_ignored":  # counts the machine's devices, not the visible ones
+            entries = None
+        count = visible.visible_count(PHYSICAL, entries)
+        return DeviceInfo(device_type="cpu", count=count, names=("mutant",) * count, visible_devices_env=VISIBLE,
+                          collectives_backend="gloo")
 
     @hookimpl
     def rlport_attention_backend(self, spec):
@@ -867,7 +878,19 @@ MUTANTS = [
         "doctor_raises",
         "platform",
         ("platform.doctor",),
-        ("platform.supported_stack", "platform.allocator_settings[training]", "platform.probe_isolated"),
+        (
+            "platform.supported_stack",
+            "platform.allocator_settings[training]",
+            "platform.probe_isolated",
+            "platform.visible_devices",  # a plugin that honours its variable passes it
+        ),
+        rule=10,
+    ),
+    Mutant(
+        "visible_devices_ignored",
+        "platform.visible_devices or platform.device_info",
+        ("platform.visible_devices",),
+        ("platform.device_info",),
         rule=10,
     ),
     # -- memory: many cycles leak nothing -------------------------------------------------------------

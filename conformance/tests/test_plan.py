@@ -332,3 +332,15 @@ def test_memory_cycles_are_planned_for_a_claimed_tag() -> None:
     assert "memory.cycles[weights]" in _ids(FULL)
     assert "memory.cycles[weights]" not in _ids({**FULL, "sleep_tags": []})
     assert tm.MANY_CYCLES >= 20 and tm.FD_GROWTH < tm.MANY_CYCLES
+
+
+def test_visible_devices_variable_is_checked_in_fresh_interpreters() -> None:
+    from rlport_conformance.cases import test_platform as tp
+
+    assert "platform.visible_devices" in _ids(FULL)
+    assert "platform.visible_devices" in _ids({**FULL, "sleep_tags": [], "rollout_engines": []})
+    # unset: the first device, the last, the first two, then none; set: its own entries, in order
+    assert tp.visible_trials(None, 4) == [("0", 1), ("3", 1), ("0,1", 2), ("", 0)]
+    assert tp.visible_trials(None, 1) == [("0", 1), ("", 0)]
+    assert tp.visible_trials("5, 2,7", 3) == [("5", 1), ("7", 1), ("5,2", 2), ("", 0)]
+    assert tp.visible_trials("GPU-a,GPU-b", 1) == [("GPU-a", 1), ("", 0)]

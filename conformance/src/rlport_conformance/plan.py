@@ -133,6 +133,7 @@ def _platform() -> list[PlannedCase]:
     return [
         _case("platform.probe"),
         _case("platform.probe_isolated"),
+        _case("platform.visible_devices"),
         _case("platform.device_info"),
         _case("platform.environment"),
         _case("platform.capabilities"),
