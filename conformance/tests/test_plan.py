@@ -248,7 +248,7 @@ def test_every_hook_has_a_case() -> None:
 
 def test_training_hooks_are_planned() -> None:
     ids = _ids(FULL)
-    for strategy in ("replicated", "ddp"):
+    for strategy in ("replicated", "ddp", "fsdp"):  # fsdp: FSDP2's DTensor parameters
         for label in ("float32", "bfloat16", "mixed"):
             assert ids[f"training.optimizer[adamw-{strategy}-{label}]"] is True
     assert "training.unsupported_strategies" in ids

@@ -543,14 +543,14 @@ def _patches() -> list[PlannedCase]:
 
 #: ``actor.strategy`` values the training hooks are called with.
 STRATEGIES = ("replicated", "ddp", "fsdp", "megatron")
-#: Strategies whose optimizer sees plain tensors (fsdp's are DTensor shards), where the optimizer
-#: case runs.
-OPTIMIZER_STRATEGIES = ("replicated", "ddp")
+#: Strategies the optimizer case runs under: plain tensors (replicated, ddp) and FSDP2's DTensor
+#: shards (fsdp); megatron's parameters are plain tensors, as the first two test.
+OPTIMIZER_STRATEGIES = ("replicated", "ddp", "fsdp")
 
 
 def _training(caps: Mapping[str, Any]) -> list[PlannedCase]:
-    """rlport_optimizer per strategy with plain parameters, in float32, in bfloat16 when claimed and
-    mixed; rlport_unsupported_strategies; rlport_before_model_build per strategy."""
+    """rlport_optimizer per strategy (plain parameters; FSDP2 DTensors under fsdp), in float32, in
+    bfloat16 when claimed and mixed; rlport_unsupported_strategies; rlport_before_model_build per strategy."""
     dtype_sets = [("float32",)]
     if "bfloat16" in caps.get("dtypes", ()):
         dtype_sets += [("bfloat16",), ("float32", "bfloat16")]
