@@ -370,3 +370,23 @@ def test_large_reduce_inputs_are_exact_signed_and_never_repeat() -> None:
                 assert set(expected.abs().unique().tolist()) <= {2**k for k in range(world + 1)}
     # a slice reads the same as the whole
     assert torch.equal(cw.reduce_expected("product", 3, 10, 5), cw.reduce_expected("product", 3, 15)[5:])
+
+
+def test_memory_cycles_measure_locked_host_memory() -> None:
+    """The cycles case's pinned-memory figure sees memory locked in this process (mlock: VmLck)."""
+    import ctypes
+    import mmap
+
+    from rlport_conformance.cases import test_memory as tm
+
+    nbytes = 4 << 20  # under the usual 8 MiB RLIMIT_MEMLOCK of an unprivileged process
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = mmap.mmap(-1, nbytes)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    before = tm._locked_bytes()
+    assert libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(nbytes)) == 0, ctypes.get_errno()
+    try:
+        assert tm._locked_bytes() - before >= nbytes
+    finally:
+        libc.munlock(ctypes.c_void_p(address), ctypes.c_size_t(nbytes))
+    assert tm._locked_bytes() - before < nbytes
