@@ -377,6 +377,51 @@ PATCHES = {
     ],
 }.get(DEFECT, [])
 HEAD_DIMS = (HeadDimRange(64, 256, 32),) if DEFECT == "head_dim_192" else (64, 128)
+#: The devices of the fake machine, and the variable that narrows them (every mutant honours it but one).
+PHYSICAL = 2
+VISIBLE = "MUTANT_VISIBLE_DEVICES"
+
+
+def _fused_adamw():
+    """AdamW as one custom operator per parameter (a vendor's fused kernel): torch.optim.AdamW's
+    math, but an operator DTensor has no sharding rule for."""
+    import torch
+
+    if not hasattr(torch.ops.rlport_mutant, "adamw_"):
+
+        @torch.library.custom_op("rlport_mutant::adamw_", mutates_args=("param", "exp_avg", "exp_avg_sq"))
+        def adamw_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                   step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+            param.mul_(1 - lr * weight_decay)
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
+            param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
+
+    class FusedAdamW(torch.optim.Optimizer):
+        def __init__(self, params, lr, betas, weight_decay):
+            super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay, "eps": 1e-8})
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if not state:
+                        state["step"] = torch.tensor(0.0)
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["exp_avg_sq"] = torch.zeros_like(p)
+                    state["step"] += 1
+                    torch.ops.rlport_mutant.adamw_(p, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                                                   int(state["step"]), group["lr"], *group["betas"], group["eps"],
+                                                   group["weight_decay"])
+
+    def factory(params, *, lr, betas, weight_decay):
+        return FusedAdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+    return factory
 
 
 class Plugin:
@@ -393,7 +438,15 @@ class Plugin:
 
     @hookimpl
     def rlport_device_info(self):
-        return DeviceInfo(device_type="cpu", count=1, names=("mutant",), collectives_backend="gloo")
+        from rlport.devices import visible
+
+        # a machine of PHYSICAL devices, of which the variable leaves some visible, as a runtime reads it
+        entries = visible.read(VISIBLE)
+        if DEFECT == "visible_devices_ignored":  # counts the machine's devices, not the visible ones
+            entries = None
+        count = visible.visible_count(PHYSICAL, entries)
+        return DeviceInfo(device_type="cpu", count=count, names=("mutant",) * count, visible_devices_env=VISIBLE,
+                          collectives_backend="gloo")
 
     @hookimpl
     def rlport_attention_backend(self, spec):
@@ -458,9 +511,12 @@ class Plugin:
 
     @hookimpl
     def rlport_optimizer(self, name, device, strategy):
-        if name != "adamw" or DEFECT not in ("adam_l2", "lr_cached", "eps_1e6"):
+        if name != "adamw" or DEFECT not in ("adam_l2", "lr_cached", "eps_1e6", "fused_no_dtensor"):
             return None
         import torch
+
+        if DEFECT == "fused_no_dtensor":  # a fused kernel for plain tensors, offered for fsdp as well
+            return _fused_adamw()
 
         def factory(params, *, lr, betas, weight_decay):
             if DEFECT == "adam_l2":  # Adam with L2 regularisation (decay through the gradient), not AdamW
@@ -816,6 +872,13 @@ MUTANTS = [
         rule=11,
     ),
     Mutant(
+        "fused_no_dtensor",
+        "training.optimizer",
+        ("training.optimizer[adamw-fsdp-float32]", "training.optimizer[adamw-fsdp-mixed]"),
+        ("training.optimizer[adamw-replicated-float32]", "training.optimizer[adamw-ddp-mixed]"),
+        rule=11,
+    ),
+    Mutant(
         "strategy_typo",
         "training",
         ("training.unsupported_strategies",),
@@ -867,7 +930,19 @@ MUTANTS = [
         "doctor_raises",
         "platform",
         ("platform.doctor",),
-        ("platform.supported_stack", "platform.allocator_settings[training]", "platform.probe_isolated"),
+        (
+            "platform.supported_stack",
+            "platform.allocator_settings[training]",
+            "platform.probe_isolated",
+            "platform.visible_devices",  # a plugin that honours its variable passes it
+        ),
+        rule=10,
+    ),
+    Mutant(
+        "visible_devices_ignored",
+        "platform.visible_devices or platform.device_info",
+        ("platform.visible_devices",),
+        ("platform.device_info",),
         rule=10,
     ),
     # -- memory: many cycles leak nothing -------------------------------------------------------------

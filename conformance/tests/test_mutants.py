@@ -82,3 +82,42 @@ def test_probe_the_reference_answered_is_not_credited(tmp_path: Path) -> None:
     assert entry["status"] == "NOT_SUPPORTED"
     assert entry["metrics"]["answered_by"] == "reference"
     assert entry["message"] == "not claimed, and the plugin deferred it to the reference"
+
+
+def test_failing_generated_case_reports_a_shrunk_example_that_replays(tmp_path: Path) -> None:
+    """A generated case that fails reports the first failing example and, shrunk by Hypothesis
+    within its budget, a smaller one failing the same way; replay() of each fails on the mutant."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from rlport_conformance import generated as gen
+
+    case_id = "attention.gradient[float32-dense]"
+    root = build(tmp_path / "dist", "grad_ignores_scale")
+    report = run_suite(
+        "mutant_grad_ignores_scale", "attention.gradient and float32 and dense", pythonpath=root
+    )
+    entry = next(r for r in report["results"] if r["id"] == case_id)
+    assert entry["status"] == "FAIL"
+    metrics = entry["metrics"]
+    first, shrunk = metrics["example"], metrics["shrunk_example"]
+    assert 0 < metrics["shrink_calls"] <= gen.SHRINK_CALLS
+    assert json.dumps(shrunk, sort_keys=True) in entry["message"]
+
+    def size(ex: dict) -> int:
+        return ex["batch"] * ex["heads"] * ex["q_len"] * ex["k_len"] * ex["head_dim"]
+
+    assert size(shrunk) < size(first)
+    assert shrunk["scale"] is not None  # the defect needs an explicit scale: the shrink keeps one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    code = (
+        "import sys; from rlport_conformance.generated import replay; "
+        "print(replay(sys.argv[1], sys.argv[2], plugin='mutant_grad_ignores_scale').status.name)"
+    )
+    for ex in (first, shrunk):
+        done = subprocess.run(
+            [sys.executable, "-c", code, case_id, json.dumps(ex)], capture_output=True, text=True, env=env
+        )
+        assert done.stdout.strip().splitlines()[-1] == "FAIL", done.stderr[-2000:]

@@ -165,7 +165,9 @@ def test_generated_cases_are_reproducible() -> None:
 # -- collectives past the bucket and chunk sizes, with inputs that never repeat ---------------------
 
 
-def test_large_collectives_cross_the_25mib_bucket_in_every_claimed_dtype_at_every_world_size() -> None:
+def test_large_collectives_cross_the_25mib_bucket_with_every_op_and_claimed_dtype_at_every_world_size() -> (
+    None
+):
     from rlport_conformance.plan import BUCKET_BYTES, ITEMSIZE, LARGE_BYTES, Profile
 
     declared = {**FULL, "dtypes": ["float32", "bfloat16", "float16"]}
@@ -175,19 +177,18 @@ def test_large_collectives_cross_the_25mib_bucket_in_every_claimed_dtype_at_ever
         sums = {c.facet["dtype"] for c in mine if c.kind == "collectives.all_reduce"}
         assert sums == {"float32", "int32", "bfloat16", "float16"}
         assert {c.facet["op"] for c in mine} == {"all_reduce", "all_gather", "reduce_scatter", "broadcast"}
-        assert {c.facet["reduce_op"] for c in mine if c.kind == "collectives.all_reduce_op"} == {
-            "product",
-            "min",
-            "max",
-            "avg",
+        ops = {
+            (c.facet["reduce_op"], c.facet["dtype"]) for c in mine if c.kind == "collectives.all_reduce_op"
         }
+        for op in ("product", "min", "max", "avg"):  # every op at 64 MiB in every dtype (avg: floating)
+            floating = {"float32", "bfloat16", "float16"}
+            assert {d for o, d in ops if o == op} == (floating if op == "avg" else floating | {"int32"}), op
         for c in mine:
             nbytes = c.facet["count"] * ITEMSIZE[c.facet["dtype"]]
             total = nbytes * world if c.facet["op"] in ("all_gather", "reduce_scatter") else nbytes
             assert total > BUCKET_BYTES and total % BUCKET_BYTES
             assert c.claimed or c.facet["reduce_op"] == "avg"  # avg: claimed through reduce_ops only
-            if c.kind != "collectives.all_reduce_op":
-                assert total >= LARGE_BYTES
+            assert total >= LARGE_BYTES
 
 
 def test_collective_inputs_never_repeat_and_stay_distinct_per_rank() -> None:
@@ -247,7 +248,7 @@ def test_every_hook_has_a_case() -> None:
 
 def test_training_hooks_are_planned() -> None:
     ids = _ids(FULL)
-    for strategy in ("replicated", "ddp"):
+    for strategy in ("replicated", "ddp", "fsdp"):  # fsdp: FSDP2's DTensor parameters
         for label in ("float32", "bfloat16", "mixed"):
             assert ids[f"training.optimizer[adamw-{strategy}-{label}]"] is True
     assert "training.unsupported_strategies" in ids
@@ -332,3 +333,60 @@ def test_memory_cycles_are_planned_for_a_claimed_tag() -> None:
     assert "memory.cycles[weights]" in _ids(FULL)
     assert "memory.cycles[weights]" not in _ids({**FULL, "sleep_tags": []})
     assert tm.MANY_CYCLES >= 20 and tm.FD_GROWTH < tm.MANY_CYCLES
+
+
+def test_visible_devices_variable_is_checked_in_fresh_interpreters() -> None:
+    from rlport_conformance.cases import test_platform as tp
+
+    assert "platform.visible_devices" in _ids(FULL)
+    assert "platform.visible_devices" in _ids({**FULL, "sleep_tags": [], "rollout_engines": []})
+    # unset: the first device, the last, the first two, then none; set: its own entries, in order
+    assert tp.visible_trials(None, 4) == [("0", 1), ("3", 1), ("0,1", 2), ("", 0)]
+    assert tp.visible_trials(None, 1) == [("0", 1), ("", 0)]
+    assert tp.visible_trials("5, 2,7", 3) == [("5", 1), ("7", 1), ("5,2", 2), ("", 0)]
+    assert tp.visible_trials("GPU-a,GPU-b", 1) == [("GPU-a", 1), ("", 0)]
+
+
+def test_large_reduce_inputs_are_exact_signed_and_never_repeat() -> None:
+    """The non-sum ops' inputs: exact results in bfloat16 and float16 (small integers, plus or minus
+    powers of two for product), negative values for min/max/product, no repeating pattern."""
+    import torch
+
+    from rlport_conformance import collective_worker as cw
+
+    count = 2 * 7 * 2**17
+    for op in ("product", "min", "max", "avg"):
+        for world in (2, 3, 4):
+            inputs = [cw.reduce_inputs(op, r, world, count) for r in range(world)]
+            expected = cw.reduce_expected(op, world, count)
+            for dtype in (torch.bfloat16, torch.float16):
+                assert torch.equal(expected.to(dtype).to(torch.int32), expected), (op, world, dtype)
+            assert not torch.equal(expected[: 7 * 2**17], expected[7 * 2**17 :])  # chunks differ
+            assert not torch.equal(inputs[0][:7], inputs[0][7:14])
+            if op != "avg":
+                assert int(min(t.min() for t in inputs)) < 0
+            if op == "product":
+                assert set(torch.cat(inputs).unique().tolist()) == {-2, -1, 1, 2}
+                assert set(expected.abs().unique().tolist()) <= {2**k for k in range(world + 1)}
+    # a slice reads the same as the whole
+    assert torch.equal(cw.reduce_expected("product", 3, 10, 5), cw.reduce_expected("product", 3, 15)[5:])
+
+
+def test_memory_cycles_measure_locked_host_memory() -> None:
+    """The cycles case's pinned-memory figure sees memory locked in this process (mlock: VmLck)."""
+    import ctypes
+    import mmap
+
+    from rlport_conformance.cases import test_memory as tm
+
+    nbytes = 4 << 20  # under the usual 8 MiB RLIMIT_MEMLOCK of an unprivileged process
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = mmap.mmap(-1, nbytes)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    before = tm._locked_bytes()
+    assert libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(nbytes)) == 0, ctypes.get_errno()
+    try:
+        assert tm._locked_bytes() - before >= nbytes
+    finally:
+        libc.munlock(ctypes.c_void_p(address), ctypes.c_size_t(nbytes))
+    assert tm._locked_bytes() - before < nbytes

@@ -31,7 +31,7 @@ PERF_BYTES = 16 * 1024 * 1024
 PERF_REPEATS = 5
 
 
-#: Elements per slice when a large input is built or checked (bounds the int64 temporaries).
+#: Elements per slice when a large input is built or checked (bounds the temporaries).
 SLICE = 1 << 20
 
 
@@ -52,45 +52,63 @@ def hashes(start: int, count: int) -> Any:
 
 def values(rank: int, start: int, count: int, h: Any = None) -> Any:
     """Rank ``rank``'s input elements ``start .. start+count-1``: ``((hash(i) + 3 rank) mod 7) + 1``
-    (distinct per rank at every index for up to 7 ranks; no repeating pattern along the index).
-    ``h``: :func:`hashes` of the same range, when the caller has it already."""
+    (int32; distinct per rank at every index for up to 7 ranks; no repeating pattern along the
+    index). ``h``: :func:`hashes` of the same range, when the caller has it already."""
     import torch
 
     h = hashes(start, count) if h is None else h
-    return (h.to(torch.int64) + 3 * rank) % 7 + 1
+    return (h.to(torch.int32) + 3 * rank) % 7 + 1
 
 
 def reduce_inputs(reduce_op: str, rank: int, world: int, count: int, start: int = 0) -> Any:
     """Rank ``rank``'s all_reduce input for ``reduce_op``, built so that the exact result is
-    representable in every dtype (bfloat16 included) whatever the reduction order: 1 and 2 for
-    product (at most 2**world), :func:`values` for min and max, and for avg :func:`values` with the
-    last rank's raised so that the sum is a multiple of ``world`` (the mean is an integer)."""
-    return _reduce_inputs(reduce_op, rank, world, hashes(start, count))
-
-
-def _reduce_inputs(reduce_op: str, rank: int, world: int, h: Any) -> Any:
-    if reduce_op == "product":
-        return values(rank, 0, 0, h) % 2 + 1
-    if reduce_op == "avg" and rank == world - 1:
-        others = sum(values(r, 0, 0, h) for r in range(world - 1))
-        mine = values(rank, 0, 0, h)
-        return mine + (-(others + mine)) % world
-    return values(rank, 0, 0, h)
+    representable in every dtype (bfloat16 included) whatever the reduction order, and follows the
+    index hash (no repeating pattern): for product -2, -1, 1 and 2 (a result of plus or minus a power
+    of two, at most ``2**world``: the sign is checked too); for min and max :func:`values` minus 4
+    (-3 .. 3, distinct per rank: negative floats order the other way from their bit patterns); for
+    avg :func:`values` with the last rank's raised so that the sum is a multiple of ``world`` (the
+    mean is an integer); for sum :func:`values`. Int32."""
+    return _table(reduce_op, rank, world)[hashes(start, count).long()]
 
 
 def reduce_expected(reduce_op: str, world: int, count: int, start: int = 0) -> Any:
-    """The exact (int64) all_reduce result of :func:`reduce_inputs` over ``world`` ranks."""
+    """The exact (int32) all_reduce result of :func:`reduce_inputs` over ``world`` ranks."""
+    return _table(reduce_op, None, world)[hashes(start, count).long()]
+
+
+@functools.lru_cache(maxsize=256)
+def _table(reduce_op: str, rank: int | None, world: int) -> Any:
+    """Every element is a function of its index hash (0 .. 6) alone, so inputs and results are looked
+    up in a 7-entry table (the same cost at any world size): rank ``rank``'s input, or with
+    ``rank=None`` the result over ``world`` ranks, folded rank by rank."""
     import torch
 
-    h = hashes(start, count)
-    stacked = torch.stack([_reduce_inputs(reduce_op, r, world, h) for r in range(world)])
-    return {
-        "sum": lambda: stacked.sum(0),
-        "product": lambda: stacked.prod(0),
-        "min": lambda: stacked.min(0).values,
-        "max": lambda: stacked.max(0).values,
-        "avg": lambda: stacked.sum(0) // world,
-    }[reduce_op]()
+    h = torch.arange(7, dtype=torch.uint8)
+    if rank is not None:
+        return _reduce_inputs(reduce_op, rank, world, h)
+    fold = {
+        "sum": torch.add,
+        "avg": torch.add,
+        "product": torch.mul,
+        "min": torch.minimum,
+        "max": torch.maximum,
+    }
+    acc = _reduce_inputs(reduce_op, 0, world, h)
+    for r in range(1, world):
+        acc = fold[reduce_op](acc, _reduce_inputs(reduce_op, r, world, h))
+    return acc // world if reduce_op == "avg" else acc
+
+
+def _reduce_inputs(reduce_op: str, rank: int, world: int, h: Any) -> Any:
+    v = values(rank, 0, 0, h)
+    if reduce_op == "product":
+        return (v % 2 + 1) * (1 - 2 * (v > 4).to(v.dtype))
+    if reduce_op in ("min", "max"):
+        return v - 4
+    if reduce_op == "avg" and rank == world - 1:
+        others = sum(values(r, 0, 0, h) for r in range(world - 1))
+        return v + (-(others + v)) % world
+    return v
 
 
 def _dtype(name: str) -> Any:
@@ -102,10 +120,6 @@ def _dtype(name: str) -> Any:
         "bfloat16": torch.bfloat16,
         "float16": torch.float16,
     }[name]
-
-
-def _sum_of_ranks(world: int, h: Any) -> Any:
-    return sum(values(r, 0, 0, h) for r in range(world))
 
 
 def _filled(count: int, dtype: Any, device: str, make: Any) -> Any:
@@ -120,12 +134,13 @@ def _filled(count: int, dtype: Any, device: str, make: Any) -> Any:
 
 
 def _wrong(got: Any, expected: Any, total: int) -> dict[str, Any]:
-    """Compare ``got`` with ``expected(a, n)`` (int64 slices) a slice at a time."""
+    """Compare ``got`` with ``expected(a, n)`` (integer slices) a slice at a time."""
     wrong, first = 0, None
     flat = got.reshape(-1)
     for a in range(0, total, SLICE):
         n = min(SLICE, total - a)
-        bad = flat[a : a + n].cpu().double() != expected(a, n).double()
+        # the expected integers are exact in the tensor's dtype: compared there, no wider copy
+        bad = flat[a : a + n].cpu() != expected(a, n).to(flat.dtype)
         count = int(bad.sum())
         if count and first is None:
             first = a + int(bad.nonzero()[0])
@@ -143,7 +158,7 @@ def run_case(
     device: str,
     reduce_op: str | None = None,
 ) -> dict[str, Any]:
-    """Run one collective and count wrong elements against the exact expectation (computed in int64)."""
+    """Run one collective and count wrong elements against the exact expectation (integers, compared in its dtype)."""
     import torch
     import torch.distributed as dist
 
@@ -171,7 +186,7 @@ def run_case(
         fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         fn(out, full)
         del full
-        return _wrong(out, lambda a, n: _sum_of_ranks(world, hashes(rank * count + a, n)), count)
+        return _wrong(out, lambda a, n: reduce_expected("sum", world, n, rank * count + a), count)
     if op == "broadcast":
         assert root is not None
         tensor = _filled(count, dtype, device, lambda a, n: values(rank, a, n))

@@ -4,9 +4,13 @@ that hold one generated example to the float64 reference under the suite's toler
 A case (``attention.generated[<dtype>-<regime>]``, ``attention.gradient[<dtype>-<regime>]``) runs a
 fixed number of examples drawn by Hypothesis with ``derandomize=True``, no example database and the
 seed :func:`seed_of` its case id: the same examples in the same order on every machine and run.
-There is no shrinking (a shrink costs unbounded kernel calls); the first failing example ends the
-case and goes into the report whole (``metrics.example``), beside its index and the seed, so a vendor
-replays that one example with :func:`replay` (or the whole case with ``-k '<case id>'``).
+The first failing example ends the generation; Hypothesis then shrinks it, within a budget
+(:data:`SHRINK_CALLS` kernel calls, :data:`SHRINK_SECONDS`; a passing case never shrinks, so it costs
+no more), to the smallest example it finds that fails the same way. Both go into the report whole
+(``metrics.example``, beside its index and the seed, and ``metrics.shrunk_example``), so a vendor
+replays either one with :func:`replay` (or the whole case with ``-k '<case id>'``). An explicit
+example (the regime's extremes, run first) that fails is reported as it is: it has nothing to
+shrink from.
 
 An example is a plain JSON dict (shapes, flags, scale, magnitude, layouts, and a ``data`` seed from
 which the tensors are drawn), so it is the complete description of the inputs.
@@ -25,6 +29,7 @@ against float64 autograd, with the tolerance rule's gradient factor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -576,6 +581,23 @@ def _rank(status: Status) -> int:
 # -- running a case ---------------------------------------------------------------------------------
 
 
+#: The shrink budget of a failing case: at most this many more examples judged (kernel calls), and
+#: no new one started after this many seconds. A passing case never shrinks, so it costs nothing.
+SHRINK_CALLS = 60
+SHRINK_SECONDS = 30.0
+
+
+class _Failed(Exception):
+    """Raised to Hypothesis for a failing example, always from one place, so that Hypothesis sees
+    one failure to shrink."""
+
+
+def _kind(j: Judgement, raised: str | None) -> str:
+    """What kind of failure: shrinking keeps to examples that fail the same way (a wrong result does
+    not shrink into a refusal or a crash)."""
+    return raised or ("refused" if j.metrics.get("refused") else "wrong")
+
+
 def run_case(
     case_id: str,
     regime: str,
@@ -585,7 +607,11 @@ def run_case(
     gradient: bool = False,
     examples: int | None = None,
 ) -> Outcome:
-    """Run ``check`` over the generated examples of ``regime``; stop at the first failure."""
+    """Run ``check`` over the generated examples of ``regime``. The first failure ends the
+    generation; Hypothesis then shrinks it (within :data:`SHRINK_CALLS` and :data:`SHRINK_SECONDS`)
+    to the smallest example it finds that fails the same way, and both go into the outcome."""
+    import time
+
     from hypothesis import HealthCheck, Phase, example, given, seed, settings
 
     count = examples or (GRADIENT_REGIMES if gradient else FORWARD_REGIMES)[regime]
@@ -601,27 +627,48 @@ def run_case(
         }
     )
     ratios: list[float] = []
+    judged: dict[str, tuple[Judgement, str]] = {}  # example JSON -> (judgement, kind of failure)
+    shrink: dict[str, Any] = {"calls": 0, "started": 0.0, "kind": "", "example": None, "message": None}
 
-    def one(ex: dict[str, Any]) -> None:
-        if outcome.failing is not None:
-            return
-        index = outcome.examples
-        outcome.examples += 1
+    def judge_one(ex: dict[str, Any]) -> tuple[Judgement, str]:
+        raised = None
         try:
             j = check(ex)
         except Refused as exc:
-            j = Judgement(Status.FAIL, {}, str(exc))
+            j = Judgement(Status.FAIL, {"refused": True}, str(exc))
         except Exception as exc:  # a crash of the kernel on a legal input is a failure of the case
-            j = Judgement(Status.FAIL, {}, f"raised {type(exc).__name__}: {exc}")
-        ratio = j.metrics.get("ratio", j.metrics.get("dq_ratio"))
-        if isinstance(ratio, float) and math.isfinite(ratio):
-            ratios.append(ratio)
-        if j.status is Status.FAIL:
-            outcome.status, outcome.failing, outcome.index = Status.FAIL, ex, index
-            outcome.message = j.message
-            outcome.metrics.update(j.metrics)
-        elif j.status is Status.QUALITY_WARNING and outcome.status is Status.PASS:
-            outcome.status, outcome.message = Status.QUALITY_WARNING, f"example {index}: {j.message}"
+            j, raised = Judgement(Status.FAIL, {}, f"raised {type(exc).__name__}: {exc}"), type(exc).__name__
+        return j, _kind(j, raised)
+
+    def one(ex: dict[str, Any]) -> None:
+        key = json.dumps(ex, sort_keys=True)
+        if key not in judged:
+            if outcome.failing is not None:  # shrinking: within the budget only
+                spent = time.monotonic() - shrink["started"]
+                if shrink["calls"] >= SHRINK_CALLS or spent > SHRINK_SECONDS:
+                    return
+                shrink["calls"] += 1
+            judged[key] = judge_one(ex)
+        j, kind = judged[key]
+        if outcome.failing is None:
+            index = outcome.examples
+            outcome.examples += 1
+            ratio = j.metrics.get("ratio", j.metrics.get("dq_ratio"))
+            if isinstance(ratio, float) and math.isfinite(ratio):
+                ratios.append(ratio)
+            if j.status is Status.FAIL:
+                outcome.status, outcome.failing, outcome.index = Status.FAIL, ex, index
+                outcome.message = j.message
+                outcome.metrics.update({k: v for k, v in j.metrics.items() if k != "refused"})
+                shrink.update(started=time.monotonic(), kind=kind)
+            elif j.status is Status.QUALITY_WARNING and outcome.status is Status.PASS:
+                outcome.status, outcome.message = Status.QUALITY_WARNING, f"example {index}: {j.message}"
+        elif j.status is Status.FAIL and kind == shrink["kind"] and ex != outcome.failing:
+            # Hypothesis tries only candidates smaller than its current one: the last that fails is
+            # the smallest
+            shrink.update(example=ex, message=j.message)
+        if j.status is Status.FAIL and kind == shrink["kind"]:
+            raise _Failed(kind)
 
     test = given(strategy(regime, facet, gradient=gradient))(one)
     for ex in reversed(explicit_examples(regime, facet) if not gradient else []):
@@ -631,21 +678,33 @@ def run_case(
         derandomize=True,
         database=None,
         deadline=None,
-        phases=(Phase.explicit, Phase.generate),
+        phases=(Phase.explicit, Phase.generate, Phase.shrink),
         suppress_health_check=list(HealthCheck),
         print_blob=False,
+        report_multiple_bugs=False,
     )(test)
     test = seed(seed_of(case_id))(test)
-    test()
+    with contextlib.suppress(_Failed):  # the failing example is in ``outcome``
+        test()
     outcome.metrics["examples"] = outcome.examples
     if ratios:
         outcome.metrics["worst_ratio"] = max(ratios)
     if outcome.failing is not None:
         outcome.metrics["example"] = outcome.failing
         outcome.metrics["example_index"] = outcome.index
+        outcome.metrics["shrink_calls"] = shrink["calls"]
+        found = f"; example: {json.dumps(outcome.failing, sort_keys=True)}"
+        if shrink["example"] is not None:
+            outcome.metrics["shrunk_example"] = shrink["example"]
+            found += (
+                f"; shrunk in {shrink['calls']} calls to the smaller example "
+                f"{json.dumps(shrink['example'], sort_keys=True)}: {shrink['message']}"
+            )
+        elif shrink["calls"]:
+            found += f"; no smaller example fails the same way ({shrink['calls']} tried)"
         outcome.message = (
             f"generated example {outcome.index} (hypothesis seed {seed_of(case_id)}, derandomized): "
-            f"{outcome.message}; example: {json.dumps(outcome.failing, sort_keys=True)}; replay it with "
+            f"{outcome.message}{found}; replay one with "
             f"rlport_conformance.generated.replay({case_id!r}, <the example>), or the case with "
             f"-k {case_id!r}"
         )

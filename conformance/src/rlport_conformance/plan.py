@@ -46,8 +46,8 @@ REDUCE_OPS = ("product", "min", "max", "avg")
 REQUIRED_REDUCE_OPS = ("sum", "product", "min", "max")
 REDUCE_COUNTS = (7, 1023)
 #: Large collectives: 64 MiB per tensor (past DDP's 25 MiB buckets twice, and the chunk sizes
-#: collective libraries switch at), plus one element so no chunking divides it evenly; the other
-#: reduce ops at 25 MiB plus one element (one DDP bucket and a tail).
+#: collective libraries switch at), plus one element so no chunking divides it evenly; every reduce
+#: op in every dtype at that size.
 LARGE_BYTES = 64 * 1024 * 1024
 BUCKET_BYTES = 25 * 1024 * 1024
 ITEMSIZE = {"float32": 4, "int32": 4, "bfloat16": 2, "float16": 2}
@@ -133,6 +133,7 @@ def _platform() -> list[PlannedCase]:
     return [
         _case("platform.probe"),
         _case("platform.probe_isolated"),
+        _case("platform.visible_devices"),
         _case("platform.device_info"),
         _case("platform.environment"),
         _case("platform.capabilities"),
@@ -424,8 +425,8 @@ def _collectives(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]
 
 
 def _large_collectives(dtypes: list[str], reduce_ops: set[str], world: int) -> list[PlannedCase]:
-    """all_reduce (sum) of 64 MiB in every dtype; all_gather, reduce_scatter and broadcast (from the
-    last rank) of 64 MiB of float32 in all; every other reduce op on 25 MiB + 1 element of float32."""
+    """all_reduce of 64 MiB + 1 element with every reduce op in every dtype (avg: the floating ones);
+    all_gather, reduce_scatter and broadcast (from the last rank) of 64 MiB of float32 in all."""
 
     def case(
         kind: str, op: str, dtype: str, count: int, reduce_op: str | None, root: int | None = None
@@ -452,9 +453,17 @@ def _large_collectives(dtypes: list[str], reduce_ops: set[str], world: int) -> l
     cases.append(case("collectives.reduce_scatter", "reduce_scatter", "float32", large // world + 1, "sum"))
     cases.append(case("collectives.broadcast", "broadcast", "float32", large, None, world - 1))
     for reduce_op in REDUCE_OPS:
-        cases.append(
-            case("collectives.all_reduce_op", "all_reduce", "float32", BUCKET_BYTES // 4 + 1, reduce_op)
-        )
+        for d in dtypes:
+            if reduce_op != "avg" or d != "int32":
+                cases.append(
+                    case(
+                        "collectives.all_reduce_op",
+                        "all_reduce",
+                        d,
+                        LARGE_BYTES // ITEMSIZE[d] + 1,
+                        reduce_op,
+                    )
+                )
     return cases
 
 
@@ -534,14 +543,14 @@ def _patches() -> list[PlannedCase]:
 
 #: ``actor.strategy`` values the training hooks are called with.
 STRATEGIES = ("replicated", "ddp", "fsdp", "megatron")
-#: Strategies whose optimizer sees plain tensors (fsdp's are DTensor shards), where the optimizer
-#: case runs.
-OPTIMIZER_STRATEGIES = ("replicated", "ddp")
+#: Strategies the optimizer case runs under: plain tensors (replicated, ddp) and FSDP2's DTensor
+#: shards (fsdp); megatron's parameters are plain tensors, as the first two test.
+OPTIMIZER_STRATEGIES = ("replicated", "ddp", "fsdp")
 
 
 def _training(caps: Mapping[str, Any]) -> list[PlannedCase]:
-    """rlport_optimizer per strategy with plain parameters, in float32, in bfloat16 when claimed and
-    mixed; rlport_unsupported_strategies; rlport_before_model_build per strategy."""
+    """rlport_optimizer per strategy (plain parameters; FSDP2 DTensors under fsdp), in float32, in
+    bfloat16 when claimed and mixed; rlport_unsupported_strategies; rlport_before_model_build per strategy."""
     dtype_sets = [("float32",)]
     if "bfloat16" in caps.get("dtypes", ()):
         dtype_sets += [("bfloat16",), ("float32", "bfloat16")]

@@ -349,14 +349,49 @@ def test_dtype_roundtrip(case: CaseContext, rt: Any, device: str) -> None:
 MANY_CYCLES = 20
 CYCLE_BYTES = 64 * 1024 * 1024
 #: What may grow over the cycles (after a first, warm-up cycle): a few descriptors, and the process's
-#: resident and mapped memory by less than one tensor (a leak per cycle is 20 tensors).
+#: resident, mapped, locked and pinned memory by less than one tensor (a leak per cycle is 20 tensors).
 FD_GROWTH = 2
+
+
+def _locked_bytes() -> int:
+    """The process's locked and pinned host memory as the kernel counts it (``VmLck``: mlock;
+    ``VmPin``: pages pinned for devices, as pinned-memory allocators and DMA registration do), in
+    bytes; 0 where ``/proc`` does not say."""
+    total = 0
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(("VmLck:", "VmPin:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
+def _host_pinned_stats(rt: Any) -> Any:
+    """The device runtime's own pinned host allocator statistics (``torch.cuda.host_memory_stats``
+    style, on the plugin's ``device_module``), or None where the module has none."""
+    import importlib
+
+    name = rt.device.device_module
+    if not name:
+        return None
+    stats = getattr(importlib.import_module(name), "host_memory_stats", None)
+    if not callable(stats):
+        return None
+    try:
+        stats()
+    except Exception:  # the module has the function but no pinned allocator here
+        return None
+    return stats
 
 
 @pytest.mark.rlport_case("memory.cycles")
 def test_cycles(case: CaseContext, rt: Any, device: str) -> None:
     """Many sleep/wake cycles leak nothing, measured independently of the plugin: the process's open
-    file descriptors and resident and mapped memory (psutil), and on another device the backend's
+    file descriptors, resident and mapped memory (psutil), locked and pinned host memory (the
+    kernel's VmLck and VmPin; the device module's pinned host allocator where it has one,
+    ``torch.cuda.host_memory_stats``), and on another device the backend's
     own free memory; the bytes are intact after the last cycle."""
     import psutil
     import torch
@@ -366,6 +401,7 @@ def test_cycles(case: CaseContext, rt: Any, device: str) -> None:
     memory = rt.tagged_memory()
     memory.register(tag, [tensor])
     process = psutil.Process()
+    host_stats = _host_pinned_stats(rt)
 
     def figures() -> dict[str, int]:
         info = process.memory_info()
@@ -373,6 +409,8 @@ def test_cycles(case: CaseContext, rt: Any, device: str) -> None:
             "fds": process.num_fds(),
             "rss": info.rss,
             "vms": info.vms,
+            "locked": _locked_bytes(),
+            "host_pinned": int(host_stats().get("allocated_bytes.current", 0)) if host_stats else 0,
             "device_free": rt.memory.mem_info().free_bytes if device != "cpu" else 0,
         }
 
@@ -389,7 +427,15 @@ def test_cycles(case: CaseContext, rt: Any, device: str) -> None:
         growth["fds"] <= FD_GROWTH,
         f"{MANY_CYCLES} sleep/wake cycles left {growth['fds']} more open file descriptors",
     )
-    for key, what in (("rss", "resident"), ("vms", "mapped")):
+    case.metric(
+        pinned_sources=["/proc/self/status VmLck+VmPin"] + (["host_memory_stats"] if host_stats else [])
+    )
+    for key, what in (
+        ("rss", "resident"),
+        ("vms", "mapped"),
+        ("locked", "locked and pinned (VmLck + VmPin)"),
+        ("host_pinned", "device runtime's pinned host"),
+    ):
         case.check(
             growth[key] < CYCLE_BYTES,
             f"{MANY_CYCLES} sleep/wake cycles of {CYCLE_BYTES >> 20} MiB grew the process's {what} memory "

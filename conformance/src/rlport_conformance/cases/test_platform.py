@@ -88,6 +88,88 @@ def test_probe_isolated(case: CaseContext, rt) -> None:
     case.check(found["available"], "the probe says unavailable in a fresh interpreter")
 
 
+def visible_trials(current: str | None, count: int) -> list[tuple[str, int]]:
+    """The values ``platform.visible_devices`` sets the plugin's variable to, each with the device
+    count the plugin must then report (``rlport.devices.visible``: a list of device indices or ids,
+    unset every device, set but empty none). The devices are the ones visible now: the variable's
+    entries as the runtime reads them (up to ``count``), else indices ``0 .. count-1``. The first
+    device alone; with two or more, the last alone (an index other than 0) and the first two; and
+    the empty value."""
+    from rlport.devices import visible
+
+    entries = visible.parse(current)
+    seen = list(entries[:count]) if entries is not None else [str(i) for i in range(count)]
+    trials = [(seen[0], 1)] if seen else []
+    if len(seen) >= 2:
+        trials += [(seen[-1], 1), (",".join(seen[:2]), 2)]
+    return [*trials, ("", 0)]
+
+
+#: Each fresh interpreter of ``platform.visible_devices`` (start, torch, the plugin's device info).
+VISIBLE_PROCESS_SECONDS = 120.0
+
+
+@pytest.mark.rlport_case("platform.visible_devices")
+def test_visible_devices(case: CaseContext, rt) -> None:
+    """The visible-devices variable the plugin names (``DeviceInfo.visible_devices_env``) is honoured:
+    in fresh interpreters with the variable narrowed (:func:`visible_trials`), ``rlport_device_info``
+    counts exactly the devices it leaves visible, and none when it is set but empty. A plugin that
+    names no variable has nothing to honour."""
+    import json
+    import subprocess
+    import sys
+
+    info = rt.device
+    variable = info.visible_devices_env
+    if not variable:
+        case.passed("the plugin names no visible-devices variable (DeviceInfo.visible_devices_env is None)")
+        return
+    name = rt.selection.device.name
+    trials = visible_trials(os.environ.get(variable), info.count)
+    # one interpreter per value, all at once (each imports torch and the plugin)
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rlport_conformance.visible_check", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, variable: value, "RLPORT_SUMMARY": "0"},
+        )
+        for value, _ in trials
+    ]
+    counts = {}
+    for (value, expected), process in zip(trials, running, strict=True):
+        shown = f"{variable}={value!r}"
+        try:
+            out, err = process.communicate(timeout=VISIBLE_PROCESS_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            case.fail(f"with {shown}, the fresh interpreter took over {VISIBLE_PROCESS_SECONDS:g} s")
+            continue
+        lines = out.strip().splitlines()
+        if process.returncode != 0 or not lines:
+            case.fail(
+                f"with {shown}, the fresh interpreter exited {process.returncode}: {(err or out)[-1500:]}"
+            )
+            continue
+        found = json.loads(lines[-1])
+        if "error" in found:
+            case.fail(f"with {shown}, rlport_device_info raised {found['error']}")
+            continue
+        counts[value] = found["count"]
+        case.check(
+            found["count"] == expected,
+            f"with {shown} rlport_device_info counts {found['count']} devices; "
+            + (
+                "set but empty, the variable leaves none visible: expected 0"
+                if not value
+                else f"expected {expected}"
+            ),
+        )
+    case.metric(variable=variable, counts=counts)
+
+
 @pytest.mark.rlport_case("platform.device_info")
 def test_device_info(case: CaseContext, rt) -> None:
     import torch

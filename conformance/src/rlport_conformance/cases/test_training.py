@@ -6,7 +6,11 @@ steps with identical parameters and gradients: a learning rate changed in ``para
 takes effect, a ``state_dict`` round trip into a new optimizer from the factory continues the run,
 and a parameter whose gradients are far below eps moves as eps says. Judged against float64
 ``torch.optim.AdamW`` by the tolerance rule (gradient factor), plain ``torch.optim.AdamW`` in the
-same dtype being the baseline. ``training.unsupported_strategies``: the answer is a mapping of known
+same dtype being the baseline. Under ``fsdp`` the parameters are DTensors that FSDP2 shards
+(``fully_shard`` on a one-device mesh of a one-rank process group the plugin's backend runs), their
+gradients come from FSDP's backward, the baseline is plain AdamW on the same DTensors, and each
+forward must see the weights the optimizer wrote; a strategy the plugin refuses is not run.
+``training.unsupported_strategies``: the answer is a mapping of known
 strategies to reasons. ``training.before_model_build``: every active plugin's hook runs for each
 strategy it does not refuse, raising nothing (an ``RlportError`` naming the fix is the only
 documented failure, and it is one for a strategy the plugin does not refuse).
@@ -14,8 +18,9 @@ documented failure, and it is one for a strategy the plugin does not refuse).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -73,6 +78,96 @@ def _trajectory(make: Any, dtypes: list[Any], device: str) -> list[Any]:
     return out
 
 
+def _sharded_model(init: list[Any], device: str) -> Any:
+    """A module holding ``init`` as parameters, each in a submodule of its own that FSDP2
+    (``fully_shard``) shards on a one-device mesh, and then the root: the parameters become DTensors
+    (``Shard(0)``) as under ``actor.strategy=fsdp``; one group per parameter, as FSDP all-gathers a
+    group in one dtype. ``model(coefficients)`` is ``sum((p * c).sum())``, whose gradient is ``c``
+    exactly; each submodule keeps the unsharded weights its forward saw (``seen``)."""
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    class One(torch.nn.Module):
+        def __init__(self, value: Any) -> None:
+            super().__init__()
+            self.p = torch.nn.Parameter(value)
+            self.seen: Any = None
+
+        def forward(self, c: Any) -> Any:
+            self.seen = self.p.detach().to("cpu", torch.float64)
+            return (self.p * c.to(self.p.dtype).to(self.p.device)).sum()
+
+    class Holder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.items = torch.nn.ModuleList(One(t) for t in init)
+
+        def forward(self, coefficients: list[Any]) -> Any:
+            return sum(m(c) for m, c in zip(self.items, coefficients, strict=True))
+
+    model = Holder()
+    mesh = init_device_mesh(torch.device(device).type, (1,))
+    for item in model.items:
+        fully_shard(item, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _fsdp_trajectory(make: Any, dtypes: list[Any], device: str) -> tuple[list[Any], list[str]]:
+    """:func:`_trajectory` on FSDP2 DTensor parameters, gradients delivered by FSDP's backward
+    (reduce-scatter) from a forward: the parameters (float64, host) after each step, and where a
+    forward saw weights other than the ones the optimizer wrote before it."""
+    import torch
+
+    init, grads = _inputs(dtypes)
+    model = _sharded_model([t.to(dt).to(device) for t, dt in zip(init, dtypes, strict=True)], device)
+    params = list(model.parameters())
+    opt = make(params)
+    out: list[Any] = []
+    stale: list[str] = []
+    for step in range(STEPS):
+        model(grads[step]).backward()
+        if out:  # this forward ran on the weights of the last step
+            stale += [
+                f"step {step} param{i}"
+                for i, m in enumerate(model.items)
+                if not torch.equal(m.seen, out[-1][i])
+            ]
+        opt.step()
+        opt.zero_grad()
+        if step == LR_CHANGE_AT:
+            for group in opt.param_groups:
+                group["lr"] = group["lr"] * 0.25
+        if step == ROUNDTRIP_AT:  # a resume: a new optimizer over the sharded parameters, its state
+            state = copy.deepcopy(opt.state_dict())
+            opt = make(params)
+            opt.load_state_dict(state)
+        out.append([p.detach().full_tensor().to("cpu", torch.float64) for p in params])
+    return out, stale
+
+
+@contextlib.contextmanager
+def _single_rank_group() -> Iterator[None]:
+    """A one-rank default process group started by ``rlport.collectives`` (the plugin's backend), as
+    FSDP needs one; destroyed afterwards (an existing group is used as it is)."""
+    import tempfile
+
+    import torch.distributed as dist
+
+    from rlport.collectives import init_process_group
+
+    if dist.is_initialized():
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="rlport-conformance-fsdp-") as tmp:
+        init_process_group(0, 1, init_method=f"file://{tmp}/store", timeout_s=60, check=False)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+
+
 def _torch_adamw(params: list[Any]) -> Any:
     import torch
 
@@ -84,6 +179,12 @@ def test_optimizer(case: CaseContext, rt: Any, device: str) -> None:
     import torch
 
     f = case.facet
+    refused = rt.resolve("rlport_unsupported_strategies", device=rt.device).value or {}
+    if f["strategy"] in refused:
+        case.passed(
+            f"{f['strategy']} is refused by rlport_unsupported_strategies: no optimizer runs under it"
+        )
+        return
     hit = rt.resolve("rlport_optimizer", name="adamw", device=rt.device, strategy=f["strategy"])
     case.metric(answered_by=hit.plugin, factory=repr(hit.value))
     if hit.value is None or not callable(hit.value):
@@ -95,9 +196,25 @@ def test_optimizer(case: CaseContext, rt: Any, device: str) -> None:
     def plugin(params: list[Any]) -> Any:
         return hit.value(params, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
 
-    got = _trajectory(plugin, dtypes, device)
     ref = _trajectory(_torch_adamw, [torch.float64] * len(SHAPES), "cpu")
-    plain = _trajectory(_torch_adamw, dtypes, device)
+    if f["strategy"] == "fsdp":
+        with _single_rank_group():
+            plain, _ = _fsdp_trajectory(_torch_adamw, dtypes, device)
+            try:
+                got, stale = _fsdp_trajectory(plugin, dtypes, device)
+            except Exception as exc:  # a kernel that cannot take DTensors must not be offered for fsdp
+                case.fail(
+                    f"the optimizer raised {type(exc).__name__} on FSDP2 (DTensor) parameters: {exc}; a "
+                    "kernel that takes plain tensors only returns None for strategy 'fsdp'"
+                )
+                return
+        case.check(
+            not stale,
+            f"the forward after a step used weights other than the optimizer wrote ({', '.join(stale[:3])})",
+        )
+    else:
+        got = _trajectory(plugin, dtypes, device)
+        plain = _trajectory(_torch_adamw, dtypes, device)
     # Each parameter on its own (its dtype's rounding; the tiny-gradient one moves far less).
     for i, dtype in enumerate(dtypes):
         errors = [am.max_error(g[i], r[i]) for g, r in zip(got, ref, strict=True)]
