@@ -71,7 +71,7 @@ def test_inverse_cdf_is_an_exact_draw_and_skips_zero_probability() -> None:
 
 def test_trainer_gives_each_worker_its_prompt_offset(tmp_path: Path) -> None:
     from rlport.train.cli import build_config
-    from rlport.train.driver.batching import shards as _split
+    from rlport.train.data.sharding import shards as _split
     from rlport.train.driver.trainer import Trainer
 
     cfg = build_config(

@@ -1,23 +1,11 @@
-"""How a batch of prompts is split over the workers, and each worker's ``generate`` arguments."""
+"""Each worker's ``generate`` arguments for its share of a batch (:func:`rlport.train.data.sharding.shards`)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from rlport.rollout.protocol import SamplingParams
 from rlport.train.data.prompts import Example
-
-
-def shards(items: list[Any], parts: int) -> list[list[Any]]:
-    """``items`` in ``parts`` contiguous pieces whose sizes differ by at most one."""
-    size, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + size + (1 if i < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return out
 
 
 def generate_calls(

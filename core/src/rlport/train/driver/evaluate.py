@@ -22,8 +22,8 @@ from typing import Any
 
 from rlport.rollout.protocol import SamplingParams
 from rlport.train.data.prompts import Example
+from rlport.train.data.sharding import shards
 from rlport.train.driver.answers import Answer, rollout_and_score
-from rlport.train.driver.batching import shards
 from rlport.train.driver.val_metrics import validation_metrics
 
 

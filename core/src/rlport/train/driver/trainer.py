@@ -28,9 +28,9 @@ from rlport.train.config.keys import example
 from rlport.train.config.schema import TrainConfig
 from rlport.train.data.prompts import Example, Sampler, limit, tokenize
 from rlport.train.data.rewards import RewardManager
+from rlport.train.data.sharding import shards as split
 from rlport.train.driver.answers import rollout_and_score
 from rlport.train.driver.batching import generate_calls
-from rlport.train.driver.batching import shards as split
 from rlport.train.driver.evaluate import Validation, logged_indices, validate_policy, validation_params
 from rlport.train.driver.preflight import Inputs, check_inputs, validate
 from rlport.train.tracking.loggers import open_loggers

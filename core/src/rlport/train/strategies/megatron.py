@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from rlport.train.strategies import Local
+from rlport.train.strategies.base import Local
 from rlport.train.strategies.replicated import average_gradients
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from rlport.train.strategies import Local
+from rlport.train.strategies.base import Local
 
 
 class ReplicatedStrategy(Local):
