@@ -33,6 +33,27 @@ def test_the_rows_hold_every_pair_of_values() -> None:
         )
 
 
+def test_the_wide_rows_hold_every_pair_every_solo_value_and_seeded_draws() -> None:
+    """``--wide``: all-pairs over its own dimensions (CI's rows unchanged), a row for each solo value,
+    and ``--random K --seed N`` rows that the same flags draw again (so ``--only`` reruns them)."""
+    dims = SWEEP.WIDE_DIMENSIONS
+    wide = SWEEP.rows(wide=True)
+    pairs = wide[: len(wide) - len(SWEEP.WIDE_SOLO)]
+    labels = [[label for label, _ in row] for row in pairs]
+    for (a, (_, va)), (b, (_, vb)) in itertools.combinations(enumerate(dims), 2):
+        wanted = {(x, y) for (x, _), (y, _) in itertools.product(va, vb)}
+        assert wanted <= {(row[a], row[b]) for row in labels}, (dims[a][0], dims[b][0])
+    solo = {(name, value[0]) for name, value in SWEEP.WIDE_SOLO}
+    names = [name for name, _ in dims]
+    assert {
+        (n, row[names.index(n)][0]) for row, (n, _) in zip(wide[len(pairs) :], SWEEP.WIDE_SOLO, strict=True)
+    } == solo
+    drawn = SWEEP.rows(wide=True, random=5, seed=3)
+    assert drawn[: len(wide)] == wide and drawn == SWEEP.rows(wide=True, random=5, seed=3)
+    assert drawn[len(wide) :] != SWEEP.rows(wide=True, random=5, seed=4)[len(wide) :]
+    assert len(SWEEP.rows()) < len(wide)  # CI's set is the small one
+
+
 def test_a_failure_after_the_start_is_a_defect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The classifier can say defect: a run that raises once started is never counted as trained."""
     from rlport.train.driver.trainer import Trainer
