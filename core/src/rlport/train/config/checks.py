@@ -70,6 +70,7 @@ def joint_problems(cfg: TrainConfig) -> list[ConfigError]:
         )
     out.extend(_policy_loss_problems(cfg.algorithm))
     out.extend(_rollout_correction_problems(cfg))
+    out.extend(_float16_problems(cfg))
     if r.max_model_len and r.max_model_len <= r.max_new_tokens:
         out.append(
             _problem(
@@ -209,6 +210,37 @@ def _policy_loss_problems(al: AlgorithmConfig) -> list[ConfigError]:
             )
         )
     return out
+
+
+def _float16_problems(cfg: TrainConfig) -> list[ConfigError]:
+    """``model.dtype=float16`` holds the trained weights in float16, and AdamW's moments and step
+    in that dtype under- and overflow (a squared gradient below 6e-8 is 0, eps=1e-8 is 0, so the
+    step is 0/0): the first update turns weights into nan. LoRA's adapters are float32 (peft), so
+    a LoRA actor trains; the critic always trains every weight."""
+    m, al = cfg.model, cfg.algorithm
+    if m.dtype != "float16":
+        return []
+    trained = [
+        what
+        for what, full in (
+            ("the actor (model.lora_rank=0 trains every weight)", not m.lora_rank),
+            ("the critic (algorithm.adv_estimator=gae trains every weight)", al.adv_estimator == "gae"),
+        )
+        if full
+    ]
+    if not trained:
+        return []
+    return [
+        _problem(
+            "model.dtype",
+            m.dtype,
+            f"bfloat16 or float32 for {' and '.join(trained)}: AdamW on float16 weights under- and "
+            "overflows (a squared gradient below 6e-8 and its eps 1e-8 are 0 in float16), so the first "
+            "update makes the weights nan",
+            "model.dtype=bfloat16 (or model.dtype=float32; or model.lora_rank=16 with an estimator "
+            "other than gae: the adapters train in float32)",
+        )
+    ]
 
 
 def _rollout_correction_problems(cfg: TrainConfig) -> list[ConfigError]:
