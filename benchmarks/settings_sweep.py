@@ -13,6 +13,8 @@ values switch a code path: every estimator, policy loss and aggregation mode, th
 loss and of the reward, rollout correction's variants, sampling, validation, offload, dtypes,
 schedules, the critic's own settings...), then one row for each value that is tried on its own
 (``WIDE_SOLO``: values refused with everything, which all-pairs would spend a row per pair on).
+Its all-pairs rows leave out the pairs the pre-flight checks refuse (:func:`wide_refusal`) and add
+a row for each trainable pair the filtered search missed.
 ``--random K --seed N`` adds K full rows drawn at random (seeded) from the same dimensions; the
 same flags give the same row numbers, so ``--only`` reruns them. CI runs the default set only.
 
