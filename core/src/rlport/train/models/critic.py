@@ -42,7 +42,7 @@ class Critic(TrainedModel):
     ) -> None:
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         name = strategy_of(cfg, world)
-        path = str(resume_from or cfg.critic.path or cfg.model.path)
+        path = str(resume_from or cfg.critic.path)  # derive() made an empty critic.path model.path
         m = cfg.model
         # loaded whole (a new value head is not in the folder fsdp would load shards from), then wrapped
         module = load_value_model(path, **loading(m), device=device)
@@ -52,7 +52,7 @@ class Critic(TrainedModel):
             path=path,
             rt=rt,
             section=cfg.critic,
-            mini_batches=cfg.critic.mini_batches or cfg.actor.mini_batches,
+            mini_batches=cfg.critic.mini_batches,  # derive() gave it the actor's when unset
             resume_from=resume_from,
             updates_done=updates_done,
         )
