@@ -139,7 +139,7 @@ def test_only_the_adapters_train_and_the_reference_is_the_base(model: Path) -> N
         assert not torch.allclose(lp.old[i], lp.ref[i], atol=1e-4)  # the trained actor has moved
 
 
-def _rank(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
+def _rank(rank: int, model: Path, strategy: str, store: str, out: Path, extra: tuple[str, ...] = ()) -> None:
     import torch.distributed as dist
 
     os.environ["RLPORT_SUMMARY"] = "0"
@@ -149,7 +149,7 @@ def _rank(rank: int, model: Path, strategy: str, store: str, out: Path) -> None:
 
         samples = _samples()
         share = samples[rank * 4 : (rank + 1) * 4]
-        cfg = _cfg(model, strategy=strategy, workers=2)
+        cfg = _cfg(model, *extra, strategy=strategy, workers=2)
         actor = Actor(cfg, path=str(model), device="cpu", rank=rank, world=2, rt=rlport.init())
         actor.update(share, actor.logprobs(share))
         weights = {k: v.clone() for k, v in actor.full_parameters()}
@@ -174,6 +174,29 @@ def test_two_ranks_update_the_adapters_as_one_process(strategy: str, model: Path
     assert two.keys() == one.keys()
     for k, w in one.items():  # compared as updates, relative to the learning rate
         assert float((two[k] - base[k] - (w - base[k])).abs().max()) / LR < 1e-3, k
+
+
+def test_fsdp_in_bfloat16_trains_adapters_whose_first_forward_had_them_off(
+    model: Path, tmp_path: Path
+) -> None:
+    """In bypass mode with the KL loss, the first forward of a LoRA actor is the reference's, with
+    its adapters off, which peft marks frozen meanwhile. FSDP2 chose the gradients' dtype from the
+    parameters that required grad at that first forward (none), so the bfloat16 gradients were
+    never cast back to the float32 adapters and the update failed on both ranks (the wide settings
+    sweep's row 18)."""
+    out = tmp_path / "two.pt"
+    extra = (
+        "actor.fsdp_config.param_dtype=bfloat16",
+        "actor.fsdp_config.reduce_dtype=",
+        "algorithm.use_kl_loss=true",
+        "algorithm.rollout_correction.bypass_mode=true",
+        "algorithm.rollout_correction.rollout_is=token",
+    )
+    spawn_ranks(_rank, (model, "fsdp", str(tmp_path / "store"), out, extra))
+    two = torch.load(out, weights_only=True)
+    base = _base_weights(model)
+    moved = [k for k in two if k in base and not torch.equal(two[k], base[k])]
+    assert moved and all(torch.isfinite(two[k]).all() for k in two), moved
 
 
 def test_a_checkpoint_holds_the_merged_model_and_the_adapters_and_resumes(tmp_path: Path) -> None:

@@ -164,7 +164,13 @@ class Actor(TrainedModel):
         if self.reference is not None:
             ref_logits, tokens, _ = self._response_outputs(self.reference, chunk)
         elif self.lora_scaling and needs_reference(self.cfg):
+            trained = [p for p in self.model.parameters() if p.requires_grad]
             with self.module.disable_adapter():
+                # peft marks the adapters frozen while they are off; FSDP2 reads requires_grad at
+                # its first forward to choose the dtype gradients reduce in (none trained: no cast
+                # back to the float32 adapters), and this can be the first forward (bypass mode)
+                for p in trained:
+                    p.requires_grad_(True)
                 ref_logits, tokens, _ = self._response_outputs(self.model, chunk)
         else:
             return None
