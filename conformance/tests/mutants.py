@@ -384,8 +384,11 @@ VISIBLE = "MUTANT_VISIBLE_DEVICES"
 
 def _fused_adamw():
     """AdamW as one custom operator per parameter (a vendor's fused kernel): torch.optim.AdamW's
-    math, but an operator DTensor has no sharding rule for."""
+    math, but an operator DTensor has no sharding rule for. With ``gathered_no_offset`` a DTensor
+    parameter is gathered whole (``full_tensor``, state the whole size) for the kernel, and its shard
+    is written back from the start of the result, not from the shard's offset: right at one rank."""
     import torch
+    from torch.distributed.tensor import DTensor
 
     if not hasattr(torch.ops.rlport_mutant, "adamw_"):
 
@@ -408,15 +411,21 @@ def _fused_adamw():
                 for p in group["params"]:
                     if p.grad is None:
                         continue
+                    target, grad = p, p.grad
+                    if DEFECT == "gathered_no_offset" and isinstance(p, DTensor):
+                        target, grad = p.full_tensor(), p.grad.full_tensor()
                     state = self.state[p]
                     if not state:
                         state["step"] = torch.tensor(0.0)
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_avg_sq"] = torch.zeros_like(p)
+                        state["exp_avg"] = torch.zeros_like(target)
+                        state["exp_avg_sq"] = torch.zeros_like(target)
                     state["step"] += 1
-                    torch.ops.rlport_mutant.adamw_(p, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                    torch.ops.rlport_mutant.adamw_(target, grad, state["exp_avg"], state["exp_avg_sq"],
                                                    int(state["step"]), group["lr"], *group["betas"], group["eps"],
                                                    group["weight_decay"])
+                    if target is not p:  # the shard from row 0 of the whole: rank 1 gets rank 0's rows
+                        local = p.to_local()
+                        local.copy_(target[: local.shape[0]])
 
     def factory(params, *, lr, betas, weight_decay):
         return FusedAdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
@@ -511,11 +520,12 @@ class Plugin:
 
     @hookimpl
     def rlport_optimizer(self, name, device, strategy):
-        if name != "adamw" or DEFECT not in ("adam_l2", "lr_cached", "eps_1e6", "fused_no_dtensor"):
+        fused = ("fused_no_dtensor", "gathered_no_offset")
+        if name != "adamw" or DEFECT not in ("adam_l2", "lr_cached", "eps_1e6", *fused):
             return None
         import torch
 
-        if DEFECT == "fused_no_dtensor":  # a fused kernel for plain tensors, offered for fsdp as well
+        if DEFECT in fused:  # a fused kernel for plain tensors, offered for fsdp as well
             return _fused_adamw()
 
         def factory(params, *, lr, betas, weight_decay):
@@ -876,6 +886,13 @@ MUTANTS = [
         "training.optimizer",
         ("training.optimizer[adamw-fsdp-float32]", "training.optimizer[adamw-fsdp-mixed]"),
         ("training.optimizer[adamw-replicated-float32]", "training.optimizer[adamw-ddp-mixed]"),
+        rule=11,
+    ),
+    Mutant(  # shards taken for the whole tensor: caught across ranks only
+        "gathered_no_offset",
+        "training.optimizer and fsdp",
+        ("training.optimizer[adamw-fsdp-float32-r2]", "training.optimizer[adamw-fsdp-mixed-r2]"),
+        ("training.optimizer[adamw-fsdp-float32]", "training.optimizer[adamw-fsdp-mixed]"),
         rule=11,
     ),
     Mutant(

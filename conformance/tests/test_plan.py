@@ -24,6 +24,10 @@ def _ids(declared: dict) -> dict[str, bool]:
     return {c.id: c.claimed for c in plan(declared)}
 
 
+def _ids_in(declared: dict, profile) -> set[str]:
+    return {c.id for c in plan(declared, profile)}
+
+
 def test_plan_is_deterministic_and_unique() -> None:
     first, second = plan(FULL), plan(dict(FULL))
     assert [c.id for c in first] == [c.id for c in second]
@@ -255,6 +259,51 @@ def test_training_hooks_are_planned() -> None:
     for strategy in ("replicated", "ddp", "fsdp", "megatron"):
         assert f"training.before_model_build[{strategy}]" in ids
     assert "training.optimizer[adamw-ddp-bfloat16]" not in _ids({**FULL, "dtypes": ["float32"]})
+
+
+def test_sharded_optimizer_is_planned_across_ranks_in_multi_device_profiles_only() -> None:
+    from rlport_conformance.plan import Profile
+
+    def sharded(declared: dict, profile: Profile) -> dict[str, dict]:
+        return {
+            c.id: c.facet for c in plan(declared, profile) if c.group == "training" and "world" in c.facet
+        }
+
+    cpu = sharded(FULL, Profile((2, 3, 4)))  # the host CPU's profile: once, at 2 ranks
+    assert list(cpu) == [
+        "training.optimizer[adamw-fsdp-float32-r2]",
+        "training.optimizer[adamw-fsdp-mixed-r2]",
+    ]
+    assert cpu["training.optimizer[adamw-fsdp-mixed-r2]"] == {
+        "strategy": "fsdp",
+        "dtypes": ("float32", "bfloat16"),
+        "world": 2,
+    }
+    assert list(sharded(FULL, Profile((8,)))) == [
+        "training.optimizer[adamw-fsdp-float32-r8]",
+        "training.optimizer[adamw-fsdp-mixed-r8]",
+    ]
+    assert list(sharded({**FULL, "dtypes": ["float32"]}, Profile((2,)))) == [
+        "training.optimizer[adamw-fsdp-float32-r2]"
+    ]
+    single = _ids_in(FULL, Profile((1,)))
+    assert not [i for i in single if i.endswith("-r1") and i.startswith("training.")]
+    assert "training.optimizer[adamw-fsdp-float32]" in single  # the one-rank fsdp case stays
+
+
+def test_sharded_optimizer_ranks_differ_and_average_to_the_one_rank_gradients() -> None:
+    import torch
+
+    from rlport_conformance.cases import test_training as tt
+
+    _, grads = tt._inputs([])
+    for world in (2, 3, 4):
+        for step in (0, tt.STEPS - 1):
+            ranks = [tt._rank_grads(grads, step, r, world) for r in range(world)]
+            for i, g in enumerate(grads[step]):
+                assert not torch.equal(ranks[0][i], ranks[1][i])
+                torch.testing.assert_close(sum(r[i] for r in ranks) / world, g, rtol=1e-12, atol=0)
+    assert tt._rank_grads(grads, 3, 0, 1) is grads[3]
 
 
 def test_optimizer_case_exercises_lr_change_roundtrip_and_eps() -> None:

@@ -1,5 +1,6 @@
 """The collectives cases' worker: ``WORLD_SIZE`` spawned ranks, each starting the runtime of the plugin
-under test and its process group through ``rlport.collectives``, then running every planned case.
+under test and its process group through ``rlport.collectives``, then running every planned case (a
+case naming a ``task`` runs that function instead: the training group's sharded optimizer case).
 
 Inputs are small integers (1..7, distinct per rank at every index, following a hash of the index so
 the pattern never repeats: a chunk or bucket in the wrong place differs from the right one), so every
@@ -227,6 +228,15 @@ def _perf(op: str, rank: int, world: int, device: str) -> dict[str, Any]:
     return {"seconds": statistics.median(times), "bytes": nbytes}
 
 
+def _task(spec: str) -> Any:
+    """The function ``module:function`` names; it takes ``(case, rt, rank, world, device)`` and returns
+    this rank's JSON-able result for the case."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def rank_main(
     rank: int, world: int, init_file: str, out_dir: str, cases: list[dict[str, Any]], perf: bool
 ) -> None:
@@ -260,6 +270,9 @@ def rank_main(
         save()
         for c in cases:
             try:
+                if "task" in c:  # another group's multi-rank case: ``module:function`` run on every rank
+                    result["cases"][c["id"]] = _task(c["task"])(c, rt, rank, world, device)
+                    continue
                 result["cases"][c["id"]] = run_case(
                     c["op"], c["dtype"], c["count"], c.get("root"), rank, world, device, c.get("reduce_op")
                 )

@@ -548,18 +548,39 @@ STRATEGIES = ("replicated", "ddp", "fsdp", "megatron")
 OPTIMIZER_STRATEGIES = ("replicated", "ddp", "fsdp")
 
 
-def _training(caps: Mapping[str, Any]) -> list[PlannedCase]:
+def sharded_world(profile: Profile) -> int | None:
+    """The rank count the sharded optimizer case runs at: the profile's smallest multi-rank world size
+    (2 on the host CPU), None for ``single-device`` (one rank holds every shard: the fsdp case)."""
+    multi = [int(n) for n in profile.world_sizes if int(n) > 1]
+    return min(multi) if multi else None
+
+
+def _training(caps: Mapping[str, Any], profile: Profile) -> list[PlannedCase]:
     """rlport_optimizer per strategy (plain parameters; FSDP2 DTensors under fsdp), in float32, in
-    bfloat16 when claimed and mixed; rlport_unsupported_strategies; rlport_before_model_build per strategy."""
+    bfloat16 when claimed and mixed, and under fsdp again across the ranks of a multi-device profile
+    (each rank holding a shard); rlport_unsupported_strategies; rlport_before_model_build per strategy."""
     dtype_sets = [("float32",)]
     if "bfloat16" in caps.get("dtypes", ()):
         dtype_sets += [("bfloat16",), ("float32", "bfloat16")]
+    world = sharded_world(profile)
     cases = []
     for strategy in OPTIMIZER_STRATEGIES:
         for dtypes in dtype_sets:
             label = dtypes[0] if len(dtypes) == 1 else "mixed"
             cases.append(
                 _case("training.optimizer", f"adamw-{strategy}-{label}", strategy=strategy, dtypes=dtypes)
+            )
+    if world is not None:  # float32 and mixed: mixed holds a bfloat16 shard beside a float32 one
+        for dtypes in [d for d in dtype_sets if len(d) > 1 or d == ("float32",)]:
+            label = dtypes[0] if len(dtypes) == 1 else "mixed"
+            cases.append(
+                _case(
+                    "training.optimizer",
+                    f"adamw-fsdp-{label}-r{world}",
+                    strategy="fsdp",
+                    dtypes=dtypes,
+                    world=world,
+                )
             )
     cases.append(_case("training.unsupported_strategies"))
     cases += [_case("training.before_model_build", s, strategy=s) for s in STRATEGIES]
@@ -590,7 +611,7 @@ def plan(declared: Mapping[str, Any], profile: Profile | None = None) -> list[Pl
         *_memory(declared),
         *_rollout(declared),
         *_patches(),
-        *_training(declared),
+        *_training(declared, profile),
         *_weights(declared),
     ]
 

@@ -27,16 +27,26 @@ def collective_runs() -> dict[int, dict[str, Any]]:
     return {}
 
 
-def _spawn(conformance: Any, perf: Any, world: int) -> dict[str, Any]:
+def _too_few_devices(
+    conformance: Any, world: int, what: str = "the collectives cases"
+) -> dict[str, Any] | None:
+    """The outcome of a spawn of ``world`` ranks that this machine has too few devices for, else None."""
     info = conformance.rt.device
-    if info.device_type != "cpu" and info.count < world:
-        return {
-            "ranks": [None] * world,
-            "crashed": None,
-            "timed_out": False,
-            "resource": f"the collectives cases need {world} devices, this machine shows {info.count}; "
-            f"certify the devices it has with --world-size {max(1, info.count)}",
-        }
+    if info.device_type == "cpu" or info.count >= world:
+        return None
+    return {
+        "ranks": [None] * world,
+        "crashed": None,
+        "timed_out": False,
+        "resource": f"{what} need {world} devices, this machine shows {info.count}; "
+        f"certify the devices it has with --world-size {max(1, info.count)}",
+    }
+
+
+def _spawn(conformance: Any, perf: Any, world: int) -> dict[str, Any]:
+    short = _too_few_devices(conformance, world)
+    if short is not None:
+        return short
     cases = [
         {"id": c.id, **{k: c.facet.get(k) for k in ("op", "dtype", "count", "root", "reduce_op")}}
         for c in conformance.cases
@@ -68,13 +78,15 @@ def collective_run(
     return collective_runs[world]
 
 
-def _absent(case: CaseContext, outcome: dict[str, Any], what: str) -> None:
-    """Record why a rank produced no result for this case."""
+def _absent(
+    case: CaseContext, outcome: dict[str, Any], what: str, timeout_s: float = SPAWN_TIMEOUT_S
+) -> None:
+    """Record why a rank produced no result for this case (the training group's sharded case too)."""
     errors = [f"rank {i}: {r['error']}" for i, r in enumerate(outcome["ranks"]) if r and r.get("error")]
     if outcome.get("resource"):
         case.record(Status.RESOURCE_ERROR, outcome["resource"])
     elif outcome["timed_out"]:
-        case.record(Status.TIMEOUT, f"the ranks did not finish within {SPAWN_TIMEOUT_S:g} s ({what})")
+        case.record(Status.TIMEOUT, f"the ranks did not finish within {timeout_s:g} s ({what})")
     elif outcome["crashed"]:
         case.record(Status.CRASH, f"a rank died: {outcome['crashed']}")
     elif errors:
