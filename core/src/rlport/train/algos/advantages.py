@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rlport.train.algos.estimators import SEQUENCE, TOKEN
+from rlport.train.algos.masked import unpad_rows
 from rlport.train.algos.ppo import FixedKL, advantages
 from rlport.train.config.schema import AlgorithmConfig
 
@@ -33,10 +34,6 @@ class Estimated:
     advantages: list[torch.Tensor]
     returns: list[torch.Tensor] | None
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def _rows(matrix: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
-    return [matrix[i, :n].clone() for i, n in enumerate(lengths)]
 
 
 def estimate(
@@ -72,7 +69,7 @@ def estimate(
         if baselines is not None:
             metrics["reward/greedy_baseline_mean"] = statistics.fmean(baselines)
         adv, _returns = TOKEN[est](res.token_rewards, res.mask, group_ids, al.gamma, baselines)
-        return Estimated(_rows(adv, lengths), None, metrics)
+        return Estimated(unpad_rows(adv, lengths), None, metrics)
     if est not in SEQUENCE:
         raise ValueError(
             f"algorithm.adv_estimator={est!r} is not an estimator ({', '.join(['gae', *SEQUENCE, *TOKEN])})"

@@ -52,6 +52,12 @@ def pad_rows(rows: Sequence[torch.Tensor | Sequence[float]], width: int) -> torc
     return out
 
 
+def unpad_rows(matrix: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
+    """The inverse of :func:`pad_rows`: each row of a ``(batch, width)`` matrix cut to its
+    length, as its own ``(length,)`` tensor."""
+    return [matrix[i, :n].clone() for i, n in enumerate(lengths)]
+
+
 def response_mask(lengths: Sequence[int]) -> torch.Tensor:
     """``(len(lengths), max length)``: 1 on each response's tokens, 0 after."""
     width = max(1, max(lengths, default=1))

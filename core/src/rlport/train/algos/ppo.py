@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from rlport.train.algos.grpo import kl_k3
-from rlport.train.algos.masked import masked_mean, masked_whiten, pad_rows, response_mask
+from rlport.train.algos.masked import masked_mean, masked_whiten, pad_rows, response_mask, unpad_rows
 from rlport.train.config.choices import KL_PENALTIES
 
 
@@ -176,6 +176,5 @@ def advantages(
     adv = masked_whiten(adv, mask)
     metrics["critic/values_mean"] = float(masked_mean(v, mask).item())
     metrics["critic/returns_mean"] = float(masked_mean(ret, mask).item())
-    rows_adv = [adv[i, :n].clone() for i, n in enumerate(lengths)]
-    rows_ret = [ret[i, :n].clone() for i, n in enumerate(lengths)]
+    rows_adv, rows_ret = unpad_rows(adv, lengths), unpad_rows(ret, lengths)
     return Advantages(rows_adv, rows_ret, sequence_rewards, metrics, rewards, mask)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Sample", "attach", "token_rows"]
+__all__ = ["Sample", "attach"]
 
 
 @dataclass
@@ -56,11 +56,6 @@ class Sample:
             advantages=torch.full((n,), float(advantage), dtype=torch.float32),
             returns=None if returns is None else torch.as_tensor(returns, dtype=torch.float32),
         )
-
-
-def token_rows(matrix: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
-    """Each row of a ``(batch, width)`` matrix cut to its sample's length: ``(R_i,)`` tensors."""
-    return [matrix[i, :n].clone() for i, n in enumerate(lengths)]
 
 
 def attach(
