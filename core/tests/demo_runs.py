@@ -65,20 +65,31 @@ def train_process(args: list[str], folder: Path) -> tuple[str, Path]:
     return log, out
 
 
-def spawn_ranks(fn: Any, args: tuple[Any, ...], nprocs: int = 2) -> None:
+def spawn_ranks(
+    fn: Any, args: tuple[Any, ...], nprocs: int = 2, *, hang_after: float = 0.0, hang: str = ""
+) -> None:
     """``torch.multiprocessing.spawn(fn, args, nprocs)``, once more if a rank was aborted
     (SIGABRT) by the C++ runtime: in the whole suite, about one two-rank gloo run in ten lost a rank
     to "terminate called without an active exception", which no rerun alone reproduced. Any other
     failure, or a second abort, fails the test. A file store in ``args`` (a path ending in
-    ``store``) is removed before the rerun, so the ranks rendezvous afresh."""
+    ``store``) is removed before the rerun, so the ranks rendezvous afresh. With ``hang_after``
+    (seconds), ranks still running then are killed and the test fails with ``hang``."""
     import os
+    import time
     import warnings
 
+    import pytest
     import torch.multiprocessing as mp
 
     for attempt in (1, 2):
         try:
-            mp.spawn(fn, args=args, nprocs=nprocs, join=True)
+            ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+            deadline = time.monotonic() + (hang_after or float("inf"))
+            while not ctx.join(timeout=5):
+                if time.monotonic() > deadline:
+                    for p in ctx.processes:
+                        p.kill()
+                    pytest.fail(hang or f"the {nprocs} ranks still ran after {hang_after:.0f} s")
             return
         except mp.ProcessExitedException as exc:
             if exc.signal_name != "SIGABRT" or attempt == 2:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -377,8 +376,6 @@ def test_fsdp_ranks_whose_budgets_cut_differently_stay_in_step(
     micro-batches; FSDP gathers the parameters in every forward, so a rank running fewer would
     leave the other waiting in a collective for ever. The ranks agree on the most (one
     all-reduce) and the others cut further; the update is the one of one rank holding all."""
-    import torch.multiprocessing as mp
-
     from rlport.train.models.micro_batches import token_budget_chunks
 
     samples = _ragged_samples()
@@ -388,18 +385,12 @@ def test_fsdp_ranks_whose_budgets_cut_differently_stay_in_step(
     ]
     assert [len(c) for c in cuts] == [3, 2]  # the case this test is about
     out = tmp_path / "grads.pt"
-    ctx = mp.spawn(
+    spawn_ranks(
         _two_ranks,
-        args=(model, "fsdp", str(tmp_path / "store"), out, DYNAMIC, ("token-mean",)),
-        nprocs=2,
-        join=False,
+        (model, "fsdp", str(tmp_path / "store"), out, DYNAMIC, ("token-mean",)),
+        hang_after=240,
+        hang="the two fsdp ranks hung: they ran different numbers of micro-batches",
     )
-    deadline = time.monotonic() + 240
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("the two fsdp ranks hung: they ran different numbers of micro-batches")
     two = torch.load(out, weights_only=False)
     _assert_same_update(two["token-mean"], one_rank["token-mean"], "fsdp token-mean, dynamic micro-batches")
 
